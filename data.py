@@ -1,0 +1,452 @@
+"""Datasets for TTRV as multiple-choice questions (paper section 4 and Appendix C).
+
+Every dataset becomes a list of `Example`s: an image (loaded lazily), the prompt text shown with
+it, the lettered options and the correct letter. TTRV adapts on a few of them with their labels
+stripped (`draw_adaptation_set`) and evaluates on all of them.
+
+    >>> test = load_dataset("shapes", "test")            # offline, drawn with PIL
+    >>> adapt = draw_adaptation_set(test, k=20, seed=0)  # unlabeled: answer and label are None
+    >>> test[0].answer, test[0].label, adapt[0].answer
+    ('A', 'circle', None)
+
+Datasets (`DATASETS`, dispatched by `load_dataset`):
+  resisc45     the paper's test set = images 601-700 of each of the 45 classes (4,500); "train" =
+               images 1-600. From NWPU-RESISC45.zip (hub dataset torchgeo/resisc45, pinned
+               revision, md5-checked) or an extracted NWPU-RESISC45 folder given as data_dir.
+  shapes       synthetic: 8 shape kinds, random colour/size/position/rotation/background,
+               112x112, 400 train / 200 test, drawn in memory (~0.4 s for both splits).
+  folder:PATH  one sub-folder of images per class (>= 4 classes); every image is one question.
+  jsonl:PATH   ready-made questions, one {"image", "question", "options", "answer"} per line.
+
+Choices:
+  - Loading never opens an image; `Example.image()` decodes on demand and raises `DataError`
+    naming a missing or corrupt file (nothing is skipped silently).
+  - A zip is opened once per (process, path) and the handle cached (re-opened after a fork), so
+    4,500 reads do not re-parse its 31,500-entry directory; an `Example` stores only the
+    (zip path, member) pair.
+  - The hub download is md5-checked once; a `<file>.md5-ok` marker holding (md5, size, mtime)
+    skips re-hashing 427 MB on later runs. A zip passed as data_dir is not hashed (it may have
+    been repacked); its layout is checked instead.
+  - Questions are fixed by `seed`: one `random.Random(seed)` per dataset consumed in a fixed order
+    (classes alphabetical, images ascending), so base and adapted model get the same questions.
+  - Option text = class folder name with spaces for underscores ("golf course"); `label` is that
+    same text, so `label == options[LETTERS.index(answer)]` always.
+  - folder:/jsonl: carry their path in the name (`load_dataset("folder", data_dir=P)` is the same)
+    and have one split (`split` is ignored). A jsonl question is shown verbatim (Appendix C has a
+    different prompt per benchmark); its options are not appended to it.
+Left out: the paper's other benchmarks (DTD, MathVista, SEED, AI2D, ...: use folder: with
+`prompt=DTD_PROMPT`, or jsonl:), the timm/resisc45 parquet split, and image preprocessing (the
+model's processor resizes and normalises).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import string
+import zipfile
+import zlib
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+
+class DataError(Exception):
+    """Something wrong with data a user pointed at; the message says what to do."""
+
+
+# Appendix C verbatim, minus its leading "<image> \n ": the model's chat template places the image.
+RECOGNITION_PROMPT = (
+    "Look at the given image and identify what it shows. Choose the correct answer from the "
+    "options below and respond with only the corresponding option letter (A, B, C, or D). Do not "
+    "include any explanation or extra text. \n Options:\nA. {o1}\nB. {o2}\nC. {o3}\nD. {o4}")
+DTD_PROMPT = RECOGNITION_PROMPT.replace("what it shows", "what texture it shows")
+PROMPTS = {"dtd": DTD_PROMPT}  # dataset name -> template; any other dataset: RECOGNITION_PROMPT
+LETTERS = string.ascii_uppercase
+
+
+@dataclasses.dataclass
+class Example:
+    """One multiple-choice question about one image. `source`: a file path, a
+    (zip path, member) pair, or a PIL image.
+
+    >>> ex = Example("x", "Q", ["cat", "dog"], "B", "dog", Image.new("RGB", (8, 8)))
+    >>> ex.image().size, ex.options[LETTERS.index(ex.answer)] == ex.label
+    ((8, 8), True)
+    """
+
+    id: str
+    question: str
+    options: list[str]
+    answer: str | None
+    label: str | None
+    source: Any = dataclasses.field(repr=False)
+
+    def image(self) -> Image.Image:
+        """The image as RGB; `DataError` naming the file if it cannot be read."""
+        src = self.source
+        if isinstance(src, Image.Image):
+            return src.convert("RGB")  # a copy
+        where = f"{src[1]} in {src[0]}" if isinstance(src, tuple) else str(src)
+        try:
+            img = Image.open(io.BytesIO(_open_zip(src[0]).read(src[1]))
+                             if isinstance(src, tuple) else src)
+            img.load()
+            return img.convert("RGB")
+        except (OSError, EOFError, KeyError, ValueError, zlib.error, zipfile.BadZipFile,
+                Image.DecompressionBombError) as err:
+            raise DataError(f"Cannot read image {where} ({type(err).__name__}: {err}); replace or "
+                            "delete that file (or re-download the dataset) and run again.") from err
+
+
+def strip_labels(example: Example) -> Example:
+    """A copy with `answer` and `label` set to None, so adaptation can never read them."""
+    return dataclasses.replace(example, answer=None, label=None)
+
+
+_ZIPS: dict[tuple[int, str], zipfile.ZipFile] = {}
+
+
+def _open_zip(path: str) -> zipfile.ZipFile:
+    key = (os.getpid(), os.path.abspath(path))  # pid: a forked worker opens its own handle
+    if key not in _ZIPS:
+        try:
+            _ZIPS[key] = zipfile.ZipFile(path)
+        except (OSError, zipfile.BadZipFile) as err:
+            raise DataError(f"{path} is not a readable zip archive ({err}); it is probably "
+                            "incomplete: delete it and download it again.") from err
+    return _ZIPS[key]
+
+
+# ------------------------------------------------------------------------- multiple choice
+
+def display_name(class_name: str) -> str:
+    """Option text of a class folder name: "golf_course" -> "golf course"."""
+    return class_name.replace("_", " ")
+
+
+def make_choice_question(label: str, classes: list[str], rng: random.Random,
+                         prompt: str = RECOGNITION_PROMPT,
+                         num_options: int = 4) -> tuple[str, list[str], str]:
+    """The true class plus `num_options - 1` distinct distractors drawn uniformly from the other
+    classes, the true option's slot uniform; returns (question text, options, answer letter).
+
+    >>> classes = ["beach", "forest", "golf_course", "lake", "river"]
+    >>> q, opts, ans = make_choice_question("golf_course", classes, random.Random(0))
+    >>> len(set(opts)), opts[LETTERS.index(ans)], q.endswith("\\nD. " + opts[3])
+    (4, 'golf course', True)
+    """
+    fields = {f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None}
+    if fields != {f"o{i + 1}" for i in range(num_options)}:
+        raise DataError(f"The prompt template has fields {sorted(fields)}, but {num_options} "
+                        f"options need exactly o1..o{num_options}; fix the template.")
+    others = [c for c in dict.fromkeys(classes) if c != label]
+    if label not in classes or len(others) < num_options - 1:
+        raise DataError(f"A {num_options}-way question needs its label {label!r} among at least "
+                        f"{num_options} distinct classes, got {len(others) + 1}; add classes.")
+    options = [display_name(c) for c in rng.sample(others, num_options - 1)]
+    slot = rng.randrange(num_options)
+    options.insert(slot, display_name(label))
+    return prompt.format(**{f"o{i + 1}": o for i, o in enumerate(options)}), options, LETTERS[slot]
+
+
+def _questions(items: list[tuple[str, str, Any]], classes: list[str], seed: int,
+               prompt: str) -> list[Example]:
+    """(id, class, source) triples -> Examples, one `random.Random(seed)` used in list order."""
+    rng, out = random.Random(seed), []
+    for ex_id, cls, source in items:
+        question, options, answer = make_choice_question(cls, classes, rng, prompt)
+        out.append(Example(ex_id, question, options, answer, display_name(cls), source))
+    return out
+
+
+# ------------------------------------------------------------------------- RESISC45
+
+RESISC45_CLASSES = [
+    "airplane", "airport", "baseball_diamond", "basketball_court", "beach", "bridge", "chaparral",
+    "church", "circular_farmland", "cloud", "commercial_area", "dense_residential", "desert",
+    "forest", "freeway", "golf_course", "ground_track_field", "harbor", "industrial_area",
+    "intersection", "island", "lake", "meadow", "medium_residential", "mobile_home_park",
+    "mountain", "overpass", "palace", "parking_lot", "railway", "railway_station",
+    "rectangular_farmland", "river", "roundabout", "runway", "sea_ice", "ship", "snowberg",
+    "sparse_residential", "stadium", "storage_tank", "tennis_court", "terrace",
+    "thermal_power_station", "wetland"]
+RESISC45_SPLITS = {"test": range(601, 701), "train": range(1, 601)}  # TTRV tests on 601-700
+RESISC45_REPO, RESISC45_FILE = "torchgeo/resisc45", "NWPU-RESISC45.zip"
+RESISC45_REVISION = "a826b44d938a883185f11ebe3d512d38b464312f"
+RESISC45_MD5 = "75206b2e16446591afa88e2628744886"
+
+
+def resisc45_files(split: str = "test", indices=None) -> list[tuple[str, str]]:
+    """(class, path inside NWPU-RESISC45/) of a split, classes alphabetical, numbers ascending.
+
+    >>> files = resisc45_files("test")
+    >>> len(files), files[0], files[-1][1]
+    (4500, ('airplane', 'airplane/airplane_601.jpg'), 'wetland/wetland_700.jpg')
+    """
+    if indices is None:
+        if split not in RESISC45_SPLITS:
+            raise DataError(f"resisc45 has splits {sorted(RESISC45_SPLITS)}, not {split!r}.")
+        indices = RESISC45_SPLITS[split]
+    return [(c, f"{c}/{c}_{i:03d}.jpg") for c in RESISC45_CLASSES for i in indices]
+
+
+def file_md5(path: str) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_md5(path: str, expected: str) -> None:
+    """DataError unless `path` hashes to `expected`; a `<path>.md5-ok` marker skips re-hashing."""
+    st = os.stat(path)
+    stamp, marker = f"{expected} {st.st_size} {st.st_mtime_ns}", path + ".md5-ok"
+    if os.path.exists(marker) and open(marker).read().strip() == stamp:
+        return
+    got = file_md5(path)
+    if got != expected:
+        raise DataError(f"{path} is corrupt or incomplete (md5 {got}, expected {expected}); "
+                        "delete it and run again to download it afresh.")
+    try:
+        with open(marker, "w") as f:
+            f.write(stamp + "\n")
+    except OSError:
+        pass  # read-only cache: hash again next time
+
+
+def _download_resisc45() -> str:
+    try:
+        from huggingface_hub import hf_hub_download
+        path = hf_hub_download(repo_id=RESISC45_REPO, repo_type="dataset",
+                               filename=RESISC45_FILE, revision=RESISC45_REVISION)
+    except Exception as err:  # offline, hub down, ...: all mean "get the file another way"
+        raise DataError(f"Could not download {RESISC45_FILE} from the hub dataset {RESISC45_REPO} "
+                        f"({type(err).__name__}); download it elsewhere and pass its path as "
+                        "--data-dir PATH (data_dir=PATH).") from err
+    verify_md5(path, RESISC45_MD5)
+    return path
+
+
+def load_resisc45(split: str = "test", data_dir: str | None = None, seed: int = 0,
+                  prompt: str = RECOGNITION_PROMPT, *, indices=None) -> list[Example]:
+    """RESISC45 from `data_dir` (NWPU-RESISC45.zip, the extracted NWPU-RESISC45 folder, or a
+    folder holding either) or, without it, from the hub. `indices` narrows the image numbers."""
+    files = resisc45_files(split, indices)
+    path = data_dir or _download_resisc45()
+    if not os.path.exists(path):
+        raise DataError(f"{path} does not exist; pass NWPU-RESISC45.zip or its extracted folder.")
+    root = next((d for d in (os.path.join(path, "NWPU-RESISC45"), path)
+                 if os.path.isdir(os.path.join(d, RESISC45_CLASSES[0]))), None)
+    if root is not None:  # extracted folder
+        sources = [os.path.join(root, rel) for _, rel in files]
+        missing = [s for s in sources if not os.path.isfile(s)]
+    else:
+        if os.path.isdir(path):
+            path = os.path.join(path, RESISC45_FILE)
+            if not os.path.isfile(path):
+                raise DataError(f"{data_dir} holds no NWPU-RESISC45/ folder, class folders "
+                                "(airplane/, ...) or NWPU-RESISC45.zip; point at one of those.")
+        names = set(_open_zip(path).namelist())
+        prefix = "NWPU-RESISC45/" if f"NWPU-RESISC45/{files[0][1]}" in names else ""
+        sources = [(path, prefix + rel) for _, rel in files]
+        missing = [m for _, m in sources if m not in names]
+    if missing:
+        raise DataError(f"{len(missing)} RESISC45 images are missing from {root or path} (first: "
+                        f"{missing[0]}); it is not the complete dataset: download it again.")
+    items = [(rel.split("/")[1][:-4], cls, src) for (cls, rel), src in zip(files, sources)]
+    return _questions(items, RESISC45_CLASSES, seed, prompt)
+
+
+# ------------------------------------------------------------------------- synthetic shapes
+
+SHAPES = ["circle", "triangle", "square", "pentagon", "hexagon", "star", "cross", "crescent"]
+SHAPES_SIZES = {"train": 400, "test": 200}
+COLOURS = [(200, 30, 30), (30, 140, 40), (30, 60, 200), (230, 120, 0), (120, 40, 160),
+           (20, 20, 20), (120, 70, 20), (0, 120, 120)]  # dark/saturated, on light backgrounds
+_CROSS = [(1, 3), (1, 1), (3, 1), (3, -1), (1, -1), (1, -3),
+          (-1, -3), (-1, -1), (-3, -1), (-3, 1), (-1, 1), (-1, 3)]  # a plus sign, unit = r/3
+
+
+def _outline(kind: str, r: float, rot: float) -> list[tuple[float, float]]:
+    """Polygon vertices around (0, 0), all within radius r, rotated by `rot` radians."""
+    if kind == "star":
+        polar = [(r if i % 2 == 0 else 0.45 * r, i * math.pi / 5) for i in range(10)]
+    elif kind == "cross":
+        polar = [(r / 3 * math.hypot(x, y), math.atan2(y, x)) for x, y in _CROSS]
+    else:
+        n = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[kind]
+        polar = [(r, 2 * math.pi * i / n) for i in range(n)]
+    return [(d * math.cos(a + rot), d * math.sin(a + rot)) for d, a in polar]
+
+
+def draw_shape(kind: str, rng: random.Random, size: int = 112) -> Image.Image:
+    """A `kind` shape of random colour, size, position and rotation on a random light background
+    (solid, gradient or smooth noise); the mask is drawn at 2x and downsampled (antialiasing)."""
+    light = lambda: Image.new("RGB", (size, size), tuple(rng.randint(170, 255) for _ in "rgb"))
+    style = rng.choice(["solid", "gradient", "noise"])
+    if style == "solid":
+        bg = light()
+    elif style == "gradient":
+        ramp = Image.linear_gradient("L").resize((size, size)).rotate(90 * rng.randrange(4))
+        bg = Image.composite(light(), light(), ramp)
+    else:
+        noise = Image.frombytes("RGB", (8, 8), rng.randbytes(192)).resize((size, size),
+                                                                          Image.BICUBIC)
+        bg = Image.blend(noise, Image.new("RGB", (size, size), (235, 235, 235)), 0.6)
+    s = 2 * size
+    r = rng.uniform(0.14, 0.4) * s
+    cx, cy, rot = rng.uniform(r, s - r), rng.uniform(r, s - r), rng.uniform(0, 2 * math.pi)
+    mask = Image.new("L", (s, s), 0)
+    pen = ImageDraw.Draw(mask)
+    if kind in ("circle", "crescent"):
+        pen.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+        if kind == "crescent":  # bite out an offset, smaller disc
+            ox, oy, q = cx + 0.5 * r * math.cos(rot), cy + 0.5 * r * math.sin(rot), 0.85 * r
+            pen.ellipse((ox - q, oy - q, ox + q, oy + q), fill=0)
+    else:
+        pen.polygon([(cx + x, cy + y) for x, y in _outline(kind, r, rot)], fill=255)
+    mask = mask.resize((size, size), Image.BILINEAR)
+    return Image.composite(Image.new("RGB", (size, size), rng.choice(COLOURS)), bg, mask)
+
+
+def load_shapes(split: str = "test", data_dir: str | None = None, seed: int = 0,
+                prompt: str = RECOGNITION_PROMPT) -> list[Example]:
+    """Synthetic shapes, classes balanced (round robin, shuffled); train and test come from
+    different random streams ("shapes/train/0" vs "shapes/test/0"). `data_dir` is unused."""
+    if split not in SHAPES_SIZES:
+        raise DataError(f"shapes has splits {sorted(SHAPES_SIZES)}, not {split!r}.")
+    rng = random.Random(f"shapes/{split}/{seed}")
+    kinds = [SHAPES[i % len(SHAPES)] for i in range(SHAPES_SIZES[split])]
+    rng.shuffle(kinds)
+    items = [(f"shapes-{split}-{i:04d}", k, draw_shape(k, rng)) for i, k in enumerate(kinds)]
+    return _questions(items, SHAPES, seed, prompt)
+
+
+# ------------------------------------------------------------------------- your own data
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def load_folder(split: str = "test", data_dir: str | None = None, seed: int = 0,
+                prompt: str = RECOGNITION_PROMPT) -> list[Example]:
+    """`data_dir/<class>/<image>`: classes and images sorted by name; `split` is ignored."""
+    if not data_dir or not os.path.isdir(data_dir):
+        raise DataError(f"Folder dataset {data_dir!r} is not a directory; use folder:PATH with "
+                        "one sub-folder of images per class.")
+    classes = sorted(d for d in os.listdir(data_dir)
+                     if not d.startswith(".") and os.path.isdir(os.path.join(data_dir, d)))
+    if len(classes) < 4:
+        raise DataError(f"{data_dir} has {len(classes)} class folders, but 4-way questions need "
+                        "at least 4; add class sub-folders.")
+    items = []
+    for cls in classes:
+        files = sorted(f for f in os.listdir(os.path.join(data_dir, cls))
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise DataError(f"Class folder {os.path.join(data_dir, cls)} holds no images "
+                            f"({' '.join(IMAGE_EXTENSIONS)}); add some or remove the folder.")
+        items += [(f"{cls}/{f}", cls, os.path.join(data_dir, cls, f)) for f in files]
+    return _questions(items, classes, seed, prompt)
+
+
+def _answer_letter(answer: Any, options: list[str]) -> str:
+    """A letter ("c" or "C") or the text of exactly one option -> its letter."""
+    text = str(answer).strip()
+    if len(text) == 1 and text.upper() in LETTERS[:len(options)]:
+        return text.upper()
+    hits = [i for i, o in enumerate(options) if o.strip() == text]
+    if len(hits) != 1:
+        raise ValueError(f"answer {answer!r} is neither an option letter nor exactly one option")
+    return LETTERS[hits[0]]
+
+
+def load_jsonl(split: str = "test", data_dir: str | None = None, seed: int = 0,
+               prompt: str = RECOGNITION_PROMPT) -> list[Example]:
+    """One question per line, its text shown verbatim, e.g. {"image": "img/1.png", "question":
+    "...", "options": ["cat", "dog"], "answer": "B"} (optional "id"); image paths relative to
+    the file's folder or absolute. `split`, `seed` and `prompt` are ignored."""
+    if not data_dir or not os.path.isfile(data_dir):
+        raise DataError(f"JSONL dataset {data_dir!r} is not a file; use jsonl:PATH/TO/FILE.jsonl.")
+    base, out = os.path.dirname(os.path.abspath(data_dir)), []
+    with open(data_dir, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                options = row["options"]
+                if not (isinstance(options, list) and 2 <= len(options) <= 26
+                        and all(isinstance(o, str) for o in options)):
+                    raise ValueError("options must be a list of 2 to 26 strings")
+                letter = _answer_letter(row["answer"], options)
+                path = os.path.join(base, str(row["image"]))
+                if not os.path.isfile(path):
+                    raise ValueError(f"image {path} does not exist")
+                out.append(Example(str(row.get("id", f"line{n}")), str(row["question"]), options,
+                                   letter, options[LETTERS.index(letter)], path))
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                raise DataError(f"{data_dir} line {n} is invalid ({type(err).__name__}: {err}); "
+                                'each line needs "image", "question", "options", "answer".'
+                                ) from err
+    if not out:
+        raise DataError(f"{data_dir} holds no questions; add one JSON object per line.")
+    return out
+
+
+# ------------------------------------------------------------------------- entry points
+
+# name -> loader(split, data_dir, seed, prompt); folder and jsonl take their path as data_dir
+DATASETS = {"resisc45": load_resisc45, "shapes": load_shapes,
+            "folder": load_folder, "jsonl": load_jsonl}
+
+
+def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None, seed: int = 0,
+                 prompt: str | None = None) -> list[Example]:
+    """Examples of "resisc45", "shapes", "folder:PATH" or "jsonl:PATH". `prompt` overrides the
+    dataset's template (`PROMPTS.get(name, RECOGNITION_PROMPT)`).
+
+    >>> len(load_dataset("shapes", "train")), len(load_dataset("shapes", "test", seed=1))
+    (400, 200)
+    """
+    kind, _, path = name.partition(":")
+    if kind not in DATASETS:
+        known = ", ".join(k + (":PATH" if k in ("folder", "jsonl") else "") for k in DATASETS)
+        raise DataError(f"Unknown dataset {name!r}; known datasets: {known}.")
+    return DATASETS[kind](split, path or data_dir, seed,
+                          prompt or PROMPTS.get(kind, RECOGNITION_PROMPT))
+
+
+def draw_adaptation_set(examples: list[Example], k: int, seed: int, sampling: str = "random",
+                        num_classes: int | None = None) -> list[Example]:
+    """k examples drawn uniformly without replacement with `random.Random(seed)`, labels stripped.
+
+    sampling="biased" (Table 4 ablation) draws only from `num_classes` randomly chosen classes;
+    it knowingly reads the labels to choose that pool (the drawn examples are still stripped).
+    >>> pool = load_dataset("shapes")
+    >>> [(e.answer, e.label) for e in draw_adaptation_set(pool, 2, seed=0)]
+    [(None, None), (None, None)]
+    """
+    rng = random.Random(seed)
+    if sampling == "biased":
+        classes = sorted({e.label for e in examples if e.label is not None})
+        if not classes or any(e.label is None for e in examples):
+            raise DataError("Biased sampling chooses classes by label, but these examples have "
+                            "no labels; draw from the labelled dataset.")
+        if not isinstance(num_classes, int) or not 1 <= num_classes <= len(classes):
+            raise DataError(f"Biased sampling needs num_classes between 1 and {len(classes)}, "
+                            f"got {num_classes!r}; pass it.")
+        chosen = set(rng.sample(classes, num_classes))
+        examples = [e for e in examples if e.label in chosen]
+    elif sampling != "random":
+        raise DataError(f"Unknown sampling {sampling!r}; use 'random' or 'biased'.")
+    if not isinstance(k, int) or not 1 <= k <= len(examples):
+        raise DataError(f"Cannot draw {k!r} adaptation examples from a pool of {len(examples)}; "
+                        f"choose k between 1 and {len(examples)}.")
+    return [strip_labels(e) for e in rng.sample(examples, k)]

@@ -1,0 +1,100 @@
+"""Greedy evaluation of a VLM on multiple-choice questions: the paper's accuracy numbers.
+
+    python eval.py --model runs/<run>/model --dataset shapes
+    python eval.py --model Qwen/Qwen2.5-VL-3B-Instruct --dataset resisc45 --data-dir NWPU-RESISC45.zip
+
+The paper evaluates by greedy decoding on the whole test set, before and after adaptation
+(Appendix A). Prompts are batched with left padding; a response counts as correct when the
+option letter extracted from it (rewards.extract_choice) is the right one, and as unparseable
+when no letter can be extracted.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+import data
+import grpo
+import rewards
+import vlm
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    correct: int
+    total: int
+    unparseable: int
+    predictions: list[dict] = field(repr=False)  # one dict per example, in dataset order
+
+
+@torch.no_grad()
+def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens: int = 1024,
+             autocast=None, progress: bool = True, desc: str = "eval") -> EvalResult:
+    """Greedy answers for every example; accuracy over all of them (unparseable = wrong)."""
+    device = next(model.parameters()).device
+    end_ids, pad_id = vlm.end_token_ids(model, processor), vlm.pad_token_id(processor)
+    predictions = []
+    for start in tqdm(range(0, len(examples), batch_size), desc=desc, disable=not progress,
+                      leave=False):
+        batch = examples[start:start + batch_size]
+        inputs = vlm.to_device(vlm.prompt_inputs(processor, [e.image() for e in batch],
+                                                 [e.question for e in batch]), device)
+        with autocast or torch.autocast(device.type, enabled=False):
+            ids = grpo.sample(model, inputs, temperature=0.0, top_p=1.0,
+                              max_new_tokens=max_new_tokens, eos_token_ids=end_ids,
+                              pad_token_id=pad_id,
+                              suppress_token_ids=vlm.placeholder_token_ids(model))  # [B, T]
+        for example, text in zip(batch, vlm.decode(processor, ids)):
+            choice = rewards.extract_choice(text, num_options=len(example.options))
+            predictions.append(dict(id=example.id, response=text, prediction=choice,
+                                    answer=example.answer, correct=choice == example.answer))
+    correct = sum(p["correct"] for p in predictions)
+    unparseable = sum(p["prediction"] is None for p in predictions)
+    return EvalResult(correct / max(len(predictions), 1), correct, len(predictions), unparseable,
+                      predictions)
+
+
+def write_predictions(path, result: EvalResult) -> None:
+    with open(path, "w") as f:
+        for p in result.predictions:
+            f.write(json.dumps(p) + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="hub id or local directory (e.g. runs/X/model)")
+    p.add_argument("--dataset", default="shapes", help="resisc45, shapes, folder:PATH, jsonl:PATH")
+    p.add_argument("--data-dir", default=None, help="local copy of the dataset (resisc45: the zip)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--seed", type=int, default=0, help="seed that fixes the questions' options")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--output", default=None, help="write per-example predictions (JSONL) here")
+    args = p.parse_args(argv)
+    try:
+        examples = data.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
+                                     seed=args.seed)[:args.limit]
+        dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+        model, processor = vlm.load(vlm.resolve_name(args.model), args.device, dtype)
+        model.eval()
+        result = evaluate(model, processor, examples, batch_size=args.batch_size,
+                          max_new_tokens=args.max_new_tokens)
+    except (data.DataError, vlm.ModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), "
+          f"unparseable {result.unparseable}")
+    if args.output:
+        write_predictions(args.output, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""Tests for grpo.py: advantages, masks, log-probs on a tiny Qwen2.5-VL, the loss, lr, sampling."""
+import math
+
+import pytest
+import torch
+import transformers as tf
+from PIL import Image
+
+from grpo import (clip_grad_norm, completion_logprobs, completion_mask, cosine_lr, group_advantages,
+                  grpo_loss, sample, set_lr)
+
+EOS, PAD = 2, 0  # tiny.py: <|im_end|> and <|endoftext|>
+
+
+# ----------------------------------------------------------------------------- advantages
+
+
+def test_group_advantages_by_hand():
+    # one correct of four: mean 0.25, population std sqrt(0.1875) = 0.4330
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    std = math.sqrt(0.25 * 0.75)
+    expected = torch.tensor([[0.75, -0.25, -0.25, -0.25]]) / (std + 1e-6)
+    torch.testing.assert_close(adv, expected)
+    assert adv[0, 0].item() == pytest.approx(1.7320, abs=1e-4)  # ddof=0; ddof=1 would give 1.5
+
+
+def test_all_equal_group_gets_exactly_zero_never_nan():
+    rewards = torch.tensor([[0.3, 0.3, 0.3], [1.0, 0.0, 1.0], [0.1, 0.1, 0.1]])
+    adv = group_advantages(rewards)
+    assert torch.equal(adv[0], torch.zeros(3)) and torch.equal(adv[2], torch.zeros(3))
+    assert adv[1].abs().min() > 0.5
+    assert torch.equal(group_advantages(torch.full((2, 4), 0.7), "batch"), torch.zeros(2, 4))
+    assert torch.equal(group_advantages(torch.ones(1, 1)), torch.zeros(1, 1))  # N = 1
+
+
+def _ttrv_rewards(answers: list[list[str]], alpha: float) -> torch.Tensor:
+    """Eq. (7) by hand: vote share of the answer + alpha * (-entropy of the answers), per group."""
+    rows = []
+    for group in answers:
+        p = {a: group.count(a) / len(group) for a in set(group)}
+        h = -sum(q * math.log(q) for q in p.values())
+        rows.append([p[a] - alpha * h for a in group])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_diversity_term_cancels_under_group_baseline_only():
+    """The reading note: alpha * r2 is constant within a group, so eq. (2) removes it."""
+    answers = [["A", "A", "A", "B"], ["A", "B", "C", "D"], ["C", "C", "D", "D"]]
+    with_h, without_h = _ttrv_rewards(answers, 0.75), _ttrv_rewards(answers, 0.0)
+    assert not torch.allclose(with_h, without_h)
+    torch.testing.assert_close(group_advantages(with_h), group_advantages(without_h))
+    for baseline in ("batch", "none"):  # entropies differ between inputs: the term acts
+        diff = group_advantages(with_h, baseline) - group_advantages(without_h, baseline)
+        assert diff.abs().max() > 0.1, baseline
+
+
+def test_unknown_baseline_names_the_options():
+    with pytest.raises(ValueError, match="group.*batch.*none"):
+        group_advantages(torch.zeros(1, 2), baseline="mean")
+
+
+# ----------------------------------------------------------------------------- completion mask
+
+
+def test_completion_mask_includes_first_eos():
+    ids = torch.tensor([[5, 6, 2, 0, 0], [5, 6, 7, 8, 9], [2, 0, 0, 0, 0], [5, 3, 6, 2, 0]])
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]])
+    mask = completion_mask(ids, [2, 3])  # two end tokens: whichever comes first ends the row
+    assert mask.dtype == torch.float32
+    assert torch.equal(mask, expected.float())
+
+
+def test_completion_mask_when_pad_is_eos():
+    ids = torch.tensor([[5, 2, 2, 2], [5, 6, 7, 2], [2, 2, 2, 2]])
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]).float()
+    assert torch.equal(completion_mask(ids, [2]), expected)
+
+
+# ----------------------------------------------------------------------------- the loss
+
+
+def _ragged():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]]).float()  # lengths 3, 1, 4
+    adv = torch.tensor([1.0, -2.0, 0.5])
+    return mask, adv
+
+
+def test_gradient_at_ratio_one_is_the_policy_gradient():
+    mask, adv = _ragged()
+    logp = torch.randn(3, 4, requires_grad=True)
+    loss, _ = grpo_loss(logp, logp.detach(), None, adv, mask, beta=0.0)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, -adv[:, None] * mask / mask.sum())
+    # and the loss value itself is -mean over tokens of A
+    assert loss.item() == pytest.approx(-(adv[:, None] * mask).sum().item() / 8)
+
+
+def _grad_at_ratio(ratio: float, adv: float, **kw):
+    logp = torch.zeros(1, 1, requires_grad=True)
+    old = torch.full((1, 1), -math.log(ratio))  # exp(logp - old) = ratio
+    loss, stats = grpo_loss(logp, old, None, torch.tensor([adv]), torch.ones(1, 1), beta=0.0, **kw)
+    loss.backward()
+    return loss.item(), logp.grad.item(), stats
+
+
+@pytest.mark.parametrize("ratio,adv,stopped", [
+    (1.5, +1.0, True),    # A > 0, ratio above 1+eps: clipped, no further push up
+    (0.5, +1.0, False),   # A > 0, ratio below 1-eps: unclipped side, gradient flows
+    (0.5, -1.0, True),    # A < 0, ratio below 1-eps: clipped, no further push down
+    (1.5, -1.0, False),   # A < 0, ratio above 1+eps: unclipped side (under the dual clip)
+    (1.1, +1.0, False),   # inside the trust region: never clipped
+])
+def test_clipping_stops_gradient_on_one_side_only(ratio, adv, stopped):
+    loss, grad, stats = _grad_at_ratio(ratio, adv, clip_eps=0.2)
+    assert (grad == 0.0) == stopped
+    assert stats["clip_frac"] == (1.0 if stopped else 0.0)
+    if not stopped:
+        assert grad == pytest.approx(-adv * ratio)  # d/dlogp of -ratio*A
+    expected = -min(ratio * adv, min(max(ratio, 0.8), 1.2) * adv)
+    assert loss == pytest.approx(expected)
+
+
+def test_dual_clip_caps_large_ratio_negative_advantage():
+    loss, grad, stats = _grad_at_ratio(5.0, -1.0, dual_clip=3.0)
+    assert loss == pytest.approx(3.0) and grad == 0.0 and stats["dual_clip_frac"] == 1.0
+    loss, grad, _ = _grad_at_ratio(5.0, -1.0, dual_clip=None)  # without it: unbounded
+    assert loss == pytest.approx(5.0) and grad == pytest.approx(5.0)
+    loss, grad, stats = _grad_at_ratio(2.0, -1.0, dual_clip=3.0)  # below the cap: untouched
+    assert loss == pytest.approx(2.0) and grad == pytest.approx(2.0)
+    assert stats["dual_clip_frac"] == 0
+    loss, grad, _ = _grad_at_ratio(5.0, +1.0, dual_clip=3.0)  # A > 0: ordinary clip only
+    assert loss == pytest.approx(-1.2) and grad == 0.0
+
+
+def test_k3_kl_to_reference():
+    mask, adv = _ragged()
+    logp = torch.randn(3, 4)
+    _, stats = grpo_loss(logp, logp, logp.clone(), adv, mask)
+    assert stats["kl"] == 0.0
+    ref = logp + torch.tensor([[0.5, -0.5, 1.0, 9.0], [2.0, 0, 0, 0], [-1.0, 0.3, 0.0, 20.0]])
+    d = ref - logp
+    kl = torch.exp(d) - d - 1
+    assert (kl[mask > 0] >= 0).all()
+    expected_kl = (kl.clamp(max=10.0) * mask).sum() / mask.sum()  # 20.0 -> exp(20): clamped to 10
+    loss0, _ = grpo_loss(logp, logp, ref, adv, mask, beta=0.0)
+    loss, stats = grpo_loss(logp, logp, ref, adv, mask, beta=0.1)
+    assert stats["kl"] == pytest.approx(expected_kl.item()) and stats["kl"] > 0
+    assert loss.item() == pytest.approx(loss0.item() + 0.1 * expected_kl.item(), rel=1e-5)
+    loss_none, _ = grpo_loss(logp, logp, None, adv, mask, beta=0.1)  # no reference: no KL term
+    assert loss_none.item() == pytest.approx(loss0.item())
+
+
+def test_kl_gradient_pulls_toward_reference():
+    logp = torch.zeros(1, 1, requires_grad=True)
+    ref = torch.full((1, 1), 0.5)
+    loss, _ = grpo_loss(logp, logp.detach(), ref, torch.zeros(1), torch.ones(1, 1), beta=1.0)
+    loss.backward()
+    assert logp.grad.item() < 0  # minimising raises logp toward ref
+
+
+def test_aggregations_by_hand_on_ragged_mask():
+    mask, _ = _ragged()
+    adv = torch.tensor([-1.0, -2.0, -3.0])
+    logp = torch.zeros(3, 4)
+    logp[:, 3] = 50.0  # garbage at a masked position of row 0 and 1 must not leak in
+    per_token = -adv[:, None] * torch.ones(3, 4)  # ratio 1 -> loss_t = -A = [1, 2, 3]
+    old = logp.clone()
+    tok, _ = grpo_loss(logp, old, None, adv, mask, aggregation="token_mean")
+    seq, _ = grpo_loss(logp, old, None, adv, mask, aggregation="sequence_mean")
+    dr, _ = grpo_loss(logp, old, None, adv, mask, aggregation="dr_grpo")
+    dr10, _ = grpo_loss(logp, old, None, adv, mask, aggregation="dr_grpo", max_len=10)
+    total = 1 * 3 + 2 * 1 + 3 * 4  # 17
+    assert tok.item() == pytest.approx(total / 8)
+    assert seq.item() == pytest.approx((1 + 2 + 3) / 3)
+    assert dr.item() == pytest.approx(total / (3 * 4))
+    assert dr10.item() == pytest.approx(total / (3 * 10))
+    assert (per_token * mask).sum().item() == total
+    with pytest.raises(ValueError, match="token_mean"):
+        grpo_loss(logp, old, None, adv, mask, aggregation="mean")
+
+
+def test_stats_values():
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]).float()
+    adv = torch.tensor([1.0, -1.0])
+    ratio = torch.tensor([[1.0, 1.5, 0.5, 1.1], [0.5, 4.0, 9.0, 9.0]])  # masked 9.0s ignored
+    logp = torch.zeros(2, 4)
+    _, s = grpo_loss(logp, -ratio.log(), logp, adv, mask)
+    # clipped: row 0 token 1 (A>0, 1.5); row 1 token 0 (A<0, 0.5) -> 2 of 6. dual: row 1 token 1.
+    assert s["clip_frac"] == pytest.approx(2 / 6)
+    assert s["dual_clip_frac"] == pytest.approx(1 / 6)
+    assert s["ratio"] == pytest.approx((1.0 + 1.5 + 0.5 + 1.1 + 0.5 + 4.0) / 6)
+    assert s["ratio_max"] == pytest.approx(4.0)
+    assert s["kl"] == 0.0
+    assert all(isinstance(v, float) for v in s.values())
+
+
+# ----------------------------------------------------------------------------- lr schedule
+
+
+def test_cosine_lr_without_warmup_short_run():
+    # 0.03 * 20 = 0.6 -> 0 warmup steps: step 0 already uses the peak (official behaviour)
+    assert cosine_lr(0, 20, 5e-7) == 5e-7
+    assert cosine_lr(10, 20, 5e-7) == pytest.approx(2.5e-7)  # midpoint of the cosine
+    assert 0 < cosine_lr(19, 20, 5e-7) < 0.01 * 5e-7  # last step: small but not zero
+    assert cosine_lr(20, 20, 5e-7) == pytest.approx(0.0, abs=1e-20)
+
+
+def test_cosine_lr_with_warmup_and_floor():
+    lrs = [cosine_lr(s, 100, 1.0, warmup_ratio=0.1, min_lr_ratio=0.1) for s in range(100)]
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5)  # warmup steps 0..9: s / 10
+    assert lrs[10] == 1.0  # end of warmup: peak
+    assert lrs[55] == pytest.approx(0.55)  # cosine midpoint: (peak + min) / 2
+    assert lrs[99] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert cosine_lr(100, 100, 1.0, 0.1, 0.1) == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_set_lr_writes_every_group_and_clip_returns_norm():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=1.0)
+    set_lr(opt, 3e-7)
+    assert [g["lr"] for g in opt.param_groups] == [3e-7, 3e-7]
+    a.grad, b.grad = torch.full((2,), 3.0), torch.full((3,), 0.0)
+    a.grad[1] = 4.0
+    assert clip_grad_norm([a, b], 1.0) == pytest.approx(5.0)
+    assert a.grad.norm().item() == pytest.approx(1.0, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- tiny Qwen2.5-VL
+
+QUESTIONS = ["What shape?", "Look at the given image and identify what it shows; zebra quilt voxel jigsaw "
+             "wombat fjord. Options: A B C D"]  # lengths differ whatever the tiny vocabulary
+
+
+def _prompt(processor, q):
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
+    return processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+def _images():
+    g = torch.Generator().manual_seed(1)
+    arrays = [torch.randint(0, 256, (112, 112, 3), generator=g),
+              torch.randint(0, 256, (84, 56, 3), generator=g)]
+    return [Image.fromarray(a.to(torch.uint8).numpy()) for a in arrays]  # 112x112 and 56x84
+
+
+def _prompt_inputs(processor, idx=(0, 1)):
+    images = _images()
+    return processor(text=[_prompt(processor, QUESTIONS[i]) for i in idx],
+                     images=[images[i] for i in idx], return_tensors="pt", padding=True)
+
+
+def _repeat(inputs, n):
+    """Each prompt row n times, keeping pixel_values (rows of all images, concatenated) aligned."""
+    out = {k: v.repeat_interleave(n, dim=0) for k, v in inputs.items() if k != "pixel_values"}
+    per_image = inputs["pixel_values"].split(inputs["image_grid_thw"].prod(-1).tolist())
+    out["pixel_values"] = torch.cat([p for p in per_image for _ in range(n)])
+    return out
+
+
+# 2 prompts x 3 completions; rows end early in eos, late, or never; padded with PAD after eos
+COMPLETIONS = torch.tensor([
+    [17, 40, EOS, PAD, PAD, PAD, PAD],
+    [33, 33, 51, 60, 70, 80, 90],       # no end token
+    [EOS, PAD, PAD, PAD, PAD, PAD, PAD],
+    [101, 102, 103, 104, 105, EOS, PAD],
+    [7, EOS, PAD, PAD, PAD, PAD, PAD],
+    [200, 201, 202, 203, 204, 205, EOS],
+])
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    processor = tf.AutoProcessor.from_pretrained(tiny_dir)
+    model = tf.AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    return model, processor
+
+
+def _reference_logprobs(model, inputs, completions, temperature):
+    """Plain forward over [prompt | completion] with full logits, completion attention all ones."""
+    B, P = inputs["input_ids"].shape
+    full = dict(inputs)
+    full["input_ids"] = torch.cat([inputs["input_ids"], completions], 1)
+    full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(completions)], 1)
+    full["mm_token_type_ids"] = torch.cat(
+        [inputs["mm_token_type_ids"], torch.zeros_like(completions)], 1)
+    with torch.no_grad():
+        logits = model(**full).logits  # [B, P+T, V]
+    logp = torch.log_softmax(logits[:, P - 1:-1] / temperature, dim=-1)
+    return logp.gather(-1, completions[..., None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_completion_logprobs_match_plain_forward(tiny, temperature):
+    model, processor = tiny
+    inputs = _repeat(_prompt_inputs(processor), 3)
+    assert inputs["attention_mask"][0].sum() < inputs["attention_mask"][3].sum()  # padding in use
+    mask = completion_mask(COMPLETIONS, [EOS])
+    with torch.no_grad():
+        got = completion_logprobs(model, inputs, COMPLETIONS, mask, temperature=temperature)
+    want = _reference_logprobs(model, inputs, COMPLETIONS, temperature)
+    assert got.shape == COMPLETIONS.shape
+    on = mask.bool()
+    torch.testing.assert_close(got[on], want[on], atol=1e-5, rtol=0)
+
+
+def test_completion_logprobs_match_unpadded_single_rows(tiny):
+    """Padding-free reference: each row alone, its prompt unpadded and its completion cut at eos."""
+    model, processor = tiny
+    inputs = _repeat(_prompt_inputs(processor), 3)
+    mask = completion_mask(COMPLETIONS, [EOS])
+    got = completion_logprobs(model, inputs, COMPLETIONS, mask, temperature=1.0)
+    assert got.requires_grad  # grad enabled here: ready for the loss
+    for row in range(6):
+        single = _prompt_inputs(processor, idx=(row // 3,))
+        n = int(mask[row].sum())
+        comp = COMPLETIONS[row:row + 1, :n]
+        want = _reference_logprobs(model, single, comp, 1.0)[0]
+        torch.testing.assert_close(got[row, :n].detach(), want, atol=1e-5, rtol=0)
+
+
+def test_completion_logprobs_with_pad_equal_to_eos(tiny):
+    model, processor = tiny
+    inputs = _repeat(_prompt_inputs(processor), 3)
+    comps = torch.where(COMPLETIONS == PAD, torch.full_like(COMPLETIONS, EOS), COMPLETIONS)
+    mask = completion_mask(comps, [EOS])
+    assert torch.equal(mask, completion_mask(COMPLETIONS, [EOS]))
+    with torch.no_grad():
+        got = completion_logprobs(model, inputs, comps, mask)
+    want = _reference_logprobs(model, inputs, comps, 1.0)
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=0)
+
+
+def test_completion_logprobs_after_generate_with_other_batch_size(tiny, tiny_dir):
+    """generate leaves rope_deltas for ITS batch (2 rows) on the model; a 6-row forward
+    must not use them."""
+    _, processor = tiny
+    model = tf.AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    fresh = tf.AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    prompts = _prompt_inputs(processor)
+    sample(model, prompts, temperature=0.0, top_p=1.0, max_new_tokens=3, eos_token_ids=[EOS],
+           pad_token_id=PAD)
+    assert model.model.rope_deltas is not None and model.model.rope_deltas.shape[0] == 2
+    inputs = _repeat(prompts, 3)
+    mask = completion_mask(COMPLETIONS, [EOS])
+    with torch.no_grad():
+        got = completion_logprobs(model, inputs, COMPLETIONS, mask)
+        want = completion_logprobs(fresh, inputs, COMPLETIONS, mask)
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-6, rtol=0)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _gc_flags(model):
+    return [m.gradient_checkpointing for m in model.modules()
+            if hasattr(m, "gradient_checkpointing")]
+
+
+@pytest.mark.parametrize("train,checkpointing", [(True, True), (False, False), (True, False)])
+def test_sample_restores_mode_and_checkpointing(tiny_dir, tiny, train, checkpointing):
+    _, processor = tiny
+    model = tf.AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32)
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    model.train(train)
+    before = _gc_flags(model)
+    inputs = _repeat(_prompt_inputs(processor), 2)
+    out = sample(model, inputs, temperature=1.0, top_p=1.0, max_new_tokens=5, eos_token_ids=[EOS],
+                 pad_token_id=PAD)
+    assert out.dtype == torch.long and out.shape[0] == 4 and 1 <= out.shape[1] <= 5
+    assert model.training == train and _gc_flags(model) == before
+    assert model.is_activation_checkpointing == checkpointing
+
+
+def test_greedy_is_deterministic_and_pads_after_end(tiny):
+    model, processor = tiny
+    inputs = _repeat(_prompt_inputs(processor), 2)
+    kw = dict(temperature=0.0, top_p=1.0, max_new_tokens=6, pad_token_id=PAD)
+    first = sample(model, inputs, eos_token_ids=[EOS], **kw)
+    torch.manual_seed(123)
+    assert torch.equal(first, sample(model, inputs, eos_token_ids=[EOS], **kw))
+    assert torch.equal(first[0], first[1])  # a repeated prompt gives the same greedy answer
+    # declare the 3rd greedy token of row 0 an end token: that row now stops there, then pads
+    end = int(first[0, 2])
+    cut = sample(model, inputs, eos_token_ids=[EOS, end], **kw)
+    stop = int((first[0] == end).nonzero()[0])
+    assert torch.equal(cut[0, :stop + 1], first[0, :stop + 1])
+    assert (cut[0, stop + 1:] == PAD).all()
+    assert completion_mask(cut, [EOS, end])[0].sum() == stop + 1
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_sampled_tokens_score_finite_and_grad_reaches_weights(tiny_dir, tiny, checkpointing):
+    """One full GRPO step on the tiny model: sample, score, loss, backward."""
+    _, processor = tiny
+    model = tf.AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32)
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    model.train()
+    inputs = _repeat(_prompt_inputs(processor), 2)
+    ids = sample(model, inputs, temperature=1.0, top_p=1.0, max_new_tokens=4, eos_token_ids=[EOS],
+                 pad_token_id=PAD)
+    mask = completion_mask(ids, [EOS])
+    logp = completion_logprobs(model, inputs, ids, mask)
+    assert torch.isfinite(logp).all()
+    adv = group_advantages(torch.tensor([[1.0, 0.0], [0.0, 1.0]])).flatten()
+    loss, stats = grpo_loss(logp, logp.detach(), logp.detach(), adv, mask)
+    loss.backward()
+    assert stats["ratio"] == pytest.approx(1.0) and stats["kl"] == 0.0
+    assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_sampling_uses_the_full_distribution(tiny_dir, tiny):
+    """Hub sampling defaults (here top_k=1, top_p=0.001, penalty) and transformers 5's top_k=50
+    default are overridden: sampled tokens include ones far down the model's ranking."""
+    _, processor = tiny
+    model = tf.AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    model.generation_config.update(do_sample=True, top_k=1, top_p=0.001, temperature=0.1,
+                                   repetition_penalty=1.05)
+    inputs = _repeat(_prompt_inputs(processor), 4)
+    ids = sample(model, inputs, temperature=1.0, top_p=1.0, max_new_tokens=4, eos_token_ids=[EOS],
+                 pad_token_id=PAD)
+    P, T = inputs["input_ids"].shape[1], ids.shape[1]
+    full = dict(inputs, input_ids=torch.cat([inputs["input_ids"], ids], 1),
+                attention_mask=torch.cat([inputs["attention_mask"], torch.ones_like(ids)], 1),
+                mm_token_type_ids=torch.cat([inputs["mm_token_type_ids"],
+                                             torch.zeros_like(ids)], 1))
+    with torch.no_grad():
+        logits = model(**full).logits[:, P - 1:P - 1 + T]  # [B, T, V]
+    rank = (logits > logits.gather(-1, ids[..., None])).sum(-1)  # 0 = the argmax token
+    on = completion_mask(ids, [EOS]).bool()
+    assert rank[on].max() >= 50  # top_k=1 would give all 0, top_k=50 all < 50
+    assert not torch.equal(ids[0], ids[1])  # repeats of one prompt differ

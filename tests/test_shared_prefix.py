@@ -1,0 +1,272 @@
+"""shared_prefix.py against the plain forward over repeated, concatenated sequences (fp32, CPU).
+
+The plain reference is written out here: repeat each prompt (and its image's pixel rows) n
+times, append the completion, one ordinary `model(**inputs)` forward, log_softmax(logits / T)
+gathered at the completion tokens. The random tiny model can draw <|image_pad|>, which a plain
+forward would mistake for an image slot, so a logits hook on lm_head masks the image/video pad
+tokens; both paths see the same hook, so the comparisons stay exact.
+"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from shared_prefix import sample_shared, shared_prefix_logprobs
+
+QUESTIONS = ["What?", "What is shown in this image? Answer A or B.", "Name the shape."]
+SIZES = [(56, 56), (112, 84), (84, 112)]   # (h, w): 16, 48, 48 patches -> 4, 12, 12 image tokens
+
+
+def load(path):
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    banned = torch.tensor([model.config.image_token_id, model.config.video_token_id])
+    model.lm_head.register_forward_hook(lambda m, i, out: out.index_fill(-1, banned, -1e4))
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="module")
+def qwen25(tiny_dir):
+    return load(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def qwen2(tiny_qwen2_dir):
+    return load(tiny_qwen2_dir)
+
+
+def prompts(processor, idx=(0, 1, 2)):
+    """Left-padded processor inputs for the chosen questions/images (different lengths)."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (*SIZES[i], 3), dtype=np.uint8)) for i in idx]
+    texts = [processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[i]}]}],
+        add_generation_prompt=True, tokenize=False) for i in idx]
+    return dict(processor(text=texts, images=images, return_tensors="pt", padding=True))
+
+
+def completions(rows, T, eos, pad, seed=0):
+    """Random completions [rows, T] with early eos in some rows; mask 1 up to and incl. eos."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(7, 400, (rows, T), generator=g)   # 0-6 are special tokens
+    mask = torch.ones(rows, T, dtype=torch.long)
+    for row, at in [(1, 2), (4, 0), (6, 3), (8, 1)]:       # row ends with eos at position `at`
+        if row < rows and at < T:
+            ids[row, at], ids[row, at + 1:], mask[row, at + 1:] = eos, pad, 0
+    return ids, mask
+
+
+def plain_logprobs(model, inputs, completion_ids, completion_mask, n, temperature=1.0):
+    """The reference: n copies of each prompt + its completion through one ordinary forward."""
+    counts = inputs["image_grid_thw"].prod(-1).tolist()             # pixel rows per image
+    pixels = torch.cat([p for p in torch.split(inputs["pixel_values"], counts) for _ in range(n)])
+    rep = {k: inputs[k].repeat_interleave(n, 0) for k in ("input_ids", "attention_mask",
+                                                          "mm_token_type_ids", "image_grid_thw")}
+    P = inputs["input_ids"].shape[1]
+    logits = model(input_ids=torch.cat([rep["input_ids"], completion_ids], 1),
+                   attention_mask=torch.cat([rep["attention_mask"], completion_mask], 1),
+                   mm_token_type_ids=torch.cat([rep["mm_token_type_ids"],
+                                                torch.zeros_like(completion_ids)], 1),
+                   pixel_values=pixels, image_grid_thw=rep["image_grid_thw"]).logits
+    logp = torch.log_softmax(logits[:, P - 1:-1].float() / temperature, -1)   # [B*n, T, V]
+    return logp.gather(-1, completion_ids[..., None]).squeeze(-1) * completion_mask
+
+
+def eos_pad(processor):
+    return processor.tokenizer.eos_token_id, processor.tokenizer.pad_token_id
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprob_parity(qwen25, temperature):
+    model, processor = qwen25
+    inputs = prompts(processor)
+    assert len(set(inputs["attention_mask"].sum(-1).tolist())) == 3   # really left padded
+    ids, mask = completions(9, 5, *eos_pad(processor))
+    with torch.no_grad():
+        shared = shared_prefix_logprobs(model, inputs, ids, mask, 3, temperature)
+        plain = plain_logprobs(model, inputs, ids, mask, 3, temperature)
+    assert shared.shape == (9, 5)
+    torch.testing.assert_close(shared * mask, plain, atol=1e-5, rtol=0)
+    assert (shared[mask == 0] == 0).all()
+    one = shared_prefix_logprobs(model, inputs, ids[:, :1], mask[:, :1], 3, temperature)  # T = 1
+    torch.testing.assert_close(one, plain[:, :1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError):                        # rows must be B*n
+        shared_prefix_logprobs(model, inputs, ids[:6], mask[:6], 3)
+
+
+def grads(model, fn):
+    model.zero_grad(set_to_none=True)
+    fn().backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_grads(a, b):
+    assert a.keys() == b.keys() and any("visual" in k for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def grad_case(processor, n=3, T=5):
+    inputs = prompts(processor)
+    ids, mask = completions(3 * n, T, *eos_pad(processor))
+    weights = torch.randn(3 * n, T, generator=torch.Generator().manual_seed(1))
+    return inputs, ids, mask, weights
+
+
+def test_gradient_parity(qwen25):
+    model, processor = qwen25
+    inputs, ids, mask, w = grad_case(processor)
+    shared = grads(model, lambda: (shared_prefix_logprobs(model, inputs, ids, mask, 3, 0.7)
+                                   * mask * w).sum())
+    plain = grads(model, lambda: (plain_logprobs(model, inputs, ids, mask, 3, 0.7) * w).sum())
+    assert_same_grads(shared, plain)
+    assert all(g.abs().sum() > 0 for k, g in shared.items() if "visual" in k)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")  # the no_grad check
+def test_gradient_checkpointing_train_mode(tiny_dir, reentrant):
+    model, processor = load(tiny_dir)                      # own copy: flags are changed here
+    inputs, ids, mask, w = grad_case(processor)
+    loss = lambda: (shared_prefix_logprobs(model, inputs, ids, mask, 3) * mask * w).sum()
+    reference = grads(model, lambda: (plain_logprobs(model, inputs, ids, mask, 3) * w).sum())
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    model.train()
+    calls = []                                             # attention runs, replays included
+    model.model.language_model.layers[0].self_attn.register_forward_hook(lambda *a: calls.append(1))
+    assert_same_grads(grads(model, loss), reference)
+    # prompt (not checkpointed) + completions (+ their replay, unless reentrant forced it off)
+    assert len(calls) == (2 if reentrant else 3)
+    layers = model.model.language_model.layers
+    assert model.training and all(l.gradient_checkpointing for l in layers)
+    assert all("_can_checkpoint_with_cache" not in l.__dict__ for l in layers)
+    with torch.no_grad():                                  # also fine without autograd
+        torch.testing.assert_close(shared_prefix_logprobs(model, inputs, ids, mask, 3) * mask,
+                                   plain_logprobs(model, inputs, ids, mask, 3), atol=1e-5, rtol=0)
+
+
+def sample(model, processor, inputs, n=4, seed=0, eos=None, **kw):
+    args = dict(temperature=0.7, top_p=0.9, max_new_tokens=6, pad_token_id=eos_pad(processor)[1],
+                eos_token_ids=eos or list(range(0, 400, 3)),   # many "eos" ids: rows end early;
+                generator=torch.Generator().manual_seed(seed))     # 0 is pad and eos at once
+    return sample_shared(model, inputs, n, **{**args, **kw})
+
+
+def test_sampler_layout_and_logprobs(qwen25):
+    model, processor = qwen25
+    inputs, pad, eos = prompts(processor), eos_pad(processor)[1], list(range(0, 400, 3))
+    r = sample(model, processor, inputs)
+    rows, T = r.completion_ids.shape
+    assert rows == 12 and T <= 6 and r.logprobs.shape == r.entropies.shape == r.mask.shape
+    for ids, m in zip(r.completion_ids.tolist(), r.mask.tolist()):
+        length = sum(m)
+        assert m == [1] * length + [0] * (T - length)
+        assert all(t not in eos for t in ids[:length - 1]) and all(t == pad for t in ids[length:])
+        assert length == T or ids[length - 1] in eos
+    assert len(set(r.mask.sum(-1).tolist())) > 1                   # rows ended at different steps
+    assert (r.logprobs[r.mask == 0] == 0).all() and (r.entropies[r.mask == 1] > 0).all()
+    plain = plain_logprobs(model, inputs, r.completion_ids, r.mask, 4, 0.7)
+    torch.testing.assert_close(r.logprobs, plain, atol=1e-5, rtol=0)
+    again = sample(model, processor, inputs)
+    assert torch.equal(again.completion_ids, r.completion_ids)      # seeded -> reproducible
+    assert not torch.equal(sample(model, processor, inputs, seed=1).completion_ids,
+                           r.completion_ids)
+
+
+def test_sampler_entropy_and_top_p(qwen25):
+    model, processor = qwen25
+    inputs = prompts(processor, (0, 1))
+    r = sample(model, processor, inputs, n=2, max_new_tokens=1, temperature=1.3)
+    with torch.no_grad():
+        logits = model(**inputs).logits[:, -1].repeat_interleave(2, 0) / 1.3
+    expected = torch.distributions.Categorical(logits=logits).entropy()
+    torch.testing.assert_close(r.entropies[:, 0], expected, atol=1e-5, rtol=1e-5)
+    greedy = sample(model, processor, inputs, n=2, temperature=0)
+    nucleus_of_one = sample(model, processor, inputs, n=2, temperature=1.0, top_p=1e-9)
+    assert torch.equal(nucleus_of_one.completion_ids, greedy.completion_ids)
+
+
+@pytest.mark.parametrize("fixture", ["qwen25", "qwen2"])
+def test_greedy_matches_generate(request, fixture):
+    model, processor = request.getfixturevalue(fixture)
+    inputs = prompts(processor)
+    eos, pad = eos_pad(processor)
+    model.train()
+    model.gradient_checkpointing_enable()
+    try:
+        r = sample(model, processor, inputs, n=2, temperature=0, max_new_tokens=8, eos=[eos])
+        assert model.training and model.model.language_model.layers[0].gradient_checkpointing
+    finally:
+        model.gradient_checkpointing_disable()
+        model.eval()
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=8, eos_token_id=eos,
+                             pad_token_id=pad)[:, inputs["input_ids"].shape[1]:]
+    for row in range(6):
+        length = int(r.mask[row].sum())
+        assert r.completion_ids[row, :length].tolist() == out[row // 2, :length].tolist()
+    plain = plain_logprobs(model, inputs, r.completion_ids, r.mask, 2, 1.0)  # greedy: temp 1
+    torch.testing.assert_close(r.logprobs, plain, atol=1e-5, rtol=0)
+
+
+def test_qwen2_vl_parity(qwen2):
+    model, processor = qwen2
+    inputs, (ids, mask) = prompts(processor), completions(9, 5, *eos_pad(processor))
+    with torch.no_grad():
+        torch.testing.assert_close(shared_prefix_logprobs(model, inputs, ids, mask, 3, 0.7) * mask,
+                                   plain_logprobs(model, inputs, ids, mask, 3, 0.7),
+                                   atol=1e-5, rtol=0)
+    r = sample(model, processor, inputs)
+    torch.testing.assert_close(r.logprobs, plain_logprobs(model, inputs, r.completion_ids,
+                                                          r.mask, 4, 0.7), atol=1e-5, rtol=0)
+    w = torch.randn(9, 5, generator=torch.Generator().manual_seed(1))
+    assert_same_grads(
+        grads(model, lambda: (shared_prefix_logprobs(model, inputs, ids, mask, 3) * mask * w).sum()),
+        grads(model, lambda: (plain_logprobs(model, inputs, ids, mask, 3) * w).sum()))
+
+
+def test_rope_deltas_hygiene(qwen25):
+    """Batch sizes change between calls (3 prompts, 2, generate with 3); nothing goes stale."""
+    model, processor = qwen25
+    two = prompts(processor, (1, 0))
+    with torch.no_grad():
+        before = model(**two).logits
+    model.model.rope_deltas = None
+    r = sample(model, processor, prompts(processor), n=5)           # prompt batch 3, rows 15
+    assert model.model.rope_deltas is None                          # put back as it was
+    with torch.no_grad():
+        torch.testing.assert_close(model(**two).logits, before, atol=1e-6, rtol=0)
+        model.generate(**prompts(processor), do_sample=False, max_new_tokens=3)
+        stale = model.model.rope_deltas                             # [3, 1] from generate
+        ids, mask = completions(4, 4, *eos_pad(processor))
+        shared = shared_prefix_logprobs(model, two, ids, mask, 2)
+        assert model.model.rope_deltas is stale
+        torch.testing.assert_close(shared * mask, plain_logprobs(model, two, ids, mask, 2),
+                                   atol=1e-5, rtol=0)
+    r2 = sample(model, processor, two, n=3)
+    torch.testing.assert_close(r2.logprobs, plain_logprobs(model, two, r2.completion_ids,
+                                                           r2.mask, 3, 0.7), atol=1e-5, rtol=0)
+    assert r.completion_ids.shape[0] == 15
+
+
+def test_placeholder_tokens_are_never_sampled_by_either_sampler(tiny_dir):
+    """A model that loves <|image_pad|> still never emits it; logprobs stay the full policy's."""
+    import grpo
+    import vlm
+    processor = AutoProcessor.from_pretrained(tiny_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    image_id = model.config.image_token_id
+    model.lm_head.register_forward_hook(lambda m, i, out: out.index_add(
+        -1, torch.tensor([image_id]), torch.full_like(out[..., :1], 30.0)))
+    inputs, pad = prompts(processor), eos_pad(processor)[1]
+    banned = vlm.placeholder_token_ids(model)
+    assert image_id in banned
+    kw = dict(temperature=1.0, top_p=1.0, max_new_tokens=4, eos_token_ids=[2], pad_token_id=pad)
+    assert (sample_shared(model, inputs, 4, **kw).completion_ids == image_id).any()  # loves it
+    r = sample_shared(model, inputs, 4, suppress_token_ids=banned, **kw)
+    assert not torch.isin(r.completion_ids, torch.tensor(banned)).any()
+    assert (r.logprobs[r.mask.bool()] < -20).all()      # drawn tokens: full-distribution logp
+    ids = grpo.sample(model, inputs, suppress_token_ids=banned, **kw)
+    assert not torch.isin(ids, torch.tensor(banned)).any()
