@@ -36,13 +36,15 @@ from tqdm import tqdm
 import data
 import eval as evaluation
 import grpo
+import report
 import rewards
 import shared_prefix
 import vlm
 
 
-def opt(default, group, help):  # one config field: default, --help group, help text
-    return field(default=default, metadata=dict(group=group, help=help))
+def opt(default, group, help, choices=None, alias=None):  # a config field and its --help entry
+    return field(default=default, metadata=dict(group=group, help=help, choices=choices,
+                                                alias=alias))
 
 
 @dataclass
@@ -51,17 +53,33 @@ class Config:
     model: str = opt("tiny", "model", "hub id, local directory, or 'tiny' (built offline)")
     device: str = opt("auto", "model", "cuda, cpu, or auto (cuda when available)")
     precision: str = opt("auto", "model", "bf16 (fp32 master weights, bf16 autocast, bf16 "
-                         "reference), fp32, or auto (bf16 on GPU, fp32 on CPU)")
+                         "reference), fp32, or auto (bf16 on GPU, fp32 on CPU)",
+                         ["auto", "bf16", "fp32"])
     gradient_checkpointing: bool = opt(True, "model", "recompute activations in the backward")
     freeze_vision: bool = opt(False, "model", "train only the language model (saves memory)")
     allow_cpu: bool = opt(False, "model", "train a >1B model on the CPU anyway")
     # data
-    dataset: str = opt("shapes", "data", "resisc45, shapes, folder:PATH or jsonl:PATH")
+    dataset: str = opt("shapes", "data", "resisc45, shapes, folder:PATH, jsonl:PATH, ... "
+                       "(adapt and evaluate on it)")
     data_dir: str = opt(None, "data", "local copy of the data (resisc45: the zip or folder)")
-    num_samples: int = opt(20, "data", "unlabeled test examples to adapt on")
-    seed: int = opt(0, "data", "seed for the adaptation draw, questions and sampling")
+    adapt_dataset: str = opt(None, "data", "adapt on this dataset instead (Table 12)")
+    eval_dataset: str = opt(None, "data", "evaluate on this dataset instead (Table 12)")
+    eval_data_dir: str = opt(None, "data", "local copy of --eval-dataset")
+    num_samples: int = opt(20, "data", "unlabeled test examples to adapt on (Tables 6, 9)")
+    sampling: str = opt("random", "data", "random, or biased: only from --classes classes "
+                        "(Table 4; reads labels to pick the classes)", ["random", "biased"])
+    classes: int = opt(None, "data", "number of classes for --sampling biased")
+    seed: int = opt(0, "data", "seed for the adaptation draw, its order and the sampling")
+    seeds: list = opt(None, "data", "several seeds in one command, e.g. --seeds 0 1 2 3 4 "
+                      "(Table 11); results as mean and std")
+    data_seed: int = opt(0, "data", "seed that fixes every question's options (same for all runs)")
     # rollouts
-    rollouts: int = opt(32, "rollouts", "N, responses sampled per prompt")
+    rollouts: int = opt(32, "rollouts", "N, responses sampled per prompt: the votes of eq. 3",
+                        alias="--votes")
+    train_rollouts: int = opt(None, "rollouts", "train on only the first K of them (the official "
+                              "code: 32 votes, 16 trained; default all, as the paper says)")
+    micro_batch: int = opt(None, "rollouts", "responses per forward/backward chunk (lowers "
+                           "memory; default the whole group)")
     temperature: float = opt(1.0, "rollouts", "sampling temperature")
     top_p: float = opt(1.0, "rollouts", "nucleus sampling threshold")
     max_new_tokens: int = opt(1024, "rollouts", "longest response, in tokens")
@@ -69,11 +87,16 @@ class Config:
     shared_prefix: bool = opt(True, "rollouts", "encode each prompt once per group "
                               "(--no-shared-prefix: the plain path, N copies)")
     # reward
-    reward: str = opt("ttrv", "reward", "one of " + ", ".join(rewards.REWARDS))
+    reward: str = opt("ttrv", "reward", "reward function", list(rewards.REWARDS))
     alpha: float = opt(0.75, "reward", "weight of the diversity reward (eq. 7)")
-    entropy: str = opt("raw", "reward", "raw (the paper's eq. 5) or normalized (official code)")
-    no_answer: str = opt("own", "reward", "how unparseable responses vote: own, pool or text")
-    baseline: str = opt("group", "reward", "advantage baseline: group (eq. 2), batch or none")
+    entropy: str = opt("raw", "reward", "raw (the paper's eq. 5) or normalized (official code)",
+                       ["raw", "normalized"])
+    no_answer: str = opt("own", "reward", "how unparseable responses vote",
+                         list(rewards.NO_ANSWER_POLICIES))
+    baseline: str = opt("group", "reward", "advantage baseline: group (eq. 2), batch or none",
+                        ["group", "batch", "none"])
+    dare_alpha: float = opt(0.5, "reward", "DARE exploration-bonus weight (ours; unpublished)")
+    dare_tau: float = opt(0.05, "reward", "DARE pruning threshold (ours; unpublished)")
     # optimisation
     lr: float = opt(5e-7, "optimisation", "peak learning rate (AdamW, cosine schedule)")
     weight_decay: float = opt(0.01, "optimisation", "AdamW weight decay")
@@ -81,13 +104,17 @@ class Config:
     beta: float = opt(0.001, "optimisation", "KL penalty coefficient (k3 estimator)")
     clip_eps: float = opt(0.2, "optimisation", "importance ratio clip epsilon")
     dual_clip: float = opt(3.0, "optimisation", "dual-clip constant for negative advantages")
-    loss_agg: str = opt("token_mean", "optimisation", "token_mean, sequence_mean or dr_grpo")
+    loss_agg: str = opt("token_mean", "optimisation", "loss aggregation over tokens",
+                        ["token_mean", "sequence_mean", "dr_grpo"])
     max_grad_norm: float = opt(1.0, "optimisation", "gradient-norm clip")
     epochs: int = opt(2, "optimisation", "passes over the adaptation examples")
     # evaluation
     eval_batch_size: int = opt(32, "evaluation", "prompts per greedy evaluation batch")
     eval_limit: int = opt(None, "evaluation", "evaluate only the first N test examples")
     eval_max_new_tokens: int = opt(None, "evaluation", "default: --max-new-tokens")
+    eval_every: int = opt(None, "evaluation", "also evaluate every k steps (Figure 1)")
+    eval_subset: int = opt(None, "evaluation", "those evaluations use a seeded random subset of "
+                           "this many test examples (default: the whole test set)")
     # output
     output_dir: str = opt(None, "output", "run directory (default: runs/<time>-<model>-<data>)")
     overwrite: bool = opt(False, "output", "allow writing into an existing run directory")
@@ -102,26 +129,24 @@ TINY_PRESETS = dict(lr=1e-4, max_new_tokens=8)
 
 
 def parse_args(argv=None) -> Config:
+    """Config from the command line; one flag per field, grouped as in Config."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     groups = {}
     for f in dataclasses.fields(Config):
-        group = groups.get(f.metadata["group"]) or groups.setdefault(
-            f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
-        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        flags = ["--" + f.name.replace("_", "-")] + ([meta["alias"]] if meta["alias"] else [])
         if f.type is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                               help=f.metadata["help"])
+            kw = dict(action=argparse.BooleanOptionalAction, help=meta["help"])
         else:
-            group.add_argument(flag, type=f.type, default=f.default,
-                               help=f.metadata["help"] + f" (default: {f.default})")
-    args = parser.parse_args(argv)
-    given = {a.split("=")[0][2:].replace("-", "_") for a in (argv or sys.argv[1:]) if a[:2] == "--"}
-    cfg = Config(**vars(args))
-    if cfg.model == "tiny":
-        for key, value in TINY_PRESETS.items():
-            if key not in given:
-                setattr(cfg, key, value)
-    return cfg
+            kw = dict(type=int, nargs="+") if f.type is list else dict(type=f.type)
+            kw.update(choices=meta["choices"], help=meta["help"] + f" (default: {f.default})")
+        groups[meta["group"]].add_argument(*flags, dest=f.name, default=f.default, **kw)
+    known, _ = parser.parse_known_args(argv)
+    if known.model == "tiny":          # presets replace defaults only; flags still win
+        parser.set_defaults(**TINY_PRESETS)
+    return Config(**vars(parser.parse_args(argv)))
 
 
 # ------------------------------------------------------------------------------- rollouts
@@ -142,7 +167,7 @@ def rollout(policy, inputs, cfg, end_ids, pad_id):
 
 
 def group_logprobs(model, one_prompt, ids, mask, cfg):
-    """Log-probs of one prompt's N responses [N, T] (with grad unless called under no_grad)."""
+    """Log-probs of one prompt's responses [n, T] (with grad unless called under no_grad)."""
     if cfg.shared_prefix:
         return shared_prefix.shared_prefix_logprobs(model, one_prompt, ids, mask, ids.shape[0],
                                                     cfg.temperature)
@@ -150,24 +175,68 @@ def group_logprobs(model, one_prompt, ids, mask, cfg):
                                     mask, cfg.temperature)
 
 
-def score(texts, num_options, cfg, rng, entropies=None):
-    """Rewards [N] and the group's answer statistics for one prompt's N responses."""
-    answers = [rewards.extract_choice(t, num_options) for t in texts]
+def score(texts, example, cfg, rng, entropies=None):
+    """One prompt's N responses -> (rewards [N], answer entropy, majority share).
+
+    Multiple choice votes on option letters; a question without options (counting) votes on
+    the extracted number (rewards.extract_number).
+    """
+    if example.options:
+        answers = [rewards.extract_choice(t, len(example.options)) for t in texts]
+    else:
+        answers = [rewards.extract_number(t) for t in texts]
     keys = rewards.answer_keys(answers, texts, no_answer=cfg.no_answer)
     r = rewards.compute_rewards(cfg.reward, keys, alpha=cfg.alpha,
                                 normalized_entropy=cfg.entropy == "normalized",
-                                token_entropies=entropies, rng=rng)
+                                token_entropies=entropies, rng=rng,
+                                dare_alpha=cfg.dare_alpha, dare_tau=cfg.dare_tau)
     dist = rewards.empirical_distribution(keys)
     return r, rewards.entropy(dist), max(dist.values())
 
 
+def update(policy, ref_model, one_prompt, ids, mask, old_logp, advantages, cfg, autocast):
+    """Loss and backward for one prompt's group, in micro-batches of cfg.micro_batch rows.
+
+    Each chunk's loss is weighted by its share (tokens for token_mean, rows otherwise), so the
+    accumulated gradient equals that of the whole group at once. Returns the loss statistics.
+    """
+    rows = ids.shape[0]
+    size = cfg.micro_batch or rows
+    total_tokens = mask.sum()
+    stats = []
+    for c in range(0, rows, size):
+        part = slice(c, c + size)
+        with autocast:
+            logp = group_logprobs(policy, one_prompt, ids[part], mask[part], cfg)
+            with torch.no_grad():
+                ref = group_logprobs(ref_model, one_prompt, ids[part], mask[part], cfg) if cfg.beta else None
+        loss, s = grpo.grpo_loss(logp.float(), old_logp[part], None if ref is None else ref.float(),
+                                 advantages[part], mask[part], clip_eps=cfg.clip_eps,
+                                 beta=cfg.beta, dual_clip=cfg.dual_clip,
+                                 aggregation=cfg.loss_agg, max_len=ids.shape[1])
+        share = (mask[part].sum() / total_tokens if cfg.loss_agg == "token_mean"
+                 else torch.tensor(ids[part].shape[0] / rows))
+        (loss * share).backward()
+        stats.append((float(share), s))
+    return {k: sum(w * s[k] for w, s in stats) for k in stats[0][1]}
+
+
 # ------------------------------------------------------------------------------- adaptation
+
+def schedule(n_examples, cfg):
+    """Batches of example indices: every example once per epoch, in a fresh seeded order."""
+    order, batches = random.Random(cfg.seed), []
+    for _ in range(cfg.epochs):
+        idx = order.sample(range(n_examples), n_examples)
+        batches += [idx[i:i + cfg.prompts_per_step] for i in range(0, n_examples, cfg.prompts_per_step)]
+    return batches
+
 
 def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
     """Test-time RL on unlabeled `examples`; returns one metrics dict per batch of prompts
     (each also passed to `on_step` as soon as the batch is done).
 
-    Labels are never read here: ttrv.main passes examples drawn by data.draw_adaptation_set,
+    Labels are never read here: ttrv.run passes examples drawn by data.draw_adaptation_set,
     which strips them (tests/test_ttrv.py checks that labelled examples give the same updates).
     """
     device = next(policy.parameters()).device
@@ -175,12 +244,9 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999),
                                   weight_decay=cfg.weight_decay)
-    order = random.Random(cfg.seed)
-    batches = []
-    for _ in range(cfg.epochs):  # every example once per epoch, in a fresh seeded order
-        idx = order.sample(range(len(examples)), len(examples))
-        batches += [idx[i:i + cfg.prompts_per_step] for i in range(0, len(idx), cfg.prompts_per_step)]
-    total_updates, update = sum(len(b) for b in batches), 0
+    batches = schedule(len(examples), cfg)
+    total_updates, updates = sum(len(b) for b in batches), 0
+    n, k = cfg.rollouts, cfg.train_rollouts or cfg.rollouts   # votes; trained responses
     reward_rng = np.random.default_rng(cfg.seed)
     history = []
     for step, idx in enumerate(tqdm(batches, desc="adapt", disable=cfg.quiet)):
@@ -188,43 +254,34 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
         batch = [examples[i] for i in idx]
         inputs = vlm.prompt_inputs(processor, [e.image() for e in batch], [e.question for e in batch])
         inputs = vlm.to_device(inputs, device)
-        with autocast:
-            roll = rollout(policy, inputs, cfg, end_ids, pad_id)     # from the policy before updates
-        n = cfg.rollouts
-        texts = vlm.decode(processor, roll.completion_ids)
-        scored = []
-        for b, e in enumerate(batch):
-            ent = None if roll.entropies is None else [
-                float((roll.entropies[i] * roll.mask[i]).sum() / roll.mask[i].sum())
-                for i in range(b * n, (b + 1) * n)]
-            scored.append(score(texts[b * n:(b + 1) * n], len(e.options), cfg, reward_rng, ent))
-        r = torch.tensor(np.stack([s[0] for s in scored]), dtype=torch.float32)   # [B, N]
-        advantages = grpo.group_advantages(r, baseline=cfg.baseline).to(device)   # [B, N]
+        with autocast:                                   # 1. rollouts, from the policy before
+            roll = rollout(policy, inputs, cfg, end_ids, pad_id)        # this batch's updates
+        texts, mask = vlm.decode(processor, roll.completion_ids), roll.mask.float()   # [B*N, T]
+        token_entropy = (None if roll.entropies is None else                          # [B*N]
+                         ((roll.entropies * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
+        scored = [score(texts[b * n:(b + 1) * n], e, cfg, reward_rng,                 # 2. rewards
+                        token_entropy and token_entropy[b * n:(b + 1) * n])
+                  for b, e in enumerate(batch)]
+        r = torch.tensor(np.stack([s[0] for s in scored]), dtype=torch.float32)        # [B, N]
+        # 3. advantages (eq. 2) over the k trained responses; frequencies used all n votes.
+        advantages = grpo.group_advantages(r[:, :k], baseline=cfg.baseline).to(device)  # [B, k]
         stats = []
-        for b, one in enumerate(vlm.split_inputs(inputs)):  # one AdamW update per prompt
-            rows = slice(b * n, (b + 1) * n)
-            ids, mask = roll.completion_ids[rows], roll.mask[rows].float()
-            with autocast:
-                logp = group_logprobs(policy, one, ids, mask, cfg)
-                with torch.no_grad():
-                    ref_logp = group_logprobs(ref_model, one, ids, mask, cfg) if cfg.beta else None
-            loss, s = grpo.grpo_loss(logp.float(), roll.logprobs[rows].float(),
-                                     None if ref_logp is None else ref_logp.float(),
-                                     advantages[b], mask, clip_eps=cfg.clip_eps, beta=cfg.beta,
-                                     dual_clip=cfg.dual_clip, aggregation=cfg.loss_agg)
-            lr = grpo.cosine_lr(update, total_updates, cfg.lr, cfg.warmup_ratio)
+        for b, one in enumerate(vlm.split_inputs(inputs)):   # 4. one AdamW update per prompt
+            rows = slice(b * n, b * n + k)
+            lr = grpo.cosine_lr(updates, total_updates, cfg.lr, cfg.warmup_ratio)
             grpo.set_lr(optimizer, lr)
-            loss.backward()
+            s = update(policy, ref_model, one, roll.completion_ids[rows], mask[rows],
+                       roll.logprobs[rows].float(), advantages[b], cfg, autocast)
             s["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            stats.append(dict(s, loss=loss.item(), lr=lr))
-            update += 1
-        m = dict(step=step + 1, updates=update, reward=float(r.mean()),
+            stats.append(dict(s, lr=lr))
+            updates += 1
+        m = dict(step=step + 1, updates=updates, reward=float(r.mean()),
                  answer_entropy=float(np.mean([s[1] for s in scored])),
                  majority_share=float(np.mean([s[2] for s in scored])),
-                 response_tokens=float(roll.mask.float().sum(1).mean()),
-                 **{k: float(np.mean([s[k] for s in stats])) for k in stats[0]},
+                 response_tokens=float(mask.sum(1).mean()),
+                 **{key: float(np.mean([s[key] for s in stats])) for key in stats[0]},
                  seconds=time.time() - t0)
         history.append(m)
         if on_step:
@@ -273,73 +330,94 @@ def load_models(cfg, log=print):
     return policy, ref_model, processor, autocast, name
 
 
-def results_table(results) -> str:
-    rows = [("", "accuracy", "unparseable", "answer entropy")]
-    for key in ("base", "adapted"):
-        r = results.get(key)
-        if r:
-            rows.append((key, f"{r['accuracy']:.4f}", str(r["unparseable"]),
-                         "" if r.get("answer_entropy") is None else f"{r['answer_entropy']:.3f}"))
-    if results.get("base") and results.get("adapted"):
-        rows.append(("delta", f"{results['adapted']['accuracy'] - results['base']['accuracy']:+.4f}",
-                     "", ""))
-    return "\n".join(" ".join(c.rjust(w) for c, w in zip(row, (8, 10, 12, 15))) for row in rows)
+def run(cfg, out: Path, log=print) -> dict:
+    """One seed: base evaluation, adaptation, adapted evaluation; all written under `out`."""
+    random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    adapt_name, eval_name = cfg.adapt_dataset or cfg.dataset, cfg.eval_dataset or cfg.dataset
+    pool = data.load_dataset(adapt_name, "test", data_dir=cfg.data_dir, seed=cfg.data_seed)
+    test = pool if eval_name == adapt_name else data.load_dataset(
+        eval_name, "test", data_dir=cfg.eval_data_dir or cfg.data_dir, seed=cfg.data_seed)
+    examples = data.draw_adaptation_set(pool, cfg.num_samples, cfg.seed, cfg.sampling,
+                                        cfg.classes)                  # labels stripped here
+    test = test[:cfg.eval_limit]
+    subset = (random.Random(cfg.data_seed).sample(test, min(cfg.eval_subset, len(test)))
+              if cfg.eval_subset else test)                           # for --eval-every
+    policy, ref_model, processor, autocast, name = load_models(cfg, log)
+    (out / "config.json").write_text(json.dumps(
+        dict(dataclasses.asdict(cfg), resolved_model=name), indent=2))
+    log(f"run directory: {out}")
+    results, curve = {}, []
+
+    def evaluate(examples_, key=None):
+        policy.eval()
+        r = evaluation.evaluate(policy, processor, examples_, batch_size=cfg.eval_batch_size,
+                                autocast=autocast, progress=not cfg.quiet, desc=f"eval {key or ''}",
+                                max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
+        policy.train()
+        if key:  # a full evaluation: predictions and results on disk straight away
+            evaluation.write_predictions(out / f"predictions_{key}.jsonl", r)
+            results[key] = dict(accuracy=r.accuracy, correct=r.correct, total=r.total,
+                                unparseable=r.unparseable)
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+            log(f"{key} accuracy {r.accuracy:.4f} ({r.correct}/{r.total})")
+        return r.accuracy
+
+    base = evaluate(test, "base")
+    curve.append((0, base if subset is test else evaluate(subset)))   # Figure 1's x = 0
+    with open(out / "metrics.jsonl", "w") as f:
+        def on_step(m):  # written as it happens, so a crash keeps the steps so far
+            if cfg.eval_every and m["step"] % cfg.eval_every == 0:
+                m["eval_accuracy"] = evaluate(subset)
+                curve.append((m["step"], m["eval_accuracy"]))
+            f.write(json.dumps(m) + "\n")
+            f.flush()
+            log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in m.items()))
+        history = adapt(policy, ref_model, processor, examples, cfg, autocast, on_step)
+    final = evaluate(test, "adapted")
+    if curve[-1][0] != len(history):
+        curve.append((len(history), final if subset is test else evaluate(subset)))
+    results["base"]["answer_entropy"] = history[0]["answer_entropy"]      # first rollouts
+    results["adapted"]["answer_entropy"] = history[-1]["answer_entropy"]  # last rollouts
+    trajectory = dict(accuracy=curve, entropy=[(m["step"], m["answer_entropy"]) for m in history])
+    results["trajectory"] = trajectory
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    if cfg.save_model:
+        policy.save_pretrained(out / "model")
+        processor.save_pretrained(out / "model")
+    return results
 
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
     cfg.device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     log = (lambda *a: None) if cfg.quiet else print
-    random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
+    seeds = cfg.seeds or [cfg.seed]
     try:
         out = run_dir(cfg)
-        test = data.load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, seed=cfg.seed)
-        examples = data.draw_adaptation_set(test, cfg.num_samples, cfg.seed)  # labels stripped here
-        test = test[:cfg.eval_limit]
-        policy, ref_model, processor, autocast, name = load_models(cfg, log)
-        (out / "config.json").write_text(json.dumps(dict(dataclasses.asdict(cfg), resolved_model=name), indent=2))
-        log(f"run directory: {out}")
-        eval_kw = dict(batch_size=cfg.eval_batch_size, autocast=autocast, progress=not cfg.quiet,
-                       max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
-        results = {}
-
-        def evaluate(key):
-            policy.eval()
-            r = evaluation.evaluate(policy, processor, test, desc=f"eval {key}", **eval_kw)
-            policy.train()
-            evaluation.write_predictions(out / f"predictions_{key}.jsonl", r)
-            results[key] = dict(accuracy=r.accuracy, correct=r.correct, total=r.total,
-                                unparseable=r.unparseable)
-            (out / "results.json").write_text(json.dumps(results, indent=2))
-            log(f"{key} accuracy {r.accuracy:.4f} ({r.correct}/{r.total})")
-
-        evaluate("base")
-        with open(out / "metrics.jsonl", "w") as f:
-            def on_step(m):  # written as it happens, so a crash keeps the steps so far
-                f.write(json.dumps(m) + "\n")
-                f.flush()
-                log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                             for k, v in m.items()))
-            history = adapt(policy, ref_model, processor, examples, cfg, autocast, on_step)
-        evaluate("adapted")
-        results["base"]["answer_entropy"] = history[0]["answer_entropy"]
-        results["adapted"]["answer_entropy"] = history[-1]["answer_entropy"]
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-        if cfg.save_model:
-            policy.save_pretrained(out / "model")
-            processor.save_pretrained(out / "model")
+        runs = [run(dataclasses.replace(cfg, seed=s, seeds=None),
+                    out / f"seed-{s}" if len(seeds) > 1 else out, log) for s in seeds]
     except (data.DataError, vlm.ModelError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except torch.cuda.OutOfMemoryError:
-        print("error: out of GPU memory; lower --prompts-per-step, --rollouts, --max-new-tokens or "
-              "--eval-batch-size, or pass --freeze-vision (results so far are in the run "
-              "directory).", file=sys.stderr)
+        print("error: out of GPU memory; lower --micro-batch, --prompts-per-step, --rollouts, "
+              "--max-new-tokens or --eval-batch-size, or pass --freeze-vision (results so far "
+              "are in the run directory).", file=sys.stderr)
         return 1
-    print(results_table(results))
-    print(f"answer entropy (mean over the first and last batch of rollouts): "
-          f"{history[0]['answer_entropy']:.3f} -> {history[-1]['answer_entropy']:.3f}")
-    print(f"written to {out}")
+    summary = report.summarize(runs)
+    table = report.paper_table({cfg.eval_dataset or cfg.dataset: summary})
+    (out / "results.md").write_text(table + "\n")
+    (out / "summary.json").write_text(json.dumps(dict(summary, seeds=seeds), indent=2))
+    plotted = report.plot_trajectory([r["trajectory"] for r in runs], out / "trajectory.png")
+    for s, r in zip(seeds, runs):
+        print(f"seed {s}:" if len(seeds) > 1 else "", report.run_table(r), sep="\n")
+    print(table)
+    print(f"answer entropy over the rollouts (first batch -> last batch, mean over seeds): "
+          f"{np.mean([r['base']['answer_entropy'] for r in runs]):.3f} -> "
+          f"{np.mean([r['adapted']['answer_entropy'] for r in runs]):.3f}")
+    print(f"written to {out}" + (" (with trajectory.png)" if plotted else ""))
     return 0
 
 

@@ -1,0 +1,111 @@
+"""What people look at after a run: tables in the paper's layout and the Figure 1 trajectory.
+
+    summary = summarize([results_seed0, results_seed1, ...])   # mean and spread over seeds
+    print(paper_table({"shapes": summary}))                     # Markdown, like Tables 1/7/11
+    plot_trajectory(trajectories, "trajectory.png")             # Figure 1 (needs matplotlib)
+
+Accuracies are printed in percent as in the paper. The spread is the sample standard deviation
+over seeds (ddof=1; 0 for a single seed). matplotlib is optional: without it, plot_trajectory
+returns False and everything else works.
+"""
+
+import math
+
+
+def mean_std(values) -> tuple[float, float]:
+    values = list(values)
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Base / adapted / delta accuracy over seeds: {"base": (mean, std), ..., "seeds": n}.
+
+    >>> summarize([{"base": {"accuracy": .5}, "adapted": {"accuracy": .7}},
+    ...            {"base": {"accuracy": .5}, "adapted": {"accuracy": .5}}])["delta"]
+    (0.09999999999999998, 0.1414213562373095)
+    """
+    base = [r["base"]["accuracy"] for r in runs]
+    adapted = [r["adapted"]["accuracy"] for r in runs]
+    return dict(base=mean_std(base), adapted=mean_std(adapted),
+                delta=mean_std(a - b for a, b in zip(adapted, base)), seeds=len(runs))
+
+
+def _cell(mean_and_std, seeds, sign=False) -> str:
+    mean, std = mean_and_std
+    text = f"{100 * mean:+.2f}" if sign else f"{100 * mean:.2f}"
+    return f"{text} ± {100 * std:.2f}" if seeds > 1 else text
+
+
+def paper_table(columns: dict[str, dict]) -> str:
+    """Markdown table: one column per dataset, rows base / adapted / delta (percent).
+
+    >>> print(paper_table({"resisc45": summarize([{"base": {"accuracy": .9008},
+    ...                                              "adapted": {"accuracy": .9271}}])}))
+    |  | resisc45 |
+    |---|---|
+    | base | 90.08 |
+    | TTRV | 92.71 |
+    | delta | +2.63 |
+    """
+    names = list(columns)
+    lines = ["|  | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for row, key in (("base", "base"), ("TTRV", "adapted"), ("delta", "delta")):
+        cells = [_cell(columns[n][key], columns[n]["seeds"], sign=key == "delta") for n in names]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    seeds = {columns[n]["seeds"] for n in names}
+    if seeds != {1}:
+        lines.append(f"\nmean ± standard deviation over {'/'.join(map(str, sorted(seeds)))} seeds")
+    return "\n".join(lines)
+
+
+def run_table(results: dict) -> str:
+    """The terminal table of one run: accuracy, unparseable answers, answer entropy."""
+    rows = [("", "accuracy", "unparseable", "answer entropy")]
+    for key in ("base", "adapted"):
+        r = results[key]
+        entropy = r.get("answer_entropy")
+        rows.append((key, f"{r['accuracy']:.4f}", str(r["unparseable"]),
+                     "" if entropy is None else f"{entropy:.3f}"))
+    rows.append(("delta", f"{results['adapted']['accuracy'] - results['base']['accuracy']:+.4f}",
+                 "", ""))
+    return "\n".join(" ".join(c.rjust(w) for c, w in zip(row, (8, 10, 12, 15))) for row in rows)
+
+
+def _band(series: list[list[tuple[float, float]]]):
+    """Mean and std at each x over runs that share the same x grid: xs, means, stds."""
+    xs = [x for x, _ in series[0]]
+    stats = [mean_std(run[i][1] for run in series) for i in range(len(xs))]
+    return xs, [m for m, _ in stats], [s for _, s in stats]
+
+
+def plot_trajectory(trajectories: list[dict], path) -> bool:
+    """Figure 1: accuracy and answer entropy against the update step, mean ± std over runs.
+
+    Each trajectory is {"accuracy": [(step, acc), ...], "entropy": [(step, H), ...]}.
+    Returns False (and writes nothing) when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, label in ((axes[0], "accuracy", "accuracy (%)"),
+                           (axes[1], "entropy", "answer entropy (nats)")):
+        xs, means, stds = _band([t[key] for t in trajectories])
+        scale = 100 if key == "accuracy" else 1
+        means, stds = [scale * m for m in means], [scale * s for s in stds]
+        ax.plot(xs, means, marker="o")
+        ax.fill_between(xs, [m - s for m, s in zip(means, stds)],
+                        [m + s for m, s in zip(means, stds)], alpha=0.25)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+    fig.suptitle(f"TTRV over adaptation ({len(trajectories)} run(s), mean ± std)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

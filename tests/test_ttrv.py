@@ -1,0 +1,153 @@
+"""The whole loop (ttrv.py): the real command line end to end, and what the loop promises."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import eval as evaluation
+import ttrv
+import vlm
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--num-samples", "4", "--rollouts", "6", "--prompts-per-step", "2", "--epochs", "1",
+         "--eval-limit", "24", "--max-new-tokens", "4", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def taught_dir(tmp_path_factory):
+    """The tiny model as `--model tiny` gets it: built, taught shapes, cached."""
+    import tiny
+    return tiny.tiny_model_path(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda *a: None)
+
+
+def config(model_dir, **kw):
+    cfg = ttrv.parse_args(["--model", str(model_dir)] + SMALL)
+    cfg.device = "cpu"
+    return dataclass_replace(cfg, **kw)
+
+
+def dataclass_replace(cfg, **kw):
+    cfg = copy.deepcopy(cfg)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def run_adapt(cfg, examples):
+    policy, ref_model, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
+    history = ttrv.adapt(policy, ref_model, processor, examples, cfg, autocast)
+    return policy, history
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_cli_end_to_end_writes_every_output_and_the_model_loads_back(tmp_path, taught_dir):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "ttrv.py"), "--model", str(taught_dir), *SMALL,
+           "--output-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "base" in proc.stdout and "adapted" in proc.stdout and "delta" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["rollouts"] == 6 and config["lr"] == 1e-4       # tiny presets apply to 'tiny'
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 and steps[-1]["updates"] == 4
+    for key in ("reward", "answer_entropy", "majority_share", "kl", "clip_frac", "lr", "seconds"):
+        assert key in steps[0]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"base", "adapted"} and results["base"]["total"] == 24
+    for key in ("base", "adapted"):
+        lines = (out / f"predictions_{key}.jsonl").read_text().splitlines()
+        assert len(lines) == 24 and {"id", "response", "prediction", "answer", "correct"} <= set(
+            json.loads(lines[0]))
+    reload = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--model", str(out / "model"),
+                             "--limit", "24", "--max-new-tokens", "4"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert reload.returncode == 0, reload.stderr[-2000:]
+    assert f"accuracy {results['adapted']['accuracy']:.4f}" in reload.stdout  # same model, same answers
+
+
+def test_labels_are_never_read_during_adaptation(taught_dir):
+    test = data.load_dataset("shapes", "test")[:4]
+    cfg = config(taught_dir, lr=1e-3)
+    labelled, _ = run_adapt(cfg, test)
+    stripped, _ = run_adapt(cfg, [data.strip_labels(e) for e in test])
+    initial = params(vlm.load_model(str(taught_dir), "cpu", torch.float32))
+    after, after_stripped = params(labelled), params(stripped)
+    assert any(not torch.equal(initial[k], after[k]) for k in after)   # the updates did something
+    for k in after:
+        assert torch.equal(after[k], after_stripped[k]), k
+
+
+def test_one_update_at_the_paper_lr_changes_weights_under_bf16_autocast(taught_dir):
+    """fp32 master weights keep a 5e-7 step that bf16 weights would round away."""
+    w = torch.tensor([0.5, 1.0, -2.0])
+    assert torch.equal((w.bfloat16() - 5e-7).float(), w.bfloat16().float())  # the bf16 trap
+    cfg = config(taught_dir, lr=5e-7, precision="bf16", epochs=1, num_samples=1,
+                 prompts_per_step=1)
+    before = params(vlm.load_model(str(taught_dir), "cpu", torch.float32))
+    policy, history = run_adapt(cfg, data.draw_adaptation_set(data.load_dataset("shapes"), 1, 3))
+    assert history[0]["updates"] == 1
+    changed = [k for k, v in params(policy).items() if not torch.equal(v, before[k])]
+    assert next(policy.parameters()).dtype == torch.float32 and changed
+
+
+def test_a_second_architecture_runs_through_the_same_loop(tiny_qwen2_dir):
+    cfg = config(tiny_qwen2_dir, lr=1e-3, beta=0.1)
+    policy, history = run_adapt(cfg, data.load_dataset("shapes")[:4])
+    assert type(policy).__name__ == "Qwen2VLForConditionalGeneration"
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, tiny_dir, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("earlier")
+    code = ttrv.main(["--model", str(tiny_dir), *SMALL, "--output-dir", str(out)])
+    assert code == 1 and "--overwrite" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == "earlier"
+
+
+def test_unknown_dataset_ends_in_one_sentence_listing_the_known_ones(tmp_path, tiny_dir, capsys):
+    code = ttrv.main(["--model", str(tiny_dir), "--dataset", "nope", "--output-dir",
+                      str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "resisc45" in err and "shapes" in err and "Traceback" not in err
+
+
+def test_help_groups_every_flag():
+    text = subprocess.run([sys.executable, str(ROOT / "ttrv.py"), "--help"], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, COLUMNS="200")).stdout
+    for group in ("model:", "data:", "rollouts:", "reward:", "optimisation:", "evaluation:",
+                  "output:"):
+        assert group in text
+    assert "--no-shared-prefix" in text and "(default: 5e-07)" in text
+    assert "{ttrv,frequency,diversity,majority,random,dare}" in text
+
+
+def test_defaults_follow_the_paper():
+    cfg = ttrv.parse_args(["--model", "Qwen/Qwen2.5-VL-3B"])
+    assert (cfg.num_samples, cfg.rollouts, cfg.temperature, cfg.alpha, cfg.lr) == (20, 32, 1.0, 0.75, 5e-7)
+    assert (cfg.weight_decay, cfg.beta, cfg.clip_eps, cfg.loss_agg, cfg.epochs) == (
+        0.01, 0.001, 0.2, "token_mean", 2)
+    assert cfg.max_new_tokens == 1024 and cfg.shared_prefix
+
+
+def test_evaluation_counts_unparseable_answers_as_wrong(tiny_dir):
+    model, processor = vlm.load(str(tiny_dir))
+    examples = data.load_dataset("shapes")[:5]
+    result = evaluation.evaluate(model, processor, examples, batch_size=2, max_new_tokens=3,
+                                 progress=False)
+    assert result.total == 5 and len(result.predictions) == 5
+    assert result.correct == sum(p["prediction"] == e.answer
+                                 for p, e in zip(result.predictions, examples))
+    assert result.unparseable == sum(p["prediction"] is None for p in result.predictions)
