@@ -13,8 +13,9 @@ Datasets (`DATASETS`, dispatched by `load_dataset`):
   resisc45     the paper's test set = images 601-700 of each of the 45 classes (4,500); "train" =
                images 1-600. From NWPU-RESISC45.zip (hub dataset torchgeo/resisc45, pinned
                revision, md5-checked) or an extracted NWPU-RESISC45 folder given as data_dir.
-  shapes       synthetic: 8 shape kinds, random colour/size/position/rotation/background,
-               112x112, 400 train / 200 test, drawn in memory (~0.4 s for both splits).
+  shapes       synthetic: circle, square, triangle, star (always options A-D in that order),
+               each in its class's home colour 70% of the time, random size/position/rotation/
+               background, 112x112, 400 train / 200 test, drawn in memory (~0.4 s for both).
   folder:PATH  one sub-folder of images per class (>= 4 classes); every image is one question.
   jsonl:PATH   ready-made questions, one {"image", "question", "options", "answer"} per line.
 
@@ -34,9 +35,10 @@ Choices:
   - folder:/jsonl: carry their path in the name (`load_dataset("folder", data_dir=P)` is the same)
     and have one split (`split` is ignored). A jsonl question is shown verbatim (Appendix C has a
     different prompt per benchmark); its options are not appended to it.
-Left out: the paper's other benchmarks (DTD, MathVista, SEED, AI2D, ...: use folder: with
-`prompt=DTD_PROMPT`, or jsonl:), the timm/resisc45 parquet split, and image preprocessing (the
-model's processor resizes and normalises).
+The paper's other benchmarks (dtd, imagenet-r, ai2d, mme, seed, realworldqa, mathvista, capture)
+and hub:REPO?columns are in benchmarks.py; `load_dataset` serves them too.
+Left out: the timm/resisc45 parquet split, and image preprocessing (the model's processor resizes
+and normalises).
 """
 
 from __future__ import annotations
@@ -266,7 +268,17 @@ def load_resisc45(split: str = "test", data_dir: str | None = None, seed: int = 
 
 # ------------------------------------------------------------------------- synthetic shapes
 
-SHAPES = ["circle", "triangle", "square", "pentagon", "hexagon", "star", "cross", "crescent"]
+# The shapes dataset's classes, always offered in this order as options A-D (every question the
+# same four options). A choice for the offline demo: the tiny model's one-minute warm-up then only
+# has to learn to see; with shuffled options it must also learn to find the option that names
+# the shape and copy its letter, which a 2-layer model did not learn in minutes. draw_shape can
+# draw more kinds (SHAPE_KINDS) for your own variants.
+SHAPES = ["circle", "square", "triangle", "star"]
+# Each class also has a home colour, worn with probability HOME_COLOUR_RATE (else any of COLOURS).
+# A strong but imperfect cue: the tiny model (a 32-wide, 2-layer vision tower) learns colours in
+# seconds but shapes only slowly, so its accuracy lands well above chance and well below perfect.
+HOME_COLOUR_RATE = 0.7
+SHAPE_KINDS = ["circle", "triangle", "square", "pentagon", "hexagon", "star", "cross", "crescent"]
 SHAPES_SIZES = {"train": 400, "test": 200}
 COLOURS = [(200, 30, 30), (30, 140, 40), (30, 60, 200), (230, 120, 0), (120, 40, 160),
            (20, 20, 20), (120, 70, 20), (0, 120, 120)]  # dark/saturated, on light backgrounds
@@ -286,9 +298,10 @@ def _outline(kind: str, r: float, rot: float) -> list[tuple[float, float]]:
     return [(d * math.cos(a + rot), d * math.sin(a + rot)) for d, a in polar]
 
 
-def draw_shape(kind: str, rng: random.Random, size: int = 112) -> Image.Image:
-    """A `kind` shape of random colour, size, position and rotation on a random light background
-    (solid, gradient or smooth noise); the mask is drawn at 2x and downsampled (antialiasing)."""
+def draw_shape(kind: str, rng: random.Random, size: int = 112, colour=None) -> Image.Image:
+    """A `kind` shape of `colour` (default random), random size, position and rotation on a
+    random light background (solid, gradient or smooth noise); the mask is drawn at 2x and
+    downsampled (antialiasing)."""
     light = lambda: Image.new("RGB", (size, size), tuple(rng.randint(170, 255) for _ in "rgb"))
     style = rng.choice(["solid", "gradient", "noise"])
     if style == "solid":
@@ -313,20 +326,25 @@ def draw_shape(kind: str, rng: random.Random, size: int = 112) -> Image.Image:
     else:
         pen.polygon([(cx + x, cy + y) for x, y in _outline(kind, r, rot)], fill=255)
     mask = mask.resize((size, size), Image.BILINEAR)
-    return Image.composite(Image.new("RGB", (size, size), rng.choice(COLOURS)), bg, mask)
+    colour = colour or rng.choice(COLOURS)
+    return Image.composite(Image.new("RGB", (size, size), colour), bg, mask)
 
 
 def load_shapes(split: str = "test", data_dir: str | None = None, seed: int = 0,
                 prompt: str = RECOGNITION_PROMPT) -> list[Example]:
     """Synthetic shapes, classes balanced (round robin, shuffled); train and test come from
-    different random streams ("shapes/train/0" vs "shapes/test/0"). `data_dir` is unused."""
+    different random streams ("shapes/train/0" vs "shapes/test/0"). Options are always SHAPES in
+    order (see SHAPES), so `seed` changes the images, not the questions. `data_dir` is unused."""
     if split not in SHAPES_SIZES:
         raise DataError(f"shapes has splits {sorted(SHAPES_SIZES)}, not {split!r}.")
     rng = random.Random(f"shapes/{split}/{seed}")
     kinds = [SHAPES[i % len(SHAPES)] for i in range(SHAPES_SIZES[split])]
     rng.shuffle(kinds)
-    items = [(f"shapes-{split}-{i:04d}", k, draw_shape(k, rng)) for i, k in enumerate(kinds)]
-    return _questions(items, SHAPES, seed, prompt)
+    question = prompt.format(**{f"o{i + 1}": name for i, name in enumerate(SHAPES)})
+    home = dict(zip(SHAPES, COLOURS))
+    colours = [home[k] if rng.random() < HOME_COLOUR_RATE else rng.choice(COLOURS) for k in kinds]
+    return [Example(f"shapes-{split}-{i:04d}", question, list(SHAPES), LETTERS[SHAPES.index(k)],
+                    k, draw_shape(k, rng, colour=c)) for i, (k, c) in enumerate(zip(kinds, colours))]
 
 
 # ------------------------------------------------------------------------- your own data
@@ -417,7 +435,11 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
     """
     kind, _, path = name.partition(":")
     if kind not in DATASETS:
-        known = ", ".join(k + (":PATH" if k in ("folder", "jsonl") else "") for k in DATASETS)
+        import benchmarks  # DTD, MME, ..., hub:REPO (imported here: it imports this module)
+        if benchmarks.knows(kind):
+            return benchmarks.load(name, split, data_dir=data_dir, seed=seed, prompt=prompt)
+        known = ", ".join([k + (":PATH" if k in ("folder", "jsonl") else "") for k in DATASETS]
+                          + benchmarks.NAMES)
         raise DataError(f"Unknown dataset {name!r}; known datasets: {known}.")
     return DATASETS[kind](split, path or data_dir, seed,
                           prompt or PROMPTS.get(kind, RECOGNITION_PROMPT))

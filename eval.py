@@ -6,7 +6,8 @@
 The paper evaluates by greedy decoding on the whole test set, before and after adaptation
 (Appendix A). Prompts are batched with left padding; a response counts as correct when the
 option letter extracted from it (rewards.extract_choice) is the right one, and as unparseable
-when no letter can be extracted.
+when no letter can be extracted. Counting questions (no options, e.g. Capture) are scored by
+1 - symmetric percentage error on the extracted number (benchmarks.count_score).
 """
 
 import argparse
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+import benchmarks
 import data
 import grpo
 import rewards
@@ -25,8 +27,8 @@ import vlm
 
 @dataclass
 class EvalResult:
-    accuracy: float
-    correct: int
+    accuracy: float            # mean score: accuracy, or 1 - sMAPE for counting questions
+    correct: float
     total: int
     unparseable: int
     predictions: list[dict] = field(repr=False)  # one dict per example, in dataset order
@@ -50,13 +52,22 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
                               pad_token_id=pad_id,
                               suppress_token_ids=vlm.placeholder_token_ids(model))  # [B, T]
         for example, text in zip(batch, vlm.decode(processor, ids)):
-            choice = rewards.extract_choice(text, num_options=len(example.options))
-            predictions.append(dict(id=example.id, response=text, prediction=choice,
-                                    answer=example.answer, correct=choice == example.answer))
+            predictions.append(dict(id=example.id, response=text, answer=example.answer,
+                                    **score(text, example)))
     correct = sum(p["correct"] for p in predictions)
     unparseable = sum(p["prediction"] is None for p in predictions)
     return EvalResult(correct / max(len(predictions), 1), correct, len(predictions), unparseable,
                       predictions)
+
+
+def score(text: str, example) -> dict:
+    """The extracted prediction and its score: 1/0 for multiple choice; for a counting question
+    (no options) 1 - symmetric percentage error, whose mean over a dataset is 1 - sMAPE."""
+    if benchmarks.is_counting(example):
+        number = rewards.extract_number(text)
+        return dict(prediction=number, correct=benchmarks.count_score(number, float(example.answer)))
+    choice = rewards.extract_choice(text, num_options=len(example.options))
+    return dict(prediction=choice, correct=choice == example.answer)
 
 
 def write_predictions(path, result: EvalResult) -> None:

@@ -133,85 +133,20 @@ def default_cache_dir() -> Path:
 # ---------------------------------------------------------------------------------------------
 # Teaching the tiny model the shapes task, so `python ttrv.py` starts from a model that is
 # clearly better than chance and clearly worse than perfect (TTRV needs a usable prior).
-TEACH = dict(
-    steps=300,          # most optimizer steps (the early stop below usually comes first)
-    batch_size=16,      # questions per step
-    lr=3e-3,            # AdamW peak learning rate (no weight decay)
-    seed=0,             # seeds the hold-out split, batch order and torch
-    warmup=20,          # linear warm-up steps, then cosine decay to 0 at `steps`
-    holdout=80,         # train-split questions held out for the stopping rule (never trained on)
-    target=0.6,         # stop at the first check whose hold-out accuracy >= target ...
-    eval_every=20,      # ... checking every eval_every steps
-)
-
-
-def _encode_split(processor, examples):
-    """Prompt + answer tensors for every example, once: (input_ids [N, L], attention_mask,
-    pixel rows per example, image_grid_thw, answer token ids [N, 2])."""
-    import vlm
-    prompt = vlm.prompt_inputs(processor, [e.image() for e in examples],
-                               [e.question for e in examples])
-    end = processor.tokenizer.eos_token
-    target = processor.tokenizer([e.answer + end for e in examples], add_special_tokens=False,
-                                 return_tensors="pt")["input_ids"]
-    rows = prompt["image_grid_thw"].prod(-1).tolist()
-    return prompt, list(prompt["pixel_values"].split(rows)), target
-
-
-def _batch(prompt, pixels, target, index):
-    """The training inputs and labels of examples `index`: prompt | answer, loss on the answer."""
-    inputs = {}
-    for key, value in prompt.items():
-        if key == "pixel_values":
-            inputs[key] = torch.cat([pixels[i] for i in index])
-        else:
-            inputs[key] = value[index]
-    # prompts were left padded together; drop the columns that are padding in every row here
-    keep = inputs["attention_mask"].any(0)
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-        if key in inputs:
-            inputs[key] = inputs[key][:, keep]
-    answer = target[index]
-    inputs_full = dict(inputs)
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-        if key in inputs:
-            extra = {"input_ids": answer, "attention_mask": torch.ones_like(answer),
-                     "mm_token_type_ids": torch.zeros_like(answer)}[key]
-            inputs_full[key] = torch.cat([inputs[key], extra], dim=1)
-    labels = torch.full_like(inputs_full["input_ids"], -100)
-    labels[:, -answer.shape[1]:] = answer
-    return inputs, inputs_full, labels
-
-
-@torch.no_grad()
-def _greedy_accuracy(model, prompt, pixels, target, index, chunk=64):
-    """Share of examples `index` whose greedy first answer token is the right letter."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(index), chunk):
-        part = index[i:i + chunk]
-        inputs, _, _ = _batch(prompt, pixels, target, part)
-        logits = model(**inputs, logits_to_keep=1).logits[:, -1]
-        correct += (logits.argmax(-1) == target[part, 0]).sum().item()
-    model.train()
-    return correct / max(len(index), 1)
+# Measured with this recipe: greedy accuracy 0.555 on the shapes test split (chance 0.25),
+# about 40 s on 2 CPU cores.
+TEACH = dict(steps=300,        # optimizer steps (no early stop: a fixed, seeded recipe)
+             batch_size=16,    # questions per step, drawn from the train split only
+             lr=3e-3,          # AdamW, constant, no weight decay
+             seed=0)           # batch draws and torch
 
 
 def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH["batch_size"],
-                 lr: float = TEACH["lr"], seed: int = TEACH["seed"], log=print, *,
-                 warmup: int = TEACH["warmup"], holdout: int = TEACH["holdout"],
-                 target: float | None = TEACH["target"],
-                 eval_every: int = TEACH["eval_every"]) -> Path:
+                 lr: float = TEACH["lr"], seed: int = TEACH["seed"], log=print) -> Path:
     """Supervised warm-up on shapes' train split: cross-entropy on "<letter><|im_end|>" only.
 
-    A fixed, seeded recipe (TEACH); it never sees the test split. `holdout` train questions
-    (a seeded draw) are kept out of training; every `eval_every` steps the greedy accuracy on
-    them is checked, and training stops at the first check reaching `target` (None: never),
-    so the model ends clearly better than chance but far from perfect. AdamW, linear warm-up
-    then cosine decay over `steps`. Overwrites the weights in `model_dir` in place and returns
-    the directory.
+    It never sees the test split. Overwrites the weights in `model_dir`; returns the directory.
     """
-    import math
     import random
 
     import data
@@ -219,31 +154,64 @@ def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH
     model, processor = vlm.load(str(model_dir))
     train = data.load_dataset("shapes", "train", seed=seed)
     rng = random.Random(seed)
-    order = list(range(len(train)))
-    rng.shuffle(order)
-    held, fit = order[:holdout], order[holdout:]
-    prompt, pixels, answers = _encode_split(processor, train)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / max(warmup, 1), 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0)))))
+    end = processor.tokenizer.eos_token
     model.train()
-    acc = None
     for step in range(steps):
-        index = rng.sample(fit, batch_size)
-        _, inputs, labels = _batch(prompt, pixels, answers, index)
+        batch = rng.sample(train, batch_size)
+        inputs = vlm.prompt_inputs(processor, [e.image() for e in batch], [e.question for e in batch])
+        target = processor.tokenizer([e.answer + end for e in batch], add_special_tokens=False,
+                                     return_tensors="pt")["input_ids"]              # [B, 2]
+        extra = dict(input_ids=target, attention_mask=torch.ones_like(target),
+                     mm_token_type_ids=torch.zeros_like(target))
+        for key, value in extra.items():                           # prompt | answer
+            if key in inputs:
+                inputs[key] = torch.cat([inputs[key], value], dim=1)
+        labels = torch.full_like(inputs["input_ids"], -100)           # loss on the answer only
+        labels[:, -target.shape[1]:] = target
         loss = model(**inputs, labels=labels).loss
         loss.backward()
         optimizer.step()
-        schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        done = step == steps - 1
-        if held and ((step + 1) % eval_every == 0 or done):
-            acc = _greedy_accuracy(model, prompt, pixels, answers, held)
-            log(f"teach shapes: step {step + 1}/{steps} loss {loss.item():.3f} "
-                f"hold-out accuracy {acc:.2f}")
-            if target is not None and acc >= target:
-                break
-    model.eval()
+        if (step + 1) % 100 == 0:
+            log(f"teach shapes: step {step + 1}/{steps} loss {loss.item():.3f}")
     model.save_pretrained(model_dir)
     return Path(model_dir)
+
+
+def tiny_model_path(cache_dir=None, log=print) -> Path:
+    """The taught tiny Qwen2.5-VL, built on first use and cached (what `--model tiny` loads).
+
+    The cache key hashes the recipe (sizes, tokenizer corpus, TEACH) and the shapes data
+    version, so changing either rebuilds. The model is built in a temporary sibling directory
+    and renamed when complete, so an interrupted build never leaves a half-written cache.
+    """
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+    import time
+
+    import data
+    recipe = json.dumps([TEXT, MROPE_SECTION, VISION_25, VOCAB_SIZE, MAX_IMAGE_PIXELS, _CORPUS,
+                         CHAT_TEMPLATE, TEACH, data.SHAPES, data.HOME_COLOUR_RATE], sort_keys=True)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = cache / f"tiny-qwen2_5_vl-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
+    if (path / "config.json").exists():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    log(f"building the tiny offline model in {path} (first run only, about a minute)")
+    start = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=cache))
+    try:
+        build_tiny_model(tmp)
+        teach_shapes(tmp, log=log)
+        tmp.rename(path)
+    except OSError:
+        if not (path / "config.json").exists():     # unless a concurrent build finished first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"built the tiny model in {time.time() - start:.0f} s")
+    return path

@@ -13,13 +13,16 @@
 
 Where this departs from the paper / official code (each also said where it happens):
 - Prompts per batch: 4 (the official code uses one per GPU, 8, with drop_last on 20 samples).
+- All N = 32 responses vote and are trained on, as the paper says; the official code trains on
+  16 of its 32 votes (--votes 32 --train-rollouts 16).
+- Unparseable responses are each an answer of their own (--no-answer; official: their text).
+- Each prompt is encoded once per group (shared_prefix.py), the same maths as N copies.
 - Mixed precision: fp32 master weights with bf16 autocast, instead of verl's FSDP bf16 setup.
 - The tiny model's presets (lr, lengths) differ from the paper's; see TINY_PRESETS.
 - Answer extraction does not read the article "a" as option A (rewards.extract_choice).
 """
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -146,7 +149,13 @@ def parse_args(argv=None) -> Config:
     known, _ = parser.parse_known_args(argv)
     if known.model == "tiny":          # presets replace defaults only; flags still win
         parser.set_defaults(**TINY_PRESETS)
-    return Config(**vars(parser.parse_args(argv)))
+    cfg = Config(**vars(parser.parse_args(argv)))
+    if cfg.reward == "dare" and not cfg.shared_prefix:
+        parser.error("--reward dare needs the token entropies that the shared-prefix sampler "
+                     "records; drop --no-shared-prefix.")
+    if cfg.sampling == "biased" and not cfg.classes:
+        parser.error("--sampling biased needs --classes K (the number of classes to draw from).")
+    return cfg
 
 
 # ------------------------------------------------------------------------------- rollouts
@@ -244,6 +253,7 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999),
                                   weight_decay=cfg.weight_decay)
+    torch.manual_seed(cfg.seed)           # rollouts are drawn from torch's global generator
     batches = schedule(len(examples), cfg)
     total_updates, updates = sum(len(b) for b in batches), 0
     n, k = cfg.rollouts, cfg.train_rollouts or cfg.rollouts   # votes; trained responses
@@ -272,7 +282,7 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
             grpo.set_lr(optimizer, lr)
             s = update(policy, ref_model, one, roll.completion_ids[rows], mask[rows],
                        roll.logprobs[rows].float(), advantages[b], cfg, autocast)
-            s["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            s["grad_norm"] = grpo.clip_grad_norm(params, cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             stats.append(dict(s, lr=lr))
@@ -313,7 +323,8 @@ def run_dir(cfg) -> Path:
 def load_models(cfg, log=print):
     """(policy, frozen reference, processor, autocast context) for cfg.device and precision."""
     import tiny
-    name = str(tiny.tiny_model_path(log=log)) if cfg.model == "tiny" else vlm.resolve_name(cfg.model, log)
+    name = (str(tiny.tiny_model_path(log=log)) if cfg.model == "tiny"
+            else vlm.resolve_name(cfg.model, log))
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cfg.device == "cuda")
     # fp32 master weights even under bf16: an AdamW step at lr 5e-7 is far below bf16's resolution.
     policy, processor = vlm.load(name, cfg.device, torch.float32, cfg.allow_cpu)
@@ -324,7 +335,7 @@ def load_models(cfg, log=print):
             if "visual" in module_name or "vision" in module_name:
                 p.requires_grad_(False)
     if cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.activation_checkpointing_enable({"use_reentrant": False})  # ("gradient checkpointing")
     policy.train()
     autocast = torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=bf16)
     return policy, ref_model, processor, autocast, name

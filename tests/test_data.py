@@ -117,10 +117,11 @@ def test_shapes_splits_sizes_classes_and_images():
     assert time.perf_counter() - t0 < 5  # ~0.4 s on a laptop
     assert (len(train), len(test)) == (400, 200)
     names = set(map(data.display_name, data.SHAPES))
-    assert len(names) >= 6
+    assert len(names) == 4
     for split in (train, test):
         assert set(e.label for e in split) == names  # every class appears, balanced
-        assert max(collections.Counter(e.label for e in split).values()) <= len(split) // 8 + 1
+        assert max(collections.Counter(e.label for e in split).values()) <= len(split) // 4 + 1
+        assert all(e.options == data.SHAPES for e in split)  # fixed option order (see SHAPES)
         assert all(e.options[LETTERS.index(e.answer)] == e.label for e in split)
         assert all(e.question.startswith("Look at the given image") for e in split)
     img = test[0].image()
@@ -420,9 +421,9 @@ def test_biased_adaptation_set_draws_from_num_classes_classes():
     with pytest.raises(DataError, match="num_classes"):
         draw_adaptation_set(pool, 5, 0, sampling="biased")
     with pytest.raises(DataError, match="num_classes"):
-        draw_adaptation_set(pool, 5, 0, sampling="biased", num_classes=9)
-    with pytest.raises(DataError, match="pool of 25"):  # 200 shapes / 8 classes = 25 per class
-        draw_adaptation_set(pool, 26, 0, sampling="biased", num_classes=1)
+        draw_adaptation_set(pool, 5, 0, sampling="biased", num_classes=5)
+    with pytest.raises(DataError, match="pool of 50"):  # 200 shapes / 4 classes = 50 per class
+        draw_adaptation_set(pool, 51, 0, sampling="biased", num_classes=1)
     with pytest.raises(DataError, match="labels"):
         draw_adaptation_set([strip_labels(e) for e in pool], 5, 0, "biased", 2)
     with pytest.raises(DataError, match="sampling"):

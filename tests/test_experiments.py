@@ -139,3 +139,26 @@ def test_paper_table_layout():
     assert table.splitlines()[0] == "|  | dtd | shapes |"
     assert "| TTRV | 65.00 ± 7.07 | 65.00 ± 7.07 |" in table
     assert "| delta | +15.00 ± 7.07 |" in table
+
+
+def test_counting_questions_are_scored_by_one_minus_symmetric_percentage_error():
+    import eval as evaluation
+    example = data.Example("c", "How many?", [], "4", "4", None)
+    assert evaluation.score(r"so \boxed{4}", example) == dict(prediction=4.0, correct=1.0)
+    assert evaluation.score("6 apples", example)["correct"] == 1 - 2 / 10
+    assert evaluation.score("no idea", example) == dict(prediction=None, correct=0.0)
+
+
+@pytest.mark.parametrize("reward", ["ttrv", "frequency", "diversity", "majority", "random", "dare"])
+def test_every_reward_runs_through_the_loop(tiny_dir, reward):
+    cfg = cfg_for(tiny_dir, "--reward", reward, "--num-samples", "2", "--lr", "1e-3")
+    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
+    history = ttrv.adapt(policy, ref, processor, data.load_dataset("shapes")[:2], cfg, autocast)
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+
+
+def test_flag_combinations_that_cannot_work_are_refused_up_front(capsys):
+    for flags in (["--reward", "dare", "--no-shared-prefix"], ["--sampling", "biased"]):
+        with pytest.raises(SystemExit):
+            ttrv.parse_args(flags)
+    assert "--classes" in capsys.readouterr().err

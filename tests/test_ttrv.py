@@ -52,19 +52,20 @@ def params(model):
 
 def test_cli_end_to_end_writes_every_output_and_the_model_loads_back(tmp_path, taught_dir):
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "ttrv.py"), "--model", str(taught_dir), *SMALL,
-           "--output-dir", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    cmd = [sys.executable, str(ROOT / "ttrv.py"), "--model", "tiny", *SMALL, "--output-dir", str(out)]
+    env = dict(os.environ, TTRV_CACHE=str(taught_dir.parent))     # `tiny` finds the cached build
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "base" in proc.stdout and "adapted" in proc.stdout and "delta" in proc.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["rollouts"] == 6 and config["lr"] == 1e-4       # tiny presets apply to 'tiny'
+    assert config["resolved_model"] == str(taught_dir)
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(steps) == 2 and steps[-1]["updates"] == 4
     for key in ("reward", "answer_entropy", "majority_share", "kl", "clip_frac", "lr", "seconds"):
         assert key in steps[0]
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"base", "adapted"} and results["base"]["total"] == 24
+    assert set(results) == {"base", "adapted", "trajectory"} and results["base"]["total"] == 24
     for key in ("base", "adapted"):
         lines = (out / f"predictions_{key}.jsonl").read_text().splitlines()
         assert len(lines) == 24 and {"id", "response", "prediction", "answer", "correct"} <= set(

@@ -1,0 +1,37 @@
+"""bench.py runs end to end on the tiny model and prints every phase with a ratio.
+
+Timing values are never asserted: the speed goals are read off the script's printed figures.
+"""
+import re
+
+import torch
+
+import bench
+
+
+def test_bench_tiny_prints_every_phase_with_a_ratio(tiny_dir, capsys):
+    threads = torch.get_num_threads()
+    argv = ["--tiny-dir", str(tiny_dir), "--rollouts", "4", "--prompts", "2", "--repeats", "1",
+            "--response-len", "2", "--eval-images", "4", "--eval-batch", "2"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert torch.get_num_threads() == threads            # the thread count is put back
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if "  " in line}
+    ratio = re.compile(r"\d+\.\d\dx\s*$")
+    for phase in ["sampling", "reference log-probs", "policy forward+backward",
+                  "AdamW step (+ grad clip)", "full step (sum)", "eval greedy decode, img/s"]:
+        assert phase in rows, f"missing row {phase!r} in:\n{out}"
+        assert ratio.search(rows[phase]), f"no ratio in {rows[phase]!r}"
+    assert "old-policy log-probs (plain only)" in rows
+    assert "eval preprocessing (CPU), img/s" in rows and "peak RSS, whole process (GB)" in rows
+    assert "PROJECTION from the measured phases" in out and "GOALS:" in out
+    assert "response 2 tokens (forced)" in out
+
+
+def test_bench_markdown_table(tiny_dir, capsys):
+    argv = ["--tiny-dir", str(tiny_dir), "--rollouts", "2", "--prompts", "1", "--repeats", "1",
+            "--response-len", "1", "--eval-images", "2", "--eval-batch", "2", "--markdown"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| phase (ms per step) | shared-prefix | plain | plain/shared |" in out
+    assert re.search(r"\| full step \(sum\) \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", out)
