@@ -86,7 +86,8 @@ class Config:
     temperature: float = opt(1.0, "rollouts", "sampling temperature")
     top_p: float = opt(1.0, "rollouts", "nucleus sampling threshold")
     max_new_tokens: int = opt(1024, "rollouts", "longest response, in tokens")
-    prompts_per_step: int = opt(4, "rollouts", "prompts whose rollouts are drawn together")
+    prompts_per_step: int = opt(4, "rollouts", "prompts whose rollouts are drawn together "
+                                "(official code: 8, one per GPU, drop_last)")
     shared_prefix: bool = opt(True, "rollouts", "encode each prompt once per group "
                               "(--no-shared-prefix: the plain path, N copies)")
     # reward
