@@ -152,3 +152,15 @@ def test_evaluation_counts_unparseable_answers_as_wrong(tiny_dir):
     assert result.correct == sum(p["prediction"] == e.answer
                                  for p, e in zip(result.predictions, examples))
     assert result.unparseable == sum(p["prediction"] is None for p in result.predictions)
+
+
+def test_out_of_gpu_memory_ends_in_one_sentence_naming_the_flags(tmp_path, monkeypatch, capsys):
+    def run_out_of_memory(cfg, out, log):
+        (out / "results.json").write_text('{"base": {}}')       # written before the failure
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(ttrv, "run", run_out_of_memory)
+    out = tmp_path / "run"
+    assert ttrv.main(["--output-dir", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "out of GPU memory" in err and "--micro-batch" in err and "Traceback" not in err
+    assert (out / "results.json").read_text() == '{"base": {}}'  # earlier results kept
