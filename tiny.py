@@ -60,7 +60,6 @@ _CORPUS = (
     + [" ".join(_SHAPE_NAMES)] * 8
     + ["texture airplane airport beach bridge forest river lake", "user\nassistant\nA\nB\nC\nD\n"] * 4
 )
-CORPUS_REPEATS = 1               # the corpus above is already weighted
 
 
 def _build_tokenizer():
@@ -73,7 +72,7 @@ def _build_tokenizer():
     trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator(_CORPUS * CORPUS_REPEATS, trainer)
+    tok.train_from_iterator(_CORPUS, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", padding_side="left",
                                    model_max_length=4096)

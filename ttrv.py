@@ -361,12 +361,20 @@ def run(cfg, out: Path, log=print) -> dict:
     log(f"run directory: {out}")
     results, curve = {}, []
 
-    def evaluate(examples_, key=None):
-        policy.eval()
-        r = evaluation.evaluate(policy, processor, examples_, batch_size=cfg.eval_batch_size,
-                                autocast=autocast, progress=not cfg.quiet, desc=f"eval {key or ''}",
-                                max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
-        policy.train()
+    latest = {}  # step -> EvalResult of the whole test set, so the last one is not rerun
+
+    def evaluate(examples_, key=None, step=None):
+        if key == "adapted" and step in latest:
+            r = latest[step]            # --eval-every already evaluated this model on it
+        else:
+            policy.eval()
+            r = evaluation.evaluate(policy, processor, examples_, batch_size=cfg.eval_batch_size,
+                                    autocast=autocast, progress=not cfg.quiet,
+                                    desc=f"eval {key or ''}",
+                                    max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
+            policy.train()
+        if examples_ is test:
+            latest[step] = r
         if key:  # a full evaluation: predictions and results on disk straight away
             evaluation.write_predictions(out / f"predictions_{key}.jsonl", r)
             results[key] = dict(accuracy=r.accuracy, correct=r.correct, total=r.total,
@@ -380,14 +388,14 @@ def run(cfg, out: Path, log=print) -> dict:
     with open(out / "metrics.jsonl", "w") as f:
         def on_step(m):  # written as it happens, so a crash keeps the steps so far
             if cfg.eval_every and m["step"] % cfg.eval_every == 0:
-                m["eval_accuracy"] = evaluate(subset)
+                m["eval_accuracy"] = evaluate(subset, step=m["step"])
                 curve.append((m["step"], m["eval_accuracy"]))
             f.write(json.dumps(m) + "\n")
             f.flush()
             log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in m.items()))
         history = adapt(policy, ref_model, processor, examples, cfg, autocast, on_step)
-    final = evaluate(test, "adapted")
+    final = evaluate(test, "adapted", step=len(history))
     if curve[-1][0] != len(history):
         curve.append((len(history), final if subset is test else evaluate(subset)))
     results["base"]["answer_entropy"] = history[0]["answer_entropy"]      # first rollouts

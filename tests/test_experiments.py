@@ -162,3 +162,17 @@ def test_flag_combinations_that_cannot_work_are_refused_up_front(capsys):
         with pytest.raises(SystemExit):
             ttrv.parse_args(flags)
     assert "--classes" in capsys.readouterr().err
+
+
+def test_eval_every_does_not_evaluate_the_final_model_twice(tmp_path, tiny_dir, monkeypatch):
+    import eval as evaluation
+    calls = []
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "run"
+    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--eval-every", "1",
+                      "--output-dir", str(out)]) == 0
+    assert len(calls) == 3                               # base, after step 1, after step 2
+    results = json.loads((out / "results.json").read_text())
+    assert results["trajectory"]["accuracy"][-1] == [2, results["adapted"]["accuracy"]]
+    assert (out / "predictions_adapted.jsonl").exists()

@@ -1,6 +1,6 @@
 """The whole loop (ttrv.py): the real command line end to end, and what the loop promises."""
 
-import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -29,15 +29,7 @@ def taught_dir(tmp_path_factory):
 
 def config(model_dir, **kw):
     cfg = ttrv.parse_args(["--model", str(model_dir)] + SMALL)
-    cfg.device = "cpu"
-    return dataclass_replace(cfg, **kw)
-
-
-def dataclass_replace(cfg, **kw):
-    cfg = copy.deepcopy(cfg)
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    return cfg
+    return dataclasses.replace(cfg, device="cpu", **kw)
 
 
 def run_adapt(cfg, examples):
