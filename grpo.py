@@ -142,6 +142,9 @@ def completion_logprobs(model, prompt_inputs: dict, completion_ids: torch.Tensor
 # ----------------------------------------------------------------------------- the loss
 
 
+LOG_RATIO_CLAMP = 20.0  # verl core_algos.py: log-ratios clamped to [-20, 20] before exp
+
+
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
@@ -152,12 +155,12 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
               max_len: int | None = None) -> tuple[torch.Tensor, dict]:
     """The GRPO loss (to minimise) and a dict of float stats. logp etc. [B, T], advantages [B].
 
-    Per token, with ratio = exp(logp - old_logp) and A the advantage of the token's sequence:
+    Per token, with ratio = exp(clamp(logp - old_logp, -20, 20)) and A the advantage of the token's sequence:
       surrogate = -min(ratio*A, clip(ratio, 1-clip_eps, 1+clip_eps)*A)         (PPO clip)
       dual clip, for A < 0 only: surrogate = min(surrogate, -dual_clip*A)  (verl's clip_ratio_c)
         (a ratio above dual_clip with A < 0 would make the loss unbounded; it is capped at
         dual_clip*|A| and its gradient stopped. A >= 0 tokens are untouched.)
-      kl = exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10]              (k3, "low_var_kl")
+      kl = exp(d) - d - 1, d = clamp(ref - logp, -20, 20), clamped to [-10, 10]  (k3, "low_var_kl")
       loss_t = surrogate + beta*kl   (no KL term when beta == 0 or ref_logp is None)
     The clipped branch has zero gradient: for A > 0 once ratio > 1+eps, for A < 0 once
     ratio < 1-eps. At ratio 1 (one update per rollout batch) the gradient of the surrogate wrt
@@ -176,7 +179,9 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     """
     mask = mask.to(logp.dtype)
     A = advantages.to(logp.dtype).unsqueeze(1)                         # [B, 1]
-    ratio = torch.exp(logp - old_logp)                                 # [B, T]
+    # verl clamps the log-ratio to [-20, 20] before exp: a masked position's huge log-ratio
+    # would give exp = inf there and a NaN gradient (0 * inf) that grad clipping spreads.
+    ratio = torch.exp((logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # [B, T]
     unclipped = -ratio * A                                             # [B, T]
     clipped = -torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * A      # [B, T]
     surrogate = torch.maximum(unclipped, clipped)                      # = -min(ratio*A, clip*A)
@@ -189,7 +194,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
 
     kl = torch.zeros_like(logp)
     if ref_logp is not None:
-        d = ref_logp - logp
+        d = (ref_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # verl's clamp, as above
         kl = (torch.exp(d) - d - 1).clamp(-10.0, 10.0)                 # [B, T], >= 0
     per_token = surrogate + beta * kl if (beta != 0 and ref_logp is not None) else surrogate
 

@@ -200,13 +200,15 @@ def shared_prefix_logprobs(model, prompt_inputs, completion_ids, completion_mask
 
 
 def _sample_top_p(logp, top_p, generator=None):
-    """One token per row from exp(logp) restricted to the top-p nucleus.
+    """One token per row from softmax(logp) restricted to the top-p nucleus.
 
     The nucleus is the smallest set of most likely tokens whose mass reaches top_p (the top token
     is always in it). Example: probs [0.5, 0.3, 0.15, 0.05], top_p 0.7: the mass before each
     token is [0, 0.5, 0.8, 0.95], so the nucleus is {0, 1}, drawn with probs 0.5/0.8 and 0.3/0.8.
     """
-    probs = logp.exp()                                               # [rows, V]
+    # Renormalise first: `logp` may have -inf at suppressed tokens (placeholders) and then sums
+    # to less than 1; generate's nucleus is built on the renormalised distribution too.
+    probs = torch.softmax(logp, dim=-1)                              # [rows, V]
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         outside = sorted_p.cumsum(-1) - sorted_p >= top_p

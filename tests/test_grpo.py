@@ -432,3 +432,16 @@ def test_sampling_uses_the_full_distribution(tiny_dir, tiny):
     on = completion_mask(ids, [EOS]).bool()
     assert rank[on].max() >= 50  # top_k=1 would give all 0, top_k=50 all < 50
     assert not torch.equal(ids[0], ids[1])  # repeats of one prompt differ
+
+
+def test_huge_masked_log_ratio_gives_finite_gradient():
+    """Issue 12 (b): a log-ratio of 100 at a masked position (exp overflows float32) must not
+    turn the gradient into NaN; verl clamps log-ratios to [-20, 20] before exp."""
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    logp = torch.tensor([[-1.0, -2.0, 50.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, -2.0, -50.0]])                        # masked: log-ratio 100
+    ref = torch.tensor([[-1.0, -2.0, 150.0]])                        # masked: ref - logp = 100
+    loss, _ = grpo_loss(logp, old, ref, torch.tensor([1.0]), mask, beta=0.1)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+    assert logp.grad[0, 2] == 0 and logp.grad[0, 0] == pytest.approx(-0.5)  # -A / 2 tokens

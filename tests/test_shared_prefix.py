@@ -270,3 +270,20 @@ def test_placeholder_tokens_are_never_sampled_by_either_sampler(tiny_dir):
     assert (r.logprobs[r.mask.bool()] < -20).all()      # drawn tokens: full-distribution logp
     ids = grpo.sample(model, inputs, suppress_token_ids=banned, **kw)
     assert not torch.isin(ids, torch.tensor(banned)).any()
+
+
+def test_top_p_nucleus_is_built_after_suppression_as_generate_does():
+    """Issue 12 (a): the nucleus comes from the distribution with the placeholders renormalised
+    away, as in `generate` (suppress_tokens runs before the top-p warper)."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from shared_prefix import _sample_top_p
+    # token 0 (a placeholder, suppressed) holds half the mass; the rest 0.3, 0.15, 0.05
+    logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    drawable = logp.index_fill(-1, torch.tensor([0]), float("-inf"))      # as _decode builds it
+    for top_p in (0.5, 0.6, 0.8, 0.95):
+        hf = TopPLogitsWarper(top_p)(None, drawable.clone())
+        allowed = set(torch.isfinite(hf[0]).nonzero().flatten().tolist())
+        gen = torch.Generator().manual_seed(0)
+        drawn = {_sample_top_p(drawable.expand(400, -1), top_p, gen)[i].item() for i in range(400)}
+        assert drawn == allowed, (top_p, drawn, allowed)
