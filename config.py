@@ -74,7 +74,7 @@ class Config:
     # optimisation
     lr: float = opt(5e-7, "optimisation", "peak learning rate (AdamW, cosine schedule)")
     weight_decay: float = opt(0.01, "optimisation", "AdamW weight decay")
-    warmup_ratio: float = opt(0.03, "optimisation", "linear warmup, share of all updates")
+    warmup_ratio: float = opt(0.03, "optimisation", "linear warmup, share of all batches of prompts")
     beta: float = opt(0.001, "optimisation", "KL penalty coefficient (k3 estimator)")
     clip_eps: float = opt(0.2, "optimisation", "importance ratio clip epsilon")
     dual_clip: float = opt(3.0, "optimisation", "dual-clip constant for negative advantages")

@@ -12,7 +12,7 @@ one function per phase, in the order a training step calls them:
              log-probs computed under no_grad right after sampling, before the first update
     ref    = completion_logprobs(ref_model, ...) under no_grad        # frozen copy, eq. (1)
     loss, stats = grpo_loss(logp, old, ref, A.flatten(), mask)
-    set_lr(optimizer, cosine_lr(step, total_steps, peak_lr)); loss.backward(); clip; step
+    set_lr(optimizer, cosine_lr(batch, batches, peak_lr)); loss.backward(); clip; step
 
 Conventions follow the paper's official code (a verl fork): clip 0.2 both sides, dual clip 3.0,
 k3 ("low_var_kl") KL to the reference with beta 0.001, token-mean aggregation, cosine lr.
@@ -229,8 +229,10 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
 
 def cosine_lr(step: int, total_steps: int, peak_lr: float, warmup_ratio: float = 0.03,
               min_lr_ratio: float = 0.0) -> float:
-    """Learning rate for optimiser step `step` (0-based) of `total_steps`, as in verl.
+    """Learning rate for scheduler step `step` (0-based) of `total_steps`, as in verl.
 
+    verl (and ttrv.adapt) steps the scheduler once per batch of prompts, not per AdamW update:
+    every update of a batch uses the same lr and `total_steps` counts batches.
     W = int(warmup_ratio * total_steps) warmup steps (floored like the official code: 0.03 gives
     W = 0 below 34 steps, so step 0 already uses peak_lr). Then:
       step < W:  peak_lr * step / W                            (step 0 gets 0 when W > 0)

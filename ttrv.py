@@ -141,7 +141,7 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
                                   weight_decay=cfg.weight_decay)
     torch.manual_seed(cfg.seed)           # rollouts are drawn from torch's global generator
     batches = schedule(len(examples), cfg)
-    total_updates, updates = sum(len(b) for b in batches), 0
+    updates = 0
     n, k = cfg.rollouts, cfg.train_rollouts or cfg.rollouts   # votes; trained responses
     reward_rng = np.random.default_rng(cfg.seed)
     history = []
@@ -162,10 +162,12 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
         # 3. advantages (eq. 2) over the k trained responses; frequencies used all n votes.
         advantages = grpo.group_advantages(r[:, :k], baseline=cfg.baseline).to(device)  # [B, k]
         stats = []
+        # verl steps its scheduler once per batch of prompts (fsdp_workers.py:553): lr constant
+        # within a batch; warmup int(0.03 * batches) = 0 on short runs, so batch 1 is at the peak.
+        lr = grpo.cosine_lr(step, len(batches), cfg.lr, cfg.warmup_ratio)
+        grpo.set_lr(optimizer, lr)
         for b, one in enumerate(vlm.split_inputs(inputs)):   # 4. one AdamW update per prompt
             rows = slice(b * n, b * n + k)
-            lr = grpo.cosine_lr(updates, total_updates, cfg.lr, cfg.warmup_ratio)
-            grpo.set_lr(optimizer, lr)
             s = update(policy, ref_model, one, roll.completion_ids[rows], mask[rows],
                        roll.logprobs[rows].float(), advantages[b], cfg, autocast)
             s["grad_norm"] = grpo.clip_grad_norm(params, cfg.max_grad_norm)
