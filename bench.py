@@ -43,8 +43,8 @@ from types import SimpleNamespace
 
 import torch
 
-import data
 import grpo
+import presets
 import shared_prefix
 import ttrv
 import vlm
@@ -119,7 +119,7 @@ def setup(args):
         import tiny
         model_dir = args.tiny_dir or tiny.build_tiny_model(tempfile.mkdtemp(prefix="bench-tiny-"))
         policy, processor = vlm.load(str(model_dir), args.device, torch.float32, allow_cpu=True)
-        examples = data.load_dataset("shapes", "test")[:max(args.prompts, args.eval_images)]
+        examples = presets.load_dataset("shapes", "test")[:max(args.prompts, args.eval_images)]
         images, questions = [e.image() for e in examples], [e.question for e in examples]
         prompts = vlm.prompt_inputs(processor, images[:args.prompts], questions[:args.prompts])
         eval_images, eval_questions = images[:args.eval_images], questions[:args.eval_images]

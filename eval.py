@@ -7,7 +7,7 @@ The paper evaluates by greedy decoding on the whole test set, before and after a
 (Appendix A). Prompts are batched with left padding; a response counts as correct when the
 option letter extracted from it (rewards.extract_choice) is the right one, and as unparseable
 when no letter can be extracted. Counting questions (no options, e.g. Capture) are scored by
-1 - symmetric percentage error on the extracted number (benchmarks.count_score).
+1 - symmetric percentage error on the extracted number (data.count_score).
 """
 
 import argparse
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-import benchmarks
 import data
 import grpo
+import presets
 import rewards
 import vlm
 
@@ -63,9 +63,9 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
 def score(text: str, example) -> dict:
     """The extracted prediction and its score: 1/0 for multiple choice; for a counting question
     (no options) 1 - symmetric percentage error, whose mean over a dataset is 1 - sMAPE."""
-    if benchmarks.is_counting(example):
+    if data.is_counting(example):
         number = rewards.extract_number(text)
-        return dict(prediction=number, correct=benchmarks.count_score(number, float(example.answer)))
+        return dict(prediction=number, correct=data.count_score(number, float(example.answer)))
     choice = rewards.extract_choice(text, num_options=len(example.options))
     return dict(prediction=choice, correct=choice == example.answer)
 
@@ -90,8 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--output", default=None, help="write per-example predictions (JSONL) here")
     args = p.parse_args(argv)
     try:
-        examples = data.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
-                                     seed=args.seed)[:args.limit]
+        examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
+                                        seed=args.seed)[:args.limit]
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
         model, processor = vlm.load(vlm.resolve_name(args.model), args.device, dtype)
         model.eval()

@@ -148,10 +148,10 @@ def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH
     """
     import random
 
-    import data
+    import presets
     import vlm
     model, processor = vlm.load(str(model_dir))
-    train = data.load_dataset("shapes", "train", seed=seed)
+    train = presets.load_dataset("shapes", "train", seed=seed)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

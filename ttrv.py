@@ -37,6 +37,7 @@ from tqdm import tqdm
 import data
 import eval as evaluation
 import grpo
+import presets
 import report
 import rewards
 import shared_prefix
@@ -234,8 +235,8 @@ def run(cfg, out: Path, log=print) -> dict:
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     adapt_name, eval_name = cfg.adapt_dataset or cfg.dataset, cfg.eval_dataset or cfg.dataset
-    pool = data.load_dataset(adapt_name, "test", data_dir=cfg.data_dir, seed=cfg.data_seed)
-    test = pool if eval_name == adapt_name else data.load_dataset(
+    pool = presets.load_dataset(adapt_name, "test", data_dir=cfg.data_dir, seed=cfg.data_seed)
+    test = pool if eval_name == adapt_name else presets.load_dataset(
         eval_name, "test", data_dir=cfg.eval_data_dir or cfg.data_dir, seed=cfg.data_seed)
     examples = data.draw_adaptation_set(pool, cfg.num_samples, cfg.seed, cfg.sampling,
                                         cfg.classes)                  # labels stripped here

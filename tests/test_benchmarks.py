@@ -14,9 +14,11 @@ import zipfile
 import pytest
 from PIL import Image
 
-import benchmarks as B
+import hub
+import presets as B
 import data
-from data import DTD_PROMPT, RECOGNITION_PROMPT, DataError, Example, load_dataset, strip_labels
+from data import DTD_PROMPT, RECOGNITION_PROMPT, DataError, Example, strip_labels
+from presets import load_dataset
 
 TAIL = " Please respond with only the corresponding option letter ({}). Do not include any " \
        "explanation or extra text. \n Options:\n"
@@ -45,9 +47,9 @@ def test_prompts_follow_appendix_c_as_quoted_in_the_notes():
     assert B.REALWORLDQA_INSTRUCTION == ("Please answer directly with only the letter of the "
                                          "correct option and nothing else.")
     assert "Please respond with only the corresponding option letter (A or B)." in notes
-    assert "put your final answer within \\boxed{}" in B.FREEFORM_PROMPT.format(question="q")
-    assert B.letters_phrase(2) == "A or B" and B.letters_phrase(3) == "A, B, or C"
-    assert "(" + B.letters_phrase(4) + ")" in RECOGNITION_PROMPT
+    assert "put your final answer within \\boxed{}" in hub.FREEFORM_PROMPT.format(question="q")
+    assert hub.letters_phrase(2) == "A or B" and hub.letters_phrase(3) == "A, B, or C"
+    assert "(" + hub.letters_phrase(4) + ")" in RECOGNITION_PROMPT
 
 
 def test_a_prompt_with_foreign_fields_is_refused():
@@ -70,7 +72,7 @@ def test_dtd_rows_become_four_way_texture_questions():
         assert ex.label == B.DTD_CLASSES[i] == ex.options["ABCD".index(ex.answer)]
         assert "what texture it shows" in ex.question and len(set(ex.options)) == 4
     assert exs[1].label == "polka-dotted" and len(B.DTD_CLASSES) == 47
-    assert isinstance(exs[0], B.EncodedExample) and exs[0].image().size == (6, 5)
+    assert isinstance(exs[0], hub.EncodedExample) and exs[0].image().size == (6, 5)
     assert B.preset_examples("dtd", [{"image": hub_image(), "label": "woven"}])[0].label == "woven"
 
 
@@ -154,15 +156,15 @@ def test_mathvista_keeps_multiple_choice_only_in_its_hint_format():
 # ---------------------------------------------------------------- counting (CAPTURe)
 
 def test_count_score_is_one_minus_symmetric_percentage_error():
-    assert B.count_score(10, 10) == 1.0 and B.count_score(0, 0) == 1.0
-    assert B.count_score(8, 10) == pytest.approx(1 - 2 / 18)
-    assert B.count_score(30, 10) == pytest.approx(0.5) and B.count_score(-5, 5) == 0.0
-    assert B.count_score(None, 7) == 0.0 and B.count_score(math.nan, 7) == 0.0
+    assert data.count_score(10, 10) == 1.0 and data.count_score(0, 0) == 1.0
+    assert data.count_score(8, 10) == pytest.approx(1 - 2 / 18)
+    assert data.count_score(30, 10) == pytest.approx(0.5) and data.count_score(-5, 5) == 0.0
+    assert data.count_score(None, 7) == 0.0 and data.count_score(math.nan, 7) == 0.0
     for p, t in [(3, 9), (12.5, 4), (0, 6)]:
-        assert B.count_score(p, t) == pytest.approx(B.count_score(t, p))
-        assert 0.0 <= B.count_score(p, t) <= 1.0
+        assert data.count_score(p, t) == pytest.approx(data.count_score(t, p))
+        assert 0.0 <= data.count_score(p, t) <= 1.0
     preds, truths = [63, None, 30], [63, 99, 20]  # dataset score = mean = 1 - sMAPE
-    assert sum(map(B.count_score, preds, truths)) / 3 == pytest.approx((1 + 0 + 0.8) / 3)
+    assert sum(map(data.count_score, preds, truths)) / 3 == pytest.approx((1 + 0 + 0.8) / 3)
 
 
 def _capture_files(root, zipped=True):
@@ -185,11 +187,11 @@ def test_capture_counts_are_free_form_questions(tmp_path, zipped):
     exs = load_dataset("capture", data_dir=str(tmp_path))
     assert [(e.id, e.options, e.answer, e.label) for e in exs] == [
         ("1455", [], "63", "63"), ("202", [], "9", "9")]
-    assert all(B.is_counting(e) for e in exs) and exs[1].image().size == (6, 5)
+    assert all(data.is_counting(e) for e in exs) and exs[1].image().size == (6, 5)
     assert exs[0].question.startswith("Count the exact number of keyboard keys in the image. "
                                       "Assume the pattern of keyboard keys continues behind")
     assert exs[0].question.endswith("put your final answer within \\boxed{}.")
-    assert not B.is_counting(B.preset_examples("mme", [{"question": "Q? Please answer yes or "
+    assert not data.is_counting(B.preset_examples("mme", [{"question": "Q? Please answer yes or "
                                                         "no.", "answer": "No",
                                                         "image": hub_image()}])[0])
     (tmp_path / "real_dataset.zip").unlink(missing_ok=True)
@@ -202,49 +204,49 @@ def test_capture_counts_are_free_form_questions(tmp_path, zipped):
 # ---------------------------------------------------------------- generic hub loader
 
 def test_hub_name_query_string():
-    repo, cols = B.parse_hub_name("hub:lmms-lab/MMBench_EN?options=A,B,C,D&answer_format=letter"
+    repo, cols = hub.parse_hub_name("hub:lmms-lab/MMBench_EN?options=A,B,C,D&answer_format=letter"
                                   "&split=dev&where=l2-category:attribute%20reasoning")
     assert repo == "lmms-lab/MMBench_EN"
     assert cols == {"options": "A,B,C,D", "answer_format": "letter", "split": "dev",
                     "where": "l2-category:attribute reasoning"}
-    assert B.parse_hub_name("hub:a/b") == ("a/b", {})
+    assert hub.parse_hub_name("hub:a/b") == ("a/b", {})
     for bad in ("hub:a/b?colour=red", "hub:no-owner?image=i", "hub:a/b?image"):
         with pytest.raises(DataError, match="hub:OWNER/NAME"):
-            B.parse_hub_name(bad)
+            hub.parse_hub_name(bad)
 
 
 def test_hub_column_mapping_modes(tmp_path):
     img = hub_image()
     mc = [{"q": "Pick", "A": "x", "B": "y", "C": "z", "D": None, "ans": "C", "idx": 7, "img": img}]
-    ex = B.hub_examples(mc, {"image": "img", "question": "q", "options": "A,B,C,D",
+    ex = hub.hub_examples(mc, {"image": "img", "question": "q", "options": "A,B,C,D",
                              "answer": "ans", "id": "idx"})[0]
     assert (ex.id, ex.options, ex.answer, ex.label) == ("7", ["x", "y", "z"], "C", "z")
     assert ex.question.startswith("Pick" + TAIL.format("A, B, or C"))
     labelled = [{"image": img, "label": i} for i in range(4)]
-    exs = B.hub_examples(labelled, {"label": "label"}, {"label": ["cat", "dog", "fox", "owl"]})
+    exs = hub.hub_examples(labelled, {"label": "label"}, {"label": ["cat", "dog", "fox", "owl"]})
     assert [e.label for e in exs] == ["cat", "dog", "fox", "owl"]
     assert exs[0].question.startswith("Look at the given image")
     with pytest.raises(DataError, match="names=FILE"):
-        B.hub_examples(labelled, {"label": "label"})
+        hub.hub_examples(labelled, {"label": "label"})
     names_file = tmp_path / "names.txt"
     names_file.write_text("ant\nbee\n\ncat\ndog\n")
-    exs = B.hub_examples(labelled, {"label": "label", "names": str(names_file)})
+    exs = hub.hub_examples(labelled, {"label": "label", "names": str(names_file)})
     assert [e.label for e in exs] == ["ant", "bee", "cat", "dog"]
     counts = [{"image": img, "question": "How many dots?", "answer": 12, "kind": "k"},
               {"image": img, "question": "skip", "answer": 1, "kind": "other"}]
-    (ex,) = B.hub_examples(counts, {"where": "kind:k"})
-    assert (ex.options, ex.answer) == ([], "12") and B.is_counting(ex)
-    assert ex.question == B.FREEFORM_PROMPT.format(question="How many dots?")
+    (ex,) = hub.hub_examples(counts, {"where": "kind:k"})
+    assert (ex.options, ex.answer) == ([], "12") and data.is_counting(ex)
+    assert ex.question == hub.FREEFORM_PROMPT.format(question="How many dots?")
 
 
 def test_answer_index_formats():
     opts = ["1", "2", "3"]
-    assert B.answer_index("2", opts, "index") == 2 and B.answer_index("2", opts, "text") == 1
-    assert B.answer_index("b", opts, "letter") == 1 and B.answer_index(0, opts) == 0
-    assert B.answer_index("3", opts) == 2 and B.answer_index("C", ["x", "y", "z"]) == 2
+    assert hub.answer_index("2", opts, "index") == 2 and hub.answer_index("2", opts, "text") == 1
+    assert hub.answer_index("b", opts, "letter") == 1 and hub.answer_index(0, opts) == 0
+    assert hub.answer_index("3", opts) == 2 and hub.answer_index("C", ["x", "y", "z"]) == 2
     for answer, fmt in [("7", "index"), ("Q", "letter"), ("zz", "auto"), ("1", "bogus")]:
         with pytest.raises(DataError):
-            B.answer_index(answer, opts, fmt)
+            hub.answer_index(answer, opts, fmt)
 
 
 def _jsonl(path, rows):
@@ -374,13 +376,13 @@ def test_encoded_examples_pickle_strip_and_name_bad_bytes():
     again = pickle.loads(pickle.dumps(ex))
     assert again.image().getpixel((0, 0)) == (1, 2, 3) and again.answer == "B"
     stripped = strip_labels(ex)
-    assert isinstance(stripped, B.EncodedExample) and stripped.answer is None
-    bad = B.make_example("bad-1", "Q", [], "1", "1", {"bytes": b"not an image", "path": None})
+    assert isinstance(stripped, hub.EncodedExample) and stripped.answer is None
+    bad = hub.make_example("bad-1", "Q", [], "1", "1", {"bytes": b"not an image", "path": None})
     with pytest.raises(DataError, match="bad-1"):
         bad.image()
-    assert type(B.make_example("p", "Q", [], "1", "1", "/x.png")) is Example
+    assert type(hub.make_example("p", "Q", [], "1", "1", "/x.png")) is Example
     with pytest.raises(DataError, match="no usable image"):
-        B.make_example("n", "Q", [], "1", "1", None)
+        hub.make_example("n", "Q", [], "1", "1", None)
 
 
 def test_load_dataset_lists_the_benchmarks_and_keeps_data_py_names():
@@ -389,5 +391,5 @@ def test_load_dataset_lists_the_benchmarks_and_keeps_data_py_names():
     for name in ("resisc45", "dtd", "imagenet-r", "ai2d", "mme", "seed", "realworldqa",
                  "mathvista", "capture", "hub:OWNER/NAME"):
         assert name in str(err.value)
-    assert set(data.DATASETS) == {"resisc45", "shapes", "folder", "jsonl"}
+    assert set(B.DATASETS) == {"resisc45", "shapes", "folder", "jsonl"}
     assert B.knows("hub") and B.knows("dtd") and not B.knows("imagenet")

@@ -18,8 +18,10 @@ import pytest
 from PIL import Image
 
 import data
-from data import (DATASETS, DTD_PROMPT, LETTERS, RECOGNITION_PROMPT, RESISC45_CLASSES, DataError,
-                  Example, draw_adaptation_set, load_dataset, make_choice_question, strip_labels)
+import presets
+from data import (DTD_PROMPT, LETTERS, RECOGNITION_PROMPT, DataError, Example, draw_adaptation_set,
+                  make_choice_question, strip_labels)
+from presets import DATASETS, RESISC45_CLASSES, load_dataset
 
 # Appendix C as quoted in the paper notes (section 3), "\n" written as in the paper.
 APPENDIX_C = (r"<image> \n Look at the given image and identify what it shows. Choose the correct "
@@ -50,7 +52,7 @@ def test_recognition_prompt_matches_the_notes_file():
 def test_dtd_prompt_asks_for_the_texture_and_is_otherwise_identical():
     assert DTD_PROMPT.startswith("Look at the given image and identify what texture it shows. ")
     assert DTD_PROMPT.replace("what texture it shows", "what it shows") == RECOGNITION_PROMPT
-    assert data.PROMPTS["dtd"] == DTD_PROMPT
+    assert presets.PROMPTS["dtd"] == DTD_PROMPT
 
 
 def test_question_text_is_the_prompt_filled_with_the_options():
@@ -191,7 +193,7 @@ def resisc_dir(resisc_zip, tmp_path_factory):
 
 
 def test_resisc45_test_split_is_images_601_to_700_of_every_class():
-    files = data.resisc45_files("test")
+    files = presets.resisc45_files("test")
     assert len(files) == 4500 and RESISC45_CLASSES == sorted(RESISC45_CLASSES)
     assert len(RESISC45_CLASSES) == 45
     per_class = collections.defaultdict(list)
@@ -201,10 +203,10 @@ def test_resisc45_test_split_is_images_601_to_700_of_every_class():
     assert per_class["golf_course"][0] == "golf_course/golf_course_601.jpg"
     assert per_class["golf_course"][-1] == "golf_course/golf_course_700.jpg"
     assert all(len(v) == 100 for v in per_class.values())
-    assert len(data.resisc45_files("train")) == 45 * 600
-    assert data.resisc45_files("train")[0] == ("airplane", "airplane/airplane_001.jpg")
+    assert len(presets.resisc45_files("train")) == 45 * 600
+    assert presets.resisc45_files("train")[0] == ("airplane", "airplane/airplane_001.jpg")
     with pytest.raises(DataError, match="splits"):
-        data.resisc45_files("val")
+        presets.resisc45_files("val")
 
 
 def _check_resisc(examples):
@@ -223,23 +225,23 @@ def test_resisc45_reads_the_zip_or_the_extracted_folder(where, resisc_zip, resis
     data_dir = {"zip": resisc_zip, "dir_holding_zip": resisc_zip.parent,
                 "extracted_parent": resisc_dir,
                 "extracted_root": resisc_dir / "NWPU-RESISC45"}[where]
-    examples = data.load_resisc45("test", str(data_dir), seed=0, indices=INDICES)
+    examples = presets.load_resisc45("test", str(data_dir), seed=0, indices=INDICES)
     _check_resisc(examples)
-    reference = data.load_resisc45("test", str(resisc_zip), seed=0, indices=INDICES)
+    reference = presets.load_resisc45("test", str(resisc_zip), seed=0, indices=INDICES)
     assert [e.question for e in examples] == [e.question for e in reference]  # seed fixes them
 
 
 def test_resisc45_zip_examples_are_plain_data(resisc_zip):
-    ex = data.load_resisc45("test", str(resisc_zip), indices=[601])[0]
+    ex = presets.load_resisc45("test", str(resisc_zip), indices=[601])[0]
     assert ex.source == (str(resisc_zip), "NWPU-RESISC45/airplane/airplane_601.jpg")
     assert pickle.loads(pickle.dumps(ex)).image().size == (8, 8)
 
 
 def test_resisc45_layout_errors(resisc_zip, resisc_dir, tmp_path):
     with pytest.raises(DataError, match="airplane_603.jpg"):
-        data.load_resisc45("test", str(resisc_zip), indices=[601, 603])
+        presets.load_resisc45("test", str(resisc_zip), indices=[601, 603])
     with pytest.raises(DataError, match="airplane_603.jpg"):
-        data.load_resisc45("test", str(resisc_dir), indices=[603])
+        presets.load_resisc45("test", str(resisc_dir), indices=[603])
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("resisc45", data_dir=str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="NWPU-RESISC45.zip"):
@@ -255,16 +257,16 @@ def test_md5_check_and_its_marker(tmp_path, monkeypatch):
     f.write_bytes(b"hello")
     good = hashlib.md5(b"hello").hexdigest()
     with pytest.raises(DataError, match="corrupt.*delete it"):
-        data.verify_md5(str(f), "0" * 32)
-    data.verify_md5(str(f), good)
+        presets.verify_md5(str(f), "0" * 32)
+    presets.verify_md5(str(f), good)
     assert (tmp_path / "file.zip.md5-ok").exists()
-    monkeypatch.setattr(data, "file_md5", lambda p: pytest.fail("re-hashed a verified file"))
-    data.verify_md5(str(f), good)  # the marker spares the hashing
+    monkeypatch.setattr(presets, "file_md5", lambda p: pytest.fail("re-hashed a verified file"))
+    presets.verify_md5(str(f), good)  # the marker spares the hashing
     monkeypatch.undo()
     f.write_bytes(b"hellO")  # replaced file: size/mtime differ from the marker, hashed again
     os.utime(f, ns=(1, 1))
     with pytest.raises(DataError, match="corrupt"):
-        data.verify_md5(str(f), good)
+        presets.verify_md5(str(f), good)
 
 
 def test_resisc45_without_data_dir_downloads_the_pinned_zip(resisc_zip, monkeypatch):
@@ -276,12 +278,12 @@ def test_resisc45_without_data_dir_downloads_the_pinned_zip(resisc_zip, monkeypa
         return str(resisc_zip)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr(data, "RESISC45_MD5", data.file_md5(str(resisc_zip)))
-    _check_resisc(data.load_resisc45("test", indices=INDICES))
+    monkeypatch.setattr(presets, "RESISC45_MD5", presets.file_md5(str(resisc_zip)))
+    _check_resisc(presets.load_resisc45("test", indices=INDICES))
     assert calls == [dict(repo_id="torchgeo/resisc45", repo_type="dataset",
                           filename="NWPU-RESISC45.zip",
                           revision="a826b44d938a883185f11ebe3d512d38b464312f")]
-    monkeypatch.setattr(data, "RESISC45_MD5", "0" * 32)
+    monkeypatch.setattr(presets, "RESISC45_MD5", "0" * 32)
     os.remove(str(resisc_zip) + ".md5-ok")
     with pytest.raises(DataError, match="corrupt"):
         load_dataset("resisc45")
@@ -299,9 +301,9 @@ def test_resisc45_offline_says_to_pass_data_dir(monkeypatch):
 
 
 def test_pinned_hub_file():
-    assert (data.RESISC45_REPO, data.RESISC45_FILE) == ("torchgeo/resisc45", "NWPU-RESISC45.zip")
-    assert data.RESISC45_REVISION == "a826b44d938a883185f11ebe3d512d38b464312f"
-    assert data.RESISC45_MD5 == "75206b2e16446591afa88e2628744886"
+    assert (presets.RESISC45_REPO, presets.RESISC45_FILE) == ("torchgeo/resisc45", "NWPU-RESISC45.zip")
+    assert presets.RESISC45_REVISION == "a826b44d938a883185f11ebe3d512d38b464312f"
+    assert presets.RESISC45_MD5 == "75206b2e16446591afa88e2628744886"
 
 
 # ---------------------------------------------------------------- folder: and jsonl:

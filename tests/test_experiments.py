@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import data
+import presets
 import grpo
 import report
 import ttrv
@@ -44,7 +45,7 @@ def test_biased_sampling_adapts_on_only_k_classes(tmp_path, tiny_dir, monkeypatc
                         or [dict(answer_entropy=0.0, step=1)])
     cfg = cfg_for(tiny_dir, "--num-samples", "10", "--sampling", "biased", "--classes", "2")
     ttrv.run(cfg, tmp_path, log=lambda *a: None)
-    by_id = {e.id: e.label for e in data.load_dataset("shapes")}
+    by_id = {e.id: e.label for e in presets.load_dataset("shapes")}
     assert len(seen) == 10 and all(e.label is None for e in seen)       # still unlabeled
     assert len({by_id[e.id] for e in seen}) == 2
 
@@ -81,7 +82,7 @@ def test_train_rollouts_trains_on_the_first_k_of_the_votes(tmp_path, tiny_dir, m
                         or real(p, r, one, ids, *a))
     cfg = cfg_for(tiny_dir, "--votes", "6", "--train-rollouts", "2")
     policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    ttrv.adapt(policy, ref, processor, data.load_dataset("shapes")[:2], cfg, autocast)
+    ttrv.adapt(policy, ref, processor, presets.load_dataset("shapes")[:2], cfg, autocast)
     assert rows == [2, 2]
 
 
@@ -89,7 +90,7 @@ def test_train_rollouts_trains_on_the_first_k_of_the_votes(tmp_path, tiny_dir, m
 def test_micro_batches_accumulate_the_same_gradient(tiny_dir, agg):
     cfg = cfg_for(tiny_dir, "--loss-agg", agg, "--beta", "0.1")
     policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    one = vlm.split_inputs(vlm.prompt_inputs(processor, [data.load_dataset("shapes")[0].image()],
+    one = vlm.split_inputs(vlm.prompt_inputs(processor, [presets.load_dataset("shapes")[0].image()],
                                              ["Which shape?"]))[0]
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(7, 300, (6, 4), generator=g)
@@ -153,7 +154,7 @@ def test_counting_questions_are_scored_by_one_minus_symmetric_percentage_error()
 def test_every_reward_runs_through_the_loop(tiny_dir, reward):
     cfg = cfg_for(tiny_dir, "--reward", reward, "--num-samples", "2", "--lr", "1e-3")
     policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    history = ttrv.adapt(policy, ref, processor, data.load_dataset("shapes")[:2], cfg, autocast)
+    history = ttrv.adapt(policy, ref, processor, presets.load_dataset("shapes")[:2], cfg, autocast)
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import data
+import presets
 import eval as evaluation
 import ttrv
 import vlm
@@ -70,7 +71,7 @@ def test_cli_end_to_end_writes_every_output_and_the_model_loads_back(tmp_path, t
 
 
 def test_labels_are_never_read_during_adaptation(taught_dir):
-    test = data.load_dataset("shapes", "test")[:4]
+    test = presets.load_dataset("shapes", "test")[:4]
     cfg = config(taught_dir, lr=1e-3)
     labelled, _ = run_adapt(cfg, test)
     stripped, _ = run_adapt(cfg, [data.strip_labels(e) for e in test])
@@ -88,7 +89,7 @@ def test_one_update_at_the_paper_lr_changes_weights_under_bf16_autocast(taught_d
     cfg = config(taught_dir, lr=5e-7, precision="bf16", epochs=1, num_samples=1,
                  prompts_per_step=1)
     before = params(vlm.load_model(str(taught_dir), "cpu", torch.float32))
-    policy, history = run_adapt(cfg, data.draw_adaptation_set(data.load_dataset("shapes"), 1, 3))
+    policy, history = run_adapt(cfg, data.draw_adaptation_set(presets.load_dataset("shapes"), 1, 3))
     assert history[0]["updates"] == 1
     changed = [k for k, v in params(policy).items() if not torch.equal(v, before[k])]
     assert next(policy.parameters()).dtype == torch.float32 and changed
@@ -96,7 +97,7 @@ def test_one_update_at_the_paper_lr_changes_weights_under_bf16_autocast(taught_d
 
 def test_a_second_architecture_runs_through_the_same_loop(tiny_qwen2_dir):
     cfg = config(tiny_qwen2_dir, lr=1e-3, beta=0.1)
-    policy, history = run_adapt(cfg, data.load_dataset("shapes")[:4])
+    policy, history = run_adapt(cfg, presets.load_dataset("shapes")[:4])
     assert type(policy).__name__ == "Qwen2VLForConditionalGeneration"
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
 
@@ -137,7 +138,7 @@ def test_defaults_follow_the_paper():
 
 def test_evaluation_counts_unparseable_answers_as_wrong(tiny_dir):
     model, processor = vlm.load(str(tiny_dir))
-    examples = data.load_dataset("shapes")[:5]
+    examples = presets.load_dataset("shapes")[:5]
     result = evaluation.evaluate(model, processor, examples, batch_size=2, max_new_tokens=3,
                                  progress=False)
     assert result.total == 5 and len(result.predictions) == 5

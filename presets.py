@@ -39,34 +39,22 @@ Prompts: lettered questions take a template with {question}, {options} (the opti
 Counting is scored by `count_score` (mean over a dataset = 1 - sMAPE); `is_counting` tells them.
 """
 
+
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
-import io
+import hashlib
 import json
-import math
 import os
-import random
 import re
-import string
 from typing import Any, Callable
-from urllib.parse import parse_qsl
 
-from PIL import Image
+from data import (DTD_PROMPT, LETTERS, PROMPTS, RECOGNITION_PROMPT, DataError, Example,
+                  _open_zip, _questions, load_folder, load_jsonl, load_shapes)
+from hub import (FREEFORM_PROMPT, LETTERED_PROMPT, _download, _fill, _needed, hub_examples,
+                 lettered_example, load_hub, make_example, parse_hub_name, read_rows)
 
-from data import (DTD_PROMPT, LETTERS, RECOGNITION_PROMPT, DataError, Example, _open_zip,
-                  display_name, make_choice_question)
-
-# Reconstructed: the notes give AI2D/SEED/CRPE only as "lettered options with 'respond with only
-# the corresponding option letter'" and MME as "<question> Please respond with only the
-# corresponding option letter (A or B). ... Options: A. No  B. Yes"; shaped like the verbatim
-# recognition prompt.
-LETTERED_PROMPT = ("{question} Please respond with only the corresponding option letter "
-                   "({letters}). Do not include any explanation or extra text. \n Options:\n"
-                   "{options}")
-# Appendix C verbatim up to "Question: ..."; the "(A) ..." lines are MathVista's own format.
 MATHVISTA_PROMPT = ("Hint: Please answer the question and provide the correct option letter, "
                     "e.g., A, B, C, D, at the end.\nDo not include any explanation or extra text."
                     "\nQuestion: {question}\nChoices:\n{options}")
@@ -80,8 +68,6 @@ CAPTURE_QUESTION = (
     "{o} that are visible within the frame (or would be visible without the occluding box). If "
     "{o} are partially in the frame (i.e. if any part of {o} are visible), count it. If the {o} "
     "would be partially in the frame without the occluding box, count it.")
-FREEFORM_PROMPT = ("{question}\nPlease reason step by step, and put your final answer within "
-                   "\\boxed{{}}.")
 DTD_CLASSES = [  # tanganke/dtd README, ClassLabel names 0-46
     "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked",
     "crosshatched", "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy",
@@ -90,99 +76,6 @@ DTD_CLASSES = [  # tanganke/dtd README, ClassLabel names 0-46
     "potholed", "scaly", "smeared", "spiralled", "sprinkled", "stained", "stratified", "striped",
     "studded", "swirly", "veined", "waffled", "woven", "wrinkled", "zigzagged"]
 
-
-@dataclasses.dataclass
-class EncodedExample(Example):
-    """An `Example` whose `source` is an encoded image file's bytes, decoded by `image()`."""
-
-    def image(self) -> Image.Image:
-        try:
-            img = Image.open(io.BytesIO(self.source))
-            img.load()
-            return img.convert("RGB")
-        except (OSError, EOFError, ValueError, Image.DecompressionBombError) as err:
-            raise DataError(f"Cannot decode the image of {self.id} ({type(err).__name__}: {err});"
-                            " the data file is damaged: download it again.") from err
-
-
-def make_example(ex_id: str, question: str, options: list[str], answer: str | None,
-                 label: str | None, image: Any) -> Example:
-    """`image`: a PIL image, encoded bytes, the hub's {"bytes", "path"} struct, a path, a
-    (zip, member) pair, or a one-element list of one of these."""
-    if isinstance(image, list) and len(image) == 1:
-        image = image[0]
-    if isinstance(image, dict):
-        image = image.get("bytes") or image.get("path")
-    if isinstance(image, (bytes, bytearray)):
-        return EncodedExample(ex_id, question, options, answer, label, bytes(image))
-    if not isinstance(image, (str, tuple, Image.Image)):
-        raise DataError(f"{ex_id} has no usable image ({type(image).__name__}); check the image "
-                        "column.")
-    return Example(ex_id, question, options, answer, label, image)
-
-
-def _fill(template: str, allowed: set[str], **values) -> str:
-    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    if not fields <= allowed:
-        raise DataError(f"The prompt template has fields {sorted(fields)}, but this dataset fills "
-                        f"only {sorted(allowed)}; fix the template.")
-    return template.format(**values)
-
-
-def letters_phrase(n: int) -> str:
-    """'A or B', 'A, B, or C', 'A, B, C, or D' (as the recognition prompt writes it)."""
-    return "A or B" if n == 2 else ", ".join(LETTERS[:n - 1]) + ", or " + LETTERS[n - 1]
-
-
-def lettered_example(ex_id: str, question: str, options: list, index: int, image: Any,
-                     prompt: str = LETTERED_PROMPT, style: str = "{}. {}") -> Example:
-    """A question keeping the dataset's own options; `index` = the correct one's position."""
-    options = [str(o).strip() for o in options]
-    if not 2 <= len(options) <= 26 or not 0 <= index < len(options):
-        raise DataError(f"{ex_id}: {len(options)} options, answer index {index}; a question needs "
-                        "2-26 options with the answer among them.")
-    block = "\n".join(style.format(L, o) for L, o in zip(LETTERS, options))
-    text = _fill(prompt, {"question", "options", "letters"}, question=str(question).strip(),
-                 options=block, letters=letters_phrase(len(options)))
-    return make_example(ex_id, text, options, LETTERS[index], options[index], image)
-
-
-def answer_index(answer: Any, options: list, fmt: str = "auto") -> int:
-    """Position of `answer` in `options`, read as fmt "index" (0-based), "letter", "text" (exactly
-    one option's text) or "auto" (an int is an index; else text, then letter, then digits)."""
-    text = str(answer).strip()
-    if fmt == "auto" and isinstance(answer, int) and not isinstance(answer, bool):
-        fmt = "index"
-    for kind in ["text", "letter", "index"] if fmt == "auto" else [fmt]:
-        if kind == "text":
-            hits = [i for i, o in enumerate(options) if str(o).strip() == text]
-            i = hits[0] if len(hits) == 1 else -1
-        elif kind == "letter":
-            i = LETTERS.index(text.upper()) if len(text) == 1 and text.upper() in LETTERS else -1
-        elif kind == "index":
-            i = int(text) if text.isdigit() else -1
-        else:
-            raise DataError(f"answer_format {fmt!r} is not one of auto, letter, index, text.")
-        if 0 <= i < len(options):
-            return i
-    raise DataError(f"Answer {answer!r} names none of the {len(options)} options "
-                    f"(answer_format={fmt}); check the answer column.")
-
-
-def recognition_examples(rows: list[dict], image: str, label: str, names: list[str] | None,
-                         seed: int, prompt: str, prefix: str) -> list[Example]:
-    """Image + class rows -> 4-way questions (true class + 3 others, slot uniform), one
-    random.Random(seed) drawn in row order as data.py does; classes = `names` or those seen."""
-    if not names and any(isinstance(r[label], int) for r in rows):
-        raise DataError(f"Column {label!r} holds class numbers but no class names came with it (no "
-                        "ClassLabel in the parquet); pass names=FILE, one name a line.")
-    labels = [names[r[label]] if isinstance(r[label], int) else str(r[label]) for r in rows]
-    classes, rng, out = names or sorted(set(labels)), random.Random(seed), []
-    for i, (row, cls) in enumerate(zip(rows, labels)):
-        question, options, answer = make_choice_question(cls, classes, rng, prompt)
-        out.append(make_example(f"{prefix}-{i:05d}", question, options, answer, display_name(cls),
-                                row[image]))
-    return out
 
 
 def mme_examples(rows: list[dict], prompt: str | None, prefix: str = "mme") -> list[Example]:
@@ -227,159 +120,103 @@ def capture_example(row: dict, source: Any, prompt: str | None = None) -> Exampl
                         [], count, count, source)
 
 
-def is_counting(example: Example) -> bool:
-    """A free-form (numeric) question: no options; `answer` is the true count as text."""
-    return not example.options
+# ------------------------------------------------------------------------- RESISC45
+
+RESISC45_CLASSES = [
+    "airplane", "airport", "baseball_diamond", "basketball_court", "beach", "bridge", "chaparral",
+    "church", "circular_farmland", "cloud", "commercial_area", "dense_residential", "desert",
+    "forest", "freeway", "golf_course", "ground_track_field", "harbor", "industrial_area",
+    "intersection", "island", "lake", "meadow", "medium_residential", "mobile_home_park",
+    "mountain", "overpass", "palace", "parking_lot", "railway", "railway_station",
+    "rectangular_farmland", "river", "roundabout", "runway", "sea_ice", "ship", "snowberg",
+    "sparse_residential", "stadium", "storage_tank", "tennis_court", "terrace",
+    "thermal_power_station", "wetland"]
+RESISC45_SPLITS = {"test": range(601, 701), "train": range(1, 601)}  # TTRV tests on 601-700
+RESISC45_REPO, RESISC45_FILE = "torchgeo/resisc45", "NWPU-RESISC45.zip"
+RESISC45_REVISION = "a826b44d938a883185f11ebe3d512d38b464312f"
+RESISC45_MD5 = "75206b2e16446591afa88e2628744886"
 
 
-def count_score(prediction: float | None, truth: float) -> float:
-    """1 - symmetric percentage error of one count, in [0, 1]: 1 - |p - t| / (|p| + |t|); 0 with
-    no prediction (None or NaN), 1 when both are 0. A dataset's score is the mean, 1 - sMAPE (the
-    CAPTURe authors' compute_smape.py also counts a missing answer as 100% error)."""
-    if prediction is None or math.isnan(prediction):
-        return 0.0
-    p, t = float(prediction), float(truth)
-    return 1.0 if p == t else 1.0 - abs(p - t) / (abs(p) + abs(t))
+def resisc45_files(split: str = "test", indices=None) -> list[tuple[str, str]]:
+    """(class, path inside NWPU-RESISC45/) of a split, classes alphabetical, numbers ascending.
+
+    >>> files = resisc45_files("test")
+    >>> len(files), files[0], files[-1][1]
+    (4500, ('airplane', 'airplane/airplane_601.jpg'), 'wetland/wetland_700.jpg')
+    """
+    if indices is None:
+        if split not in RESISC45_SPLITS:
+            raise DataError(f"resisc45 has splits {sorted(RESISC45_SPLITS)}, not {split!r}.")
+        indices = RESISC45_SPLITS[split]
+    return [(c, f"{c}/{c}_{i:03d}.jpg") for c in RESISC45_CLASSES for i in indices]
 
 
-# ------------------------------------------------------------------------- generic hub loader
+def file_md5(path: str) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-HUB_KEYS = {"image", "question", "options", "answer", "answer_format", "label", "names", "id",
-            "where", "split", "revision"}
 
-
-def parse_hub_name(name: str) -> tuple[str, dict[str, str]]:
-    """'hub:owner/name?image=img&split=dev' -> ('owner/name', {'image': 'img', 'split': 'dev'})."""
-    repo, _, query = name.removeprefix("hub:").partition("?")
+def verify_md5(path: str, expected: str) -> None:
+    """DataError unless `path` hashes to `expected`; a `<path>.md5-ok` marker skips re-hashing."""
+    st = os.stat(path)
+    stamp, marker = f"{expected} {st.st_size} {st.st_mtime_ns}", path + ".md5-ok"
+    if os.path.exists(marker) and open(marker).read().strip() == stamp:
+        return
+    got = file_md5(path)
+    if got != expected:
+        raise DataError(f"{path} is corrupt or incomplete (md5 {got}, expected {expected}); "
+                        "delete it and run again to download it afresh.")
     try:
-        columns = dict(parse_qsl(query, strict_parsing=bool(query)))
-    except ValueError:
-        columns = {"?": query}
-    unknown = sorted(set(columns) - HUB_KEYS)
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or unknown:
-        raise DataError(f"Cannot read hub dataset {name!r} (unknown keys: {unknown}); write "
-                        f"hub:OWNER/NAME?key=value&... with keys {', '.join(sorted(HUB_KEYS))}.")
-    return repo, columns
+        with open(marker, "w") as f:
+            f.write(stamp + "\n")
+    except OSError:
+        pass  # read-only cache: hash again next time
 
 
-def hub_examples(rows: list[dict], columns: dict[str, str],
-                 names: dict[str, list[str]] | None = None, seed: int = 0,
-                 prompt: str | None = None, prefix: str = "hub",
-                 style: str = "{}. {}") -> list[Example]:
-    """Rows -> Examples by a column mapping (keys as in the module docstring)."""
-    c = {"image": "image", "question": "question", "answer": "answer", **columns}
-    if "where" in c:
-        col, _, value = c["where"].partition(":")
-        rows = [r for r in rows if str(r.get(col)) == value]
-    if "label" in c:
-        classes = (names or {}).get(c["label"])
-        if "names" in c:
-            with open(c["names"], encoding="utf-8") as f:
-                classes = [line.strip() for line in f if line.strip()]
-        return recognition_examples(rows, c["image"], c["label"], classes, seed,
-                                    prompt or RECOGNITION_PROMPT, prefix)
-    ids = [str(r[c["id"]]) if "id" in c else f"{prefix}-{i:05d}" for i, r in enumerate(rows)]
-    if "options" not in c:
-        return [make_example(i, _fill(prompt or FREEFORM_PROMPT, {"question"},
-                                      question=str(r[c["question"]]).strip()),
-                             [], str(r[c["answer"]]), str(r[c["answer"]]), r[c["image"]])
-                for i, r in zip(ids, rows)]
-    cols, out = c["options"].split(","), []
-    for i, r in zip(ids, rows):
-        options = list(r[cols[0]]) if len(cols) == 1 else [r[k] for k in cols]
-        options = [o for o in options if o is not None and str(o).strip()]  # blank D, E, ...
-        index = answer_index(r[c["answer"]], options, c.get("answer_format", "auto"))
-        out.append(lettered_example(i, r[c["question"]], options, index, r[c["image"]],
-                                    prompt or LETTERED_PROMPT, style))
-    return out
-
-
-def _needed(columns: dict[str, str]) -> list[str]:
-    """The data columns a mapping reads."""
-    c = {"image": "image", "question": "question", "answer": "answer", **columns}
-    keys = ["image", "label"] if "label" in c else ["id", "image", "question", "options", "answer"]
-    wanted = [v for k in keys if k in c for v in c[k].split(",")]
-    return list(dict.fromkeys(wanted + ([c["where"].partition(":")[0]] if "where" in c else [])))
-
-
-def _download(repo: str, revision: str, patterns: list[str]) -> str:
+def _download_resisc45() -> str:
     try:
-        from huggingface_hub import snapshot_download
-        return snapshot_download(repo_id=repo, repo_type="dataset", revision=revision,
-                                 allow_patterns=patterns)
-    except Exception as err:  # offline, hub down, no access: all mean "get the files another way"
-        include = " ".join(f"--include '{p}'" for p in patterns)
-        raise DataError(f"Could not download {repo} from the hub ({type(err).__name__}); "
-                        f"download it elsewhere (hf download {repo} --repo-type dataset --revision "
-                        f"{revision} {include} --local-dir DIR) and pass DIR as --data-dir DIR "
-                        "(data_dir=DIR).") from err
+        from huggingface_hub import hf_hub_download
+        path = hf_hub_download(repo_id=RESISC45_REPO, repo_type="dataset",
+                               filename=RESISC45_FILE, revision=RESISC45_REVISION)
+    except Exception as err:  # offline, hub down, ...: all mean "get the file another way"
+        raise DataError(f"Could not download {RESISC45_FILE} from the hub dataset {RESISC45_REPO} "
+                        f"({type(err).__name__}); download it elsewhere and pass its path as "
+                        "--data-dir PATH (data_dir=PATH).") from err
+    verify_md5(path, RESISC45_MD5)
+    return path
 
 
-def _split_files(path: str, split: str) -> list[str]:
-    """`path` itself if a file, else its {split}-*.parquet / {split}/*.parquet / {split}.parquet
-    / {split}.jsonl / {split}.json files (sorted, recursively)."""
-    if os.path.isfile(path):
-        return [path]
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if fnmatch.fnmatch(f, f"{split}-*.parquet")
-                  or f in (f"{split}.parquet", f"{split}.jsonl", f"{split}.json")
-                  or (os.path.basename(root) == split and f.endswith(".parquet"))]
-    return found
-
-
-def read_rows(path: str, split: str, columns: list[str], image: str | None = None
-              ) -> tuple[list[dict], dict[str, list[str]]]:
-    """A split's rows (dicts of `columns`) and the class names of its ClassLabel columns."""
-    files = _split_files(path, split) if os.path.exists(path) else []
-    if not files:
-        raise DataError(f"No {split} data at {path} (looked for {split}-*.parquet, "
-                        f"{split}/*.parquet, {split}.jsonl); pass the downloaded dataset folder.")
-    rows, names = [], {}
-    for f in files:
-        if f.endswith((".jsonl", ".json")):
-            with open(f, encoding="utf-8") as fh:
-                part = json.load(fh) if f.endswith(".json") else [
-                    json.loads(line) for line in fh if line.strip()]
-            for r in part:  # image paths are relative to the file
-                if image and isinstance(r.get(image), str):
-                    r[image] = os.path.join(os.path.dirname(os.path.abspath(f)), r[image])
-            rows += part
-            continue
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as err:
-            raise DataError("Reading parquet files needs pyarrow: pip install pyarrow (or give "
-                            "the rows as a .jsonl file).") from err
-        schema = pq.read_schema(f)
-        if [c for c in columns if c not in schema.names]:
-            raise DataError(f"{f} lacks column(s) {[c for c in columns if c not in schema.names]}"
-                            f"; it has {schema.names}.")
-        info = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))
-        names.update({col: list(feat["names"]) for col, feat in
-                      info.get("info", {}).get("features", {}).items()
-                      if isinstance(feat, dict) and feat.get("names")})
-        rows += pq.read_table(f, columns=columns).to_pylist()
-    missing = [c for c in columns if rows and c not in rows[0]]
+def load_resisc45(split: str = "test", data_dir: str | None = None, seed: int = 0,
+                  prompt: str = RECOGNITION_PROMPT, *, indices=None) -> list[Example]:
+    """RESISC45 from `data_dir` (NWPU-RESISC45.zip, the extracted NWPU-RESISC45 folder, or a
+    folder holding either) or, without it, from the hub. `indices` narrows the image numbers."""
+    files = resisc45_files(split, indices)
+    path = data_dir or _download_resisc45()
+    if not os.path.exists(path):
+        raise DataError(f"{path} does not exist; pass NWPU-RESISC45.zip or its extracted folder.")
+    root = next((d for d in (os.path.join(path, "NWPU-RESISC45"), path)
+                 if os.path.isdir(os.path.join(d, RESISC45_CLASSES[0]))), None)
+    if root is not None:  # extracted folder
+        sources = [os.path.join(root, rel) for _, rel in files]
+        missing = [s for s in sources if not os.path.isfile(s)]
+    else:
+        if os.path.isdir(path):
+            path = os.path.join(path, RESISC45_FILE)
+            if not os.path.isfile(path):
+                raise DataError(f"{data_dir} holds no NWPU-RESISC45/ folder, class folders "
+                                "(airplane/, ...) or NWPU-RESISC45.zip; point at one of those.")
+        names = set(_open_zip(path).namelist())
+        prefix = "NWPU-RESISC45/" if f"NWPU-RESISC45/{files[0][1]}" in names else ""
+        sources = [(path, prefix + rel) for _, rel in files]
+        missing = [m for _, m in sources if m not in names]
     if missing:
-        raise DataError(f"The rows at {path} lack column(s) {missing}.")
-    return rows, names
-
-
-def load_hub(repo: str, split: str = "test", data_dir: str | None = None, seed: int = 0,
-             prompt: str | None = None, *, columns: dict[str, str] | None = None
-             ) -> list[Example]:
-    """A hub dataset of parquet shards (or a local copy / .jsonl) by a column mapping."""
-    c = dict(columns or {})
-    split, revision = c.pop("split", None) or split, c.pop("revision", "main")
-    path = data_dir or _download(repo, revision, [f"*{split}-*.parquet", f"*{split}/*.parquet"])
-    rows, names = read_rows(path, split, _needed(c), c.get("image", "image"))
-    examples = hub_examples(rows, c, names, seed, prompt, repo.split("/")[-1])
-    if not examples:
-        raise DataError(f"{repo} split {split} gave no questions; check the where= filter.")
-    return examples
+        raise DataError(f"{len(missing)} RESISC45 images are missing from {root or path} (first: "
+                        f"{missing[0]}); it is not the complete dataset: download it again.")
+    items = [(rel.split("/")[1][:-4], cls, src) for (cls, rel), src in zip(files, sources)]
+    return _questions(items, RESISC45_CLASSES, seed, prompt)
 
 
 # ------------------------------------------------------------------------- presets
@@ -507,3 +344,30 @@ def load(name: str, split: str = "test", *, data_dir: str | None = None, seed: i
     if name not in BENCHMARKS:
         raise DataError(f"Unknown benchmark {name!r}; known: {', '.join(NAMES)}.")
     return BENCHMARKS[name](split, data_dir, seed, prompt)
+
+
+# ------------------------------------------------------------------------- entry points
+
+# name -> loader(split, data_dir, seed, prompt); folder and jsonl take their path as data_dir
+DATASETS = {"resisc45": load_resisc45, "shapes": load_shapes,
+            "folder": load_folder, "jsonl": load_jsonl}
+
+
+def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None, seed: int = 0,
+                 prompt: str | None = None) -> list[Example]:
+    """Examples of "resisc45", "shapes", "folder:PATH" or "jsonl:PATH". `prompt` overrides the
+    dataset's template (`PROMPTS.get(name, RECOGNITION_PROMPT)`).
+
+    >>> len(load_dataset("shapes", "train")), len(load_dataset("shapes", "test", seed=1))
+    (400, 200)
+    """
+    kind, _, path = name.partition(":")
+    if kind not in DATASETS:
+        if knows(kind):
+            return load(name, split, data_dir=data_dir, seed=seed, prompt=prompt)
+        known = ", ".join([k + (":PATH" if k in ("folder", "jsonl") else "") for k in DATASETS]
+                          + NAMES)
+        raise DataError(f"Unknown dataset {name!r}; known datasets: {known}.")
+    return DATASETS[kind](split, path or data_dir, seed,
+                          prompt or PROMPTS.get(kind, RECOGNITION_PROMPT))
+
