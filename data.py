@@ -132,10 +132,12 @@ def display_name(class_name: str) -> str:
 
 
 def make_choice_question(label: str, classes: list[str], rng: random.Random,
-                         prompt: str = RECOGNITION_PROMPT,
-                         num_options: int = 4) -> tuple[str, list[str], str]:
+                         prompt: str = RECOGNITION_PROMPT, num_options: int = 4,
+                         spell=display_name) -> tuple[str, list[str], str]:
     """The true class plus `num_options - 1` distinct distractors drawn uniformly from the other
     classes, the true option's slot uniform; returns (question text, options, answer letter).
+    `spell` turns a class name into option text (`str` keeps "golf_course", as the official
+    test prompts do).
 
     >>> classes = ["beach", "forest", "golf_course", "lake", "river"]
     >>> q, opts, ans = make_choice_question("golf_course", classes, random.Random(0))
@@ -150,19 +152,19 @@ def make_choice_question(label: str, classes: list[str], rng: random.Random,
     if label not in classes or len(others) < num_options - 1:
         raise DataError(f"A {num_options}-way question needs its label {label!r} among at least "
                         f"{num_options} distinct classes, got {len(others) + 1}; add classes.")
-    options = [display_name(c) for c in rng.sample(others, num_options - 1)]
+    options = [spell(c) for c in rng.sample(others, num_options - 1)]
     slot = rng.randrange(num_options)
-    options.insert(slot, display_name(label))
+    options.insert(slot, spell(label))
     return prompt.format(**{f"o{i + 1}": o for i, o in enumerate(options)}), options, LETTERS[slot]
 
 
 def _questions(items: list[tuple[str, str, Any]], classes: list[str], seed: int,
-               prompt: str) -> list[Example]:
+               prompt: str, spell=display_name) -> list[Example]:
     """(id, class, source) triples -> Examples, one `random.Random(seed)` used in list order."""
     rng, out = random.Random(seed), []
     for ex_id, cls, source in items:
-        question, options, answer = make_choice_question(cls, classes, rng, prompt)
-        out.append(Example(ex_id, question, options, answer, display_name(cls), source))
+        question, options, answer = make_choice_question(cls, classes, rng, prompt, spell=spell)
+        out.append(Example(ex_id, question, options, answer, spell(cls), source))
     return out
 
 
@@ -268,7 +270,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def load_folder(split: str = "test", data_dir: str | None = None, seed: int = 0,
-                prompt: str = RECOGNITION_PROMPT) -> list[Example]:
+                prompt: str = RECOGNITION_PROMPT, spell=display_name) -> list[Example]:
     """`data_dir/<class>/<image>`: classes and images sorted by name; `split` is ignored."""
     if not data_dir or not os.path.isdir(data_dir):
         raise DataError(f"Folder dataset {data_dir!r} is not a directory; use folder:PATH with "
@@ -286,7 +288,7 @@ def load_folder(split: str = "test", data_dir: str | None = None, seed: int = 0,
             raise DataError(f"Class folder {os.path.join(data_dir, cls)} holds no images "
                             f"({' '.join(IMAGE_EXTENSIONS)}); add some or remove the folder.")
         items += [(f"{cls}/{f}", cls, os.path.join(data_dir, cls, f)) for f in files]
-    return _questions(items, classes, seed, prompt)
+    return _questions(items, classes, seed, prompt, spell)
 
 
 def _answer_letter(answer: Any, options: list[str]) -> str:
@@ -331,6 +333,27 @@ def load_jsonl(split: str = "test", data_dir: str | None = None, seed: int = 0,
     if not out:
         raise DataError(f"{data_dir} holds no questions; add one JSON object per line.")
     return out
+
+
+def image_size(example: Example) -> tuple[int, int]:
+    """(width, height) of an example's image from its header, without decoding the pixels."""
+    src = example.source
+    if isinstance(src, Image.Image):
+        return src.size
+    try:
+        if isinstance(src, (bytes, bytearray)):
+            return Image.open(io.BytesIO(src)).size
+        if isinstance(src, tuple):
+            return Image.open(io.BytesIO(_open_zip(src[0]).read(src[1]))).size
+        return Image.open(src).size
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return example.image().size  # raises the DataError naming the file
+
+
+def drop_large_images(examples: list[Example], max_side: int) -> list[Example]:
+    """The examples whose image is at most `max_side` pixels wide and tall (the paper drops
+    images larger than 1000x1000, Table 8: `--max-image-side 1000`)."""
+    return [e for e in examples if max(image_size(e)) <= max_side]
 
 
 def draw_adaptation_set(examples: list[Example], k: int, seed: int, sampling: str = "random",

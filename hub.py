@@ -109,7 +109,7 @@ def answer_index(answer: Any, options: list, fmt: str = "auto") -> int:
 
 
 def recognition_examples(rows: list[dict], image: str, label: str, names: list[str] | None,
-                         seed: int, prompt: str, prefix: str) -> list[Example]:
+                         seed: int, prompt: str, prefix: str, spell=display_name) -> list[Example]:
     """Image + class rows -> 4-way questions (true class + 3 others, slot uniform), one
     random.Random(seed) drawn in row order as data.py does; classes = `names` or those seen."""
     if not names and any(isinstance(r[label], int) for r in rows):
@@ -118,8 +118,8 @@ def recognition_examples(rows: list[dict], image: str, label: str, names: list[s
     labels = [names[r[label]] if isinstance(r[label], int) else str(r[label]) for r in rows]
     classes, rng, out = names or sorted(set(labels)), random.Random(seed), []
     for i, (row, cls) in enumerate(zip(rows, labels)):
-        question, options, answer = make_choice_question(cls, classes, rng, prompt)
-        out.append(make_example(f"{prefix}-{i:05d}", question, options, answer, display_name(cls),
+        question, options, answer = make_choice_question(cls, classes, rng, prompt, spell=spell)
+        out.append(make_example(f"{prefix}-{i:05d}", question, options, answer, spell(cls),
                                 row[image]))
     return out
 
@@ -147,7 +147,7 @@ def parse_hub_name(name: str) -> tuple[str, dict[str, str]]:
 def hub_examples(rows: list[dict], columns: dict[str, str],
                  names: dict[str, list[str]] | None = None, seed: int = 0,
                  prompt: str | None = None, prefix: str = "hub",
-                 style: str = "{}. {}") -> list[Example]:
+                 style: str = "{}. {}", spell=display_name) -> list[Example]:
     """Rows -> Examples by a column mapping (keys as in the module docstring)."""
     c = {"image": "image", "question": "question", "answer": "answer", **columns}
     if "where" in c:
@@ -159,7 +159,7 @@ def hub_examples(rows: list[dict], columns: dict[str, str],
             with open(c["names"], encoding="utf-8") as f:
                 classes = [line.strip() for line in f if line.strip()]
         return recognition_examples(rows, c["image"], c["label"], classes, seed,
-                                    prompt or RECOGNITION_PROMPT, prefix)
+                                    prompt or RECOGNITION_PROMPT, prefix, spell)
     ids = [str(r[c["id"]]) if "id" in c else f"{prefix}-{i:05d}" for i, r in enumerate(rows)]
     if "options" not in c:
         return [make_example(i, _fill(prompt or FREEFORM_PROMPT, {"question"},

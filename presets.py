@@ -47,11 +47,13 @@ import functools
 import hashlib
 import json
 import os
+import random
 import re
 from typing import Any, Callable
 
 from data import (DTD_PROMPT, LETTERS, PROMPTS, RECOGNITION_PROMPT, DataError, Example,
-                  _open_zip, _questions, load_folder, load_jsonl, load_shapes)
+                  _open_zip, _questions, display_name, drop_large_images, load_folder, load_jsonl,
+                  load_shapes)
 from hub import (FREEFORM_PROMPT, LETTERED_PROMPT, _download, _fill, _needed, hub_examples,
                  lettered_example, load_hub, make_example, parse_hub_name, read_rows)
 
@@ -68,6 +70,15 @@ CAPTURE_QUESTION = (
     "{o} that are visible within the frame (or would be visible without the occluding box). If "
     "{o} are partially in the frame (i.e. if any part of {o} are visible), count it. If the {o} "
     "would be partially in the frame without the occluding box, count it.")
+# Official runs (issue 12, from the official train/test files): AI2D verbatim except the middle
+# of its instruction, which the issue elides ("...") and we fill with the recognition prompt's
+# words; SEED the same with one "\n" before Options; MME's tail likewise reconstructed.
+OFFICIAL_AI2D_PROMPT = ("{question}\nChoose the correct answer from the options below and respond "
+                        "with only the corresponding option letter ({letters}). Do not include "
+                        "any explanation or extra text.\n\nOptions:\n{options}")
+OFFICIAL_MME_PROMPT = ("{question}? Please answer with yes or no. Please respond with only the "
+                       "corresponding option letter ({letters}). Do not include any explanation "
+                       "or extra text. \n Options:\n{options}")
 DTD_CLASSES = [  # tanganke/dtd README, ClassLabel names 0-46
     "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked",
     "crosshatched", "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy",
@@ -81,24 +92,29 @@ DTD_CLASSES = [  # tanganke/dtd README, ClassLabel names 0-46
 def mme_examples(rows: list[dict], prompt: str | None, prefix: str = "mme") -> list[Example]:
     """Yes/no questions as "A. No", "B. Yes" (ids by row: MME's question_id is the image path,
     shared by a yes and a no question)."""
-    out = []
+    official, out = prompt == OFFICIAL_MME_PROMPT, []
     for i, r in enumerate(rows):
         answer = str(r["answer"]).strip().rstrip(".").lower()
         if answer not in ("no", "yes"):
             raise DataError(f"MME row {i} has answer {r['answer']!r}, not Yes or No.")
-        out.append(lettered_example(f"{prefix}-{i:05d}", r["question"], ["No", "Yes"],
-                                    int(answer == "yes"), r["image"], prompt or LETTERED_PROMPT))
+        question, options = str(r["question"]), ["No", "Yes"]
+        if official:  # the official runs vary the A/B order (their rule is not public: seeded
+            question = re.sub(r"\??\s*Please answer yes or no\.?\s*$", "", question)  # by row)
+            options = options[::-1] if random.Random(f"mme/{i}").random() < 0.5 else options
+        out.append(lettered_example(f"{prefix}-{i:05d}", question, options,
+                                    options.index(answer.capitalize()), r["image"],
+                                    prompt or LETTERED_PROMPT))
     return out
 
 
-def realworldqa_examples(rows: list[dict], prompt: str | None,
-                         prefix: str = "realworldqa") -> list[Example]:
+def realworldqa_examples(rows: list[dict], prompt: str | None, prefix: str = "realworldqa",
+                         question_key: str = "question") -> list[Example]:
     """Questions whose text lists "A. ..." options and whose answer is one of those letters,
     shown verbatim (the instruction appended if absent); free-form ones are skipped."""
     out = []
     for i, r in enumerate(rows):
-        question, answer = str(r["question"]).strip(), str(r["answer"]).strip().upper()
-        found = re.findall(r"^\s*([A-Z])\.\s+(.+?)\s*$", question, re.M)
+        question, answer = str(r[question_key]).strip(), str(r["answer"]).strip().upper()
+        found = re.findall(r"^\s*\(?([A-Z])[.:)]\s*(.+?)\s*$", question, re.M)
         options = [o for _, o in found]
         if (len(found) < 2 or "".join(L for L, _ in found) != LETTERS[:len(found)]
                 or len(answer) != 1 or answer not in LETTERS[:len(found)]):
@@ -190,7 +206,8 @@ def _download_resisc45() -> str:
 
 
 def load_resisc45(split: str = "test", data_dir: str | None = None, seed: int = 0,
-                  prompt: str = RECOGNITION_PROMPT, *, indices=None) -> list[Example]:
+                  prompt: str = RECOGNITION_PROMPT, *, indices=None,
+                  spell=display_name) -> list[Example]:
     """RESISC45 from `data_dir` (NWPU-RESISC45.zip, the extracted NWPU-RESISC45 folder, or a
     folder holding either) or, without it, from the hub. `indices` narrows the image numbers."""
     files = resisc45_files(split, indices)
@@ -216,10 +233,33 @@ def load_resisc45(split: str = "test", data_dir: str | None = None, seed: int = 
         raise DataError(f"{len(missing)} RESISC45 images are missing from {root or path} (first: "
                         f"{missing[0]}); it is not the complete dataset: download it again.")
     items = [(rel.split("/")[1][:-4], cls, src) for (cls, rel), src in zip(files, sources)]
-    return _questions(items, RESISC45_CLASSES, seed, prompt)
+    return _questions(items, RESISC45_CLASSES, seed, prompt, spell)
 
 
 # ------------------------------------------------------------------------- presets
+
+def crpe_examples(rows: list[dict], prompt: str | None) -> list[Example]:
+    """CRPE rows (question_id, image, text holding "A. ..." lines and the instruction, answer
+    letter) shown verbatim, like RealWorldQA; their images must exist (COCO val2017 is not on
+    the CRPE hub repo)."""
+    missing = [r["image"] for r in rows if isinstance(r["image"], str)
+               and not os.path.isfile(r["image"])]
+    if missing:
+        raise DataError(f"{len(missing)} CRPE images are missing (first: {missing[0]}); put COCO "
+                        "val2017 in coco/val2017/ and CRPE's abnormal_images/ next to "
+                        "crpe_relation.jsonl and pass that folder as --data-dir.")
+    return realworldqa_examples(rows, prompt, "crpe", question_key="text")
+
+
+def mathverse_examples(rows: list[dict], prompt: str | None) -> list[Example]:
+    """MathVerse multi-choice rows: `query_wo` (the benchmark's own direct-answer prompt, whose
+    "Choices:" lines are "A:..." ) shown verbatim, the answer a letter among them. Rows whose
+    answer is not one of their listed letters are skipped (the issue counts 62 answers outside
+    A-D in testmini; letters beyond D are kept when the question lists them)."""
+    multi = [r for r in rows if str(r.get("question_type", "")).startswith("multi")]
+    return realworldqa_examples([dict(r, question=r["query_wo"]) for r in multi],
+                                prompt or "{question}", "mathverse")
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -231,6 +271,9 @@ class Preset:
     style: str = "{}. {}"
     names: dict[str, list[str]] | None = None
     convert: Callable | None = None  # (rows, prompt) -> Examples, instead of hub_examples
+    files: tuple[str, ...] = ()  # download patterns (default: the split's parquet shards)
+    lemma: bool = False  # ClassLabel names "tench, Tinca tinca" -> their first WordNet lemma
+    confirmed: bool = True  # hub source and columns confirmed from public documentation
 
 
 PRESETS = {
@@ -267,33 +310,83 @@ PRESETS = {
                         {"id": "pid", "image": "decoded_image", "options": "choices",
                          "answer_format": "text", "where": "question_type:multi_choice"},
                         {"test": "testmini", "testmini": "testmini"}, MATHVISTA_PROMPT, "({}) {}"),
+    # Confirmed: hf.co/datasets/AI4Math/MathVerse tree/268dfc5 (testmini.parquet at the root);
+    # lmms-eval tasks/mathverse/utils.py reads question, answer, query_wo, query_cot,
+    # question_type, problem_version, image.
+    "mathverse": Preset("AI4Math/MathVerse", "268dfc55b62296be3bdf6406d6dea07bd06a7d64",
+                        {"image": "image", "question": "query_wo", "answer": "answer",
+                         "where": "question_type:multi-choice"},
+                        {"test": "testmini", "testmini": "testmini"}, convert=mathverse_examples,
+                        files=("testmini.parquet",)),
+    # Confirmed: hf.co/datasets/OpenGVLab/CRPE tree/a2bf6bc (crpe_relation.jsonl, abnormal_images/;
+    # README: single-choice, circular); lmms-eval crpe_relation/utils.py (image, text, answer;
+    # images coco/val2017/* not on the repo). The paper's ~7,575 questions = the relation file.
+    "crpe": Preset("OpenGVLab/CRPE", "a2bf6bc9e46d88688121f606b4b2d4b4ae67935b",
+                   {"image": "image", "question": "text", "answer": "answer"},
+                   {"test": "crpe_relation"}, convert=crpe_examples,
+                   files=("crpe_relation.jsonl", "abnormal_images/*")),
+    # NOT confirmed (gated repo; columns image + ClassLabel label as in its card, from memory):
+    # ILSVRC/imagenet-1k validation (50,000). Class names = first WordNet lemma of each synset.
+    "imagenet": Preset("ILSVRC/imagenet-1k", "main", {"label": "label"}, {"test": "validation"},
+                       lemma=True, confirmed=False),
+    # NOT confirmed: axiong/imagenet-a, assumed laid out like axiong/imagenet-r (class_name).
+    "imagenet-a": Preset("axiong/imagenet-a", "main", {"label": "class_name"}, confirmed=False),
+    # Tree confirmed: hf.co/datasets/nateraw/imagenet-sketch tree/c865ba0/default/train
+    # (0000..0016.parquet, its only split); columns image + ClassLabel label NOT confirmed.
+    "imagenet-sketch": Preset("nateraw/imagenet-sketch", "c865ba0d88b38e01e242c97ed9d9dddbd0342287",
+                              {"label": "label"}, {"test": "train"}, lemma=True, confirmed=False),
+    # NOT confirmed (from memory): ethz/food101, image + ClassLabel label ("apple_pie", 101),
+    # validation 25,250 = the official test split.
+    "food101": Preset("ethz/food101", "main", {"label": "label"}, {"test": "validation"},
+                      confirmed=False),
 }
 # hf_hub_download of both files: VLMEvalKit's CAPTURe loader; entries: the authors' repo.
 CAPTURE_REPO, CAPTURE_FILES = "atinp/CAPTURe", ["real_metadata.json", "real_dataset.zip"]
 
 
 def preset_examples(name: str, rows: list[dict], seed: int = 0, prompt: str | None = None,
-                    names: dict[str, list[str]] | None = None) -> list[Example]:
+                    names: dict[str, list[str]] | None = None, spell=display_name
+                    ) -> list[Example]:
     """A preset's rows (as read from its files) -> Examples."""
     p = PRESETS[name]
     if p.convert:
         return p.convert(rows, prompt)
-    return hub_examples(rows, p.columns, {**(p.names or {}), **(names or {})}, seed,
-                        prompt or p.prompt, name, p.style)
+    names = {**(p.names or {}), **(names or {})}
+    if p.lemma:
+        names = {k: [n.split(",")[0].strip() for n in v] for k, v in names.items()}
+    return hub_examples(rows, p.columns, names, seed, prompt or p.prompt, name, p.style, spell)
 
 
 def load_preset(name: str, split: str = "test", data_dir: str | None = None, seed: int = 0,
-                prompt: str | None = None) -> list[Example]:
+                prompt: str | None = None, spell=display_name) -> list[Example]:
     p = PRESETS[name]
     if split not in p.splits:
         raise DataError(f"{name} has splits {sorted(p.splits)}, not {split!r}.")
     real = p.splits[split]
-    path = data_dir or _download(p.repo, p.revision, [f"*{real}-*.parquet", f"*{real}/*.parquet"])
+    path = data_dir or _download(p.repo, p.revision, list(p.files) or [f"*{real}-*.parquet",
+                                                                         f"*{real}/*.parquet"])
     rows, names = read_rows(path, real, _needed(p.columns), p.columns.get("image", "image"))
-    examples = preset_examples(name, rows, seed, prompt, names)
+    examples = preset_examples(name, rows, seed, prompt, names, spell)
     if not examples:
         raise DataError(f"{path} holds no usable {name} questions in split {real}.")
     return examples
+
+
+def load_imagenet_v2(split: str = "test", data_dir: str | None = None, seed: int = 0,
+                     prompt: str | None = None, spell=display_name) -> list[Example]:
+    """ImageNet-V2 (matched-frequency) from its extracted tarball: class folders 0..999, plus a
+    classes.txt of the 1,000 ImageNet class names in index order (no hub copy confirmed)."""
+    names_file = os.path.join(data_dir or "", "classes.txt")
+    if not data_dir or not os.path.isfile(names_file):
+        raise DataError("imagenet-v2 needs --data-dir DIR: the extracted "
+                        "imagenetv2-matched-frequency-format-val folder (class folders 0..999) "
+                        "with a classes.txt of the 1,000 ImageNet class names, one a line.")
+    with open(names_file, encoding="utf-8") as f:
+        classes = [line.split(",")[0].strip() for line in f if line.strip()]
+    items = [(f"{d}/{f}", classes[int(d)], os.path.join(data_dir, d, f))
+             for d in sorted((d for d in os.listdir(data_dir) if d.isdigit()), key=int)
+             for f in sorted(os.listdir(os.path.join(data_dir, d)))]
+    return _questions(items, classes, seed, prompt or RECOGNITION_PROMPT, spell)
 
 
 def load_capture(split: str = "test", data_dir: str | None = None, seed: int = 0,
@@ -325,49 +418,62 @@ def load_capture(split: str = "test", data_dir: str | None = None, seed: int = 0
     return [capture_example(r, s, prompt) for r, s in zip(rows, sources)]
 
 
-# name -> loader(split, data_dir, seed, prompt), like data.DATASETS; "hub:..." goes through `load`
-BENCHMARKS = {**{n: functools.partial(load_preset, n) for n in PRESETS}, "capture": load_capture}
-NAMES = [*BENCHMARKS, "hub:OWNER/NAME?image=...&question=...&answer=..."]
+# ------------------------------------------------------------------------- the dispatcher
+
+# name -> loader(split, data_dir, seed, prompt, spell); folder/jsonl take their path as data_dir
+DATASETS = {"resisc45": load_resisc45, "shapes": load_shapes, "folder": load_folder,
+            "jsonl": load_jsonl, **{n: functools.partial(load_preset, n) for n in PRESETS},
+            "imagenet-v2": load_imagenet_v2, "capture": load_capture}
+# The paper's 16 benchmarks (Tables 1, 2, 7, 8), all served by load_dataset.
+PAPER_BENCHMARKS = ["resisc45", "dtd", "imagenet", "imagenet-v2", "imagenet-a", "imagenet-r",
+                    "imagenet-sketch", "food101", "ai2d", "mme", "seed", "realworldqa",
+                    "mathvista", "mathverse", "crpe", "capture"]
+NAMES = [k + (":PATH" if k in ("folder", "jsonl") else "") for k in DATASETS] + [
+    "hub:OWNER/NAME?image=...&question=...&answer=..."]
 
 
-def knows(kind: str) -> bool:
-    """Whether `load` serves a dataset name's kind (its part before ":")."""
-    return kind in BENCHMARKS or kind == "hub"
-
-
-def load(name: str, split: str = "test", *, data_dir: str | None = None, seed: int = 0,
-         prompt: str | None = None) -> list[Example]:
-    """A preset, "capture" or "hub:OWNER/NAME?..."; `prompt` None: the dataset's own template."""
-    if name.startswith("hub:"):
-        repo, columns = parse_hub_name(name)
-        return load_hub(repo, split, data_dir, seed, prompt, columns=columns)
-    if name not in BENCHMARKS:
-        raise DataError(f"Unknown benchmark {name!r}; known: {', '.join(NAMES)}.")
-    return BENCHMARKS[name](split, data_dir, seed, prompt)
-
-
-# ------------------------------------------------------------------------- entry points
-
-# name -> loader(split, data_dir, seed, prompt); folder and jsonl take their path as data_dir
-DATASETS = {"resisc45": load_resisc45, "shapes": load_shapes,
-            "folder": load_folder, "jsonl": load_jsonl}
+def official_prompt(kind: str) -> str | None:
+    """The official runs' template of a dataset (protocol "official"), or None for its own.
+    Recognition prompts keep the leading " \n " the official content list puts after the image."""
+    if kind == "ai2d":
+        return OFFICIAL_AI2D_PROMPT
+    if kind == "seed":
+        return OFFICIAL_AI2D_PROMPT.replace("\n\nOptions", "\nOptions")
+    if kind == "mme":
+        return OFFICIAL_MME_PROMPT
+    if kind in ("resisc45", "imagenet", "imagenet-v2", "imagenet-a", "imagenet-r",
+                "imagenet-sketch", "food101", "dtd", "folder"):
+        return " \n " + PROMPTS.get(kind, RECOGNITION_PROMPT)
+    return None
 
 
 def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None, seed: int = 0,
-                 prompt: str | None = None) -> list[Example]:
-    """Examples of "resisc45", "shapes", "folder:PATH" or "jsonl:PATH". `prompt` overrides the
-    dataset's template (`PROMPTS.get(name, RECOGNITION_PROMPT)`).
+                 prompt: str | None = None, protocol: str = "paper",
+                 max_image_side: int | None = None) -> list[Example]:
+    """Examples of any dataset name: a preset (PAPER_BENCHMARKS), "shapes", "folder:PATH",
+    "jsonl:PATH" or "hub:OWNER/NAME?...". `prompt` overrides the dataset's template.
+    protocol "official": the official runs' prompt text and option spelling (class names with
+    underscores, as in their test prompts; `official_prompt`). `max_image_side`: drop examples
+    whose image is wider or taller than this (the paper drops images over 1000x1000, Table 8).
 
     >>> len(load_dataset("shapes", "train")), len(load_dataset("shapes", "test", seed=1))
     (400, 200)
     """
     kind, _, path = name.partition(":")
-    if kind not in DATASETS:
-        if knows(kind):
-            return load(name, split, data_dir=data_dir, seed=seed, prompt=prompt)
-        known = ", ".join([k + (":PATH" if k in ("folder", "jsonl") else "") for k in DATASETS]
-                          + NAMES)
-        raise DataError(f"Unknown dataset {name!r}; known datasets: {known}.")
-    return DATASETS[kind](split, path or data_dir, seed,
-                          prompt or PROMPTS.get(kind, RECOGNITION_PROMPT))
-
+    official = protocol == "official"
+    if kind == "hub":
+        repo, columns = parse_hub_name(name)
+        examples = load_hub(repo, split, data_dir, seed, prompt, columns=columns)
+    elif kind in DATASETS:
+        template = prompt or (official and official_prompt(kind)) or None
+        if kind in ("resisc45", "shapes", "folder", "jsonl", "imagenet-v2"):
+            template = template or PROMPTS.get(kind, RECOGNITION_PROMPT)
+        loader = DATASETS[kind]
+        if kind in ("shapes", "jsonl", "capture"):      # no class names to spell
+            examples = loader(split, path or data_dir, seed, template)
+        else:
+            examples = loader(split, path or data_dir, seed, template,
+                              spell=str if official else display_name)
+    else:
+        raise DataError(f"Unknown dataset {name!r}; known datasets: {', '.join(NAMES)}.")
+    return drop_large_images(examples, max_image_side) if max_image_side else examples

@@ -387,9 +387,109 @@ def test_encoded_examples_pickle_strip_and_name_bad_bytes():
 
 def test_load_dataset_lists_the_benchmarks_and_keeps_data_py_names():
     with pytest.raises(DataError) as err:
-        load_dataset("imagenet")
-    for name in ("resisc45", "dtd", "imagenet-r", "ai2d", "mme", "seed", "realworldqa",
-                 "mathvista", "capture", "hub:OWNER/NAME"):
+        load_dataset("imagenet-z")
+    assert len(B.PAPER_BENCHMARKS) == 16 and set(B.PAPER_BENCHMARKS) <= set(B.DATASETS)
+    for name in B.PAPER_BENCHMARKS + ["shapes", "folder:PATH", "jsonl:PATH", "hub:OWNER/NAME"]:
         assert name in str(err.value)
-    assert set(B.DATASETS) == {"resisc45", "shapes", "folder", "jsonl"}
-    assert B.knows("hub") and B.knows("dtd") and not B.knows("imagenet")
+
+
+def test_cli_knows_all_16_benchmarks_and_lists_them_for_an_unknown_name(tmp_path):
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "ttrv.py"), "--dataset", "imagenet-z",
+                           "--output-dir", str(tmp_path / "run"), "--quiet"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode != 0 and "Unknown dataset 'imagenet-z'" in proc.stderr
+    for name in B.PAPER_BENCHMARKS:
+        assert name in proc.stderr
+
+
+# ---------------------------------------------------------------- the seven new presets
+
+def test_imagenet_family_and_food101_use_first_wordnet_lemmas_or_class_names():
+    wordnet = ["tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark, white "
+               "shark, man-eater", "hammerhead, hammerhead shark", "hen"]
+    rows = [{"image": hub_image(), "label": i} for i in range(5)]
+    for name in ("imagenet", "imagenet-sketch"):
+        exs = B.preset_examples(name, rows, seed=1, names={"label": wordnet})
+        assert [e.label for e in exs] == ["tench", "goldfish", "great white shark", "hammerhead",
+                                          "hen"]
+        assert all(e.label == e.options["ABCD".index(e.answer)] for e in exs)
+        assert exs[0].question.startswith("Look at the given image and identify what it shows.")
+    exs = B.preset_examples("food101", rows, names={"label": ["apple_pie", "baklava", "bibimbap",
+                                                              "churros", "donuts"]})
+    assert exs[0].label == "apple pie" and len(exs[0].options) == 4
+    rows = [{"image": hub_image(), "class_name": c} for c in ("ant", "bee", "cat", "dog")]
+    assert [e.label for e in B.preset_examples("imagenet-a", rows)] == ["ant", "bee", "cat", "dog"]
+
+
+def test_imagenet_v2_reads_its_class_index_folders(tmp_path):
+    names = ["tench, Tinca tinca", "goldfish", "great_white_shark", "hammerhead", "hen"]
+    (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+    for i in range(5):
+        (tmp_path / str(i)).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / str(i) / "a.jpeg")
+    exs = load_dataset("imagenet-v2", data_dir=str(tmp_path))
+    assert [e.label for e in exs] == ["tench", "goldfish", "great white shark", "hammerhead", "hen"]
+    assert exs[0].image().size == (8, 8)
+    with pytest.raises(DataError, match="classes.txt"):
+        load_dataset("imagenet-v2")
+
+
+def test_mathverse_shows_query_wo_keeps_multi_choice_and_letters_beyond_d():
+    q = ("Please directly answer the question and provide the correct option letter, e.g., A, B, "
+         "C, D.\nQuestion: Find x.\nChoices:\nA:1\nB:2\nC:3\nD:4\nE:5")
+    rows = [{"image": hub_image(), "query_wo": q, "answer": "E", "question_type": "multi-choice"},
+            {"image": hub_image(), "query_wo": "Find y.", "answer": "7",
+             "question_type": "free-form"},
+            {"image": hub_image(), "query_wo": q, "answer": "F", "question_type": "multi-choice"}]
+    exs = B.preset_examples("mathverse", rows)
+    assert len(exs) == 1 and exs[0].question == q.replace(
+        "\nE:5", "\nE:5\n" + B.REALWORLDQA_INSTRUCTION)
+    assert exs[0].options == ["1", "2", "3", "4", "5"] and exs[0].answer == "E"
+    assert B.PRESETS["mathverse"].splits["test"] == "testmini"
+
+
+def test_crpe_reads_its_jsonl_with_images_beside_it(tmp_path):
+    (tmp_path / "abnormal_images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "abnormal_images" / "1.jpg")
+    text = ("What is the man doing?\nA. riding\nB. eating\nC. sleeping\nD. flying\n"
+            + B.REALWORLDQA_INSTRUCTION)
+    row = {"question_id": 1, "image": "abnormal_images/1.jpg", "text": text, "answer": "B",
+           "category": "predicate"}
+    (tmp_path / "crpe_relation.jsonl").write_text(json.dumps(row) + "\n")
+    (ex,) = load_dataset("crpe", data_dir=str(tmp_path))
+    assert (ex.question, ex.answer, ex.label) == (text, "B", "eating")
+    assert ex.image().size == (8, 8)
+    row["image"] = "coco/val2017/000000000001.jpg"
+    (tmp_path / "crpe_relation.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match="COCO val2017"):
+        load_dataset("crpe", data_dir=str(tmp_path))
+
+
+def test_max_image_side_drops_larger_images(tmp_path):
+    for i, size in enumerate([(1000, 1000), (1001, 20), (20, 1001), (64, 64)]):
+        (tmp_path / f"c{i}").mkdir()
+        Image.new("RGB", size).save(tmp_path / f"c{i}" / "x.png")
+    kept = load_dataset(f"folder:{tmp_path}", max_image_side=1000)
+    assert [e.id for e in kept] == ["c0/x.png", "c3/x.png"]
+    assert len(load_dataset(f"folder:{tmp_path}")) == 4
+
+
+def test_official_protocol_spells_options_and_prompts_as_the_official_files():
+    rows = [{"image": hub_image(), "class_name": c} for c in ("golf_course", "a_b", "c_d", "e_f")]
+    paper = B.preset_examples("imagenet-r", rows)[0]
+    assert paper.label == "golf course"
+    exs = B.preset_examples("imagenet-r", rows, prompt=B.official_prompt("imagenet-r"), spell=str)
+    assert exs[0].label == "golf_course" and exs[0].question.startswith(" \n Look at the given")
+    assert "golf_course" in exs[0].question
+    ai2d = B.official_prompt("ai2d")
+    assert ai2d.startswith("{question}\nChoose the correct answer") and "\n\nOptions:\n" in ai2d
+    assert "\n\nOptions" not in B.official_prompt("seed") and "\nOptions" in B.official_prompt("seed")
+    mme_rows = [{"image": hub_image(), "question": f"Is this a cat {i}? Please answer yes or no.",
+                 "answer": "Yes"} for i in range(20)]
+    mme = B.mme_examples(mme_rows, B.OFFICIAL_MME_PROMPT)
+    assert {tuple(e.options) for e in mme} == {("No", "Yes"), ("Yes", "No")}   # A/B order varies
+    assert all(e.label == "Yes" for e in mme)
+    assert mme[0].question.startswith("Is this a cat 0? Please answer with yes or no. Please")

@@ -151,10 +151,10 @@ def test_examples_pickle():
 
 def test_unknown_dataset_lists_the_known_names():
     with pytest.raises(DataError) as err:
-        load_dataset("imagenet")
+        load_dataset("imagenet-z")
     for name in ("resisc45", "shapes", "folder:PATH", "jsonl:PATH"):
         assert name in str(err.value)
-    assert set(DATASETS) == {"resisc45", "shapes", "folder", "jsonl"}
+    assert {"resisc45", "shapes", "folder", "jsonl"} <= set(DATASETS)
 
 
 # ---------------------------------------------------------------- RESISC45
