@@ -22,6 +22,9 @@ def opt(default, group, help, choices=None, alias=None):  # a config field and i
 
 @dataclass
 class Config:
+    protocol: str = opt("paper", "protocol", "paper: the paper's text; official: the settings "
+                        "the official runs used (README table; explicit flags still win)",
+                        ["paper", "official"])
     # model
     model: str = opt("tiny", "model", "hub id, local directory, or 'tiny' (built offline)")
     device: str = opt("auto", "model", "cuda, cpu, or auto (cuda when available)")
@@ -46,6 +49,10 @@ class Config:
     seeds: list = opt(None, "data", "several seeds in one command, e.g. --seeds 0 1 2 3 4 "
                       "(Table 11); results as mean and std")
     data_seed: int = opt(0, "data", "seed that fixes every question's options (same for all runs)")
+    fixed_adaptation_set: bool = opt(False, "data", "draw the adaptation set with --data-seed, "
+                                     "the same for every --seed (official: a fixed train.json)")
+    max_image_side: int = opt(None, "data", "drop examples whose image side exceeds this "
+                              "(the paper drops images over 1000x1000, Table 8)")
     # rollouts
     rollouts: int = opt(32, "rollouts", "N, responses sampled per prompt: the votes of eq. 3",
                         alias="--votes")
@@ -53,11 +60,12 @@ class Config:
                               "code: 32 votes, 16 trained; default all, as the paper says)")
     micro_batch: int = opt(None, "rollouts", "responses per forward/backward chunk (lowers "
                            "memory; default the whole group)")
-    temperature: float = opt(1.0, "rollouts", "sampling temperature")
+    temperature: float = opt(1.0, "rollouts", "sampling temperature (--protocol official: "
+                             "per model family, vlm.official_settings)")
     top_p: float = opt(1.0, "rollouts", "nucleus sampling threshold")
     max_new_tokens: int = opt(1024, "rollouts", "longest response, in tokens")
     prompts_per_step: int = opt(4, "rollouts", "prompts whose rollouts are drawn together "
-                                "(official code: 8, one per GPU, drop_last)")
+                                "(official code: one per GPU, 4 in the InternVL3-2B/Qwen logs)")
     shared_prefix: bool = opt(True, "rollouts", "encode each prompt once per group "
                               "(--no-shared-prefix: the plain path, N copies)")
     # reward
@@ -69,6 +77,8 @@ class Config:
                          list(rewards.NO_ANSWER_POLICIES))
     baseline: str = opt("group", "reward", "advantage baseline: group (eq. 2), batch or none",
                         ["group", "batch", "none"])
+    adv_ddof: int = opt(0, "reward", "advantage std: 0 population (the paper's std), 1 unbiased "
+                        "(official torch.std)", [0, 1])
     dare_alpha: float = opt(0.5, "reward", "DARE exploration-bonus weight (ours; unpublished)")
     dare_tau: float = opt(0.05, "reward", "DARE pruning threshold (ours; unpublished)")
     # optimisation
@@ -96,6 +106,12 @@ class Config:
     quiet: bool = opt(False, "output", "no progress bars or per-step logs")
 
 
+# --protocol official: the official runs' settings (README "Protocols"; issue 12). Family-
+# dependent values (temperature) are None here and filled by vlm.official_settings in ttrv.main.
+OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer="text",
+                adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)
+
+
 # The tiny offline model is ~1,000x smaller than a 3B VLM: at the paper's lr of 5e-7 its weights
 # would not move in 40 updates, and its answers are one letter. Used only with --model tiny,
 # for settings the command line leaves at their default.
@@ -120,6 +136,8 @@ def parse_args(argv=None) -> Config:
     known, _ = parser.parse_known_args(argv)
     if known.model == "tiny":          # presets replace defaults only; flags still win
         parser.set_defaults(**TINY_PRESETS)
+    if known.protocol == "official":
+        parser.set_defaults(**OFFICIAL)
     cfg = Config(**vars(parser.parse_args(argv)))
     if cfg.reward == "dare" and not cfg.shared_prefix:
         parser.error("--reward dare needs the token entropies that the shared-prefix sampler "

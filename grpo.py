@@ -15,7 +15,9 @@ one function per phase, in the order a training step calls them:
     set_lr(optimizer, cosine_lr(batch, batches, peak_lr)); loss.backward(); clip; step
 
 Conventions follow the paper's official code (a verl fork): clip 0.2 both sides, dual clip 3.0,
-k3 ("low_var_kl") KL to the reference with beta 0.001, token-mean aggregation, cosine lr.
+k3 ("low_var_kl") KL to the reference with beta 0.001, token-mean aggregation, cosine lr stepped
+once per batch of prompts. One difference by default: the advantage std is the population std
+(ddof=0); the official code's torch.std is unbiased (ddof=1, `--protocol official`).
 
 What it leaves out: rewards and answer extraction (rewards.py), repeating a prompt batch N times
 (the caller), the training loop, optimiser construction and model loading (ttrv.py), vLLM, and
@@ -34,15 +36,16 @@ import torch.nn.functional as F
 
 
 def group_advantages(rewards: torch.Tensor, baseline: str = "group",
-                     eps: float = 1e-6) -> torch.Tensor:
+                     eps: float = 1e-6, ddof: int = 0) -> torch.Tensor:
     """Advantages of eq. (2): A_ij = (r_ij - mean) / (std + eps), shape [B, N] -> [B, N].
 
     rewards[b, j] is the reward of response j to input b. `baseline` picks what mean/std are over:
       "group": over the N responses of each input (eq. 2, GRPO);
       "batch": over all B*N rewards of the step (several inputs share one baseline);
       "none":  no baseline, A = r (eq. 9, plain policy gradient / REINFORCE).
-    std is the population std (ddof=0), the paper's std_j; TRL and EasyR1 use ddof=1, which gives
-    |A| smaller by sqrt((N-1)/N). eps = 1e-6 is added to std. Where the std is below 1e-8 (all
+    std is the population std by default (ddof=0), our reading of the paper's std_j; the official
+    code (torch.std, core_algos.py), TRL and EasyR1 use ddof=1 (`ddof=1`, --adv-ddof 1), which
+    gives |A| smaller by sqrt((N-1)/N). eps = 1e-6 is added to std. Where the std is below 1e-8 (all
     rewards of the group equal) A is exactly 0, never NaN, as in the paper's Appendix E. Computed
     in float64 (float32 rounding alone can exceed 1e-8), returned in the rewards' dtype.
 
@@ -64,9 +67,9 @@ def group_advantages(rewards: torch.Tensor, baseline: str = "group",
     rewards = rewards.double()
     if baseline == "group":
         mean = rewards.mean(dim=1, keepdim=True)                       # [B, 1]
-        std = rewards.std(dim=1, keepdim=True, correction=0)           # [B, 1]
+        std = rewards.std(dim=1, keepdim=True, correction=ddof)        # [B, 1]
     elif baseline == "batch":
-        mean, std = rewards.mean(), rewards.std(correction=0)          # scalars
+        mean, std = rewards.mean(), rewards.std(correction=ddof)       # scalars
     else:
         raise ValueError(f"Unknown baseline {baseline!r}; use 'group', 'batch' or 'none'.")
     adv = (rewards - mean) / (std + eps)                               # [B, N]

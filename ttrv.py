@@ -12,12 +12,13 @@
 4. Evaluate the adapted model the same way; write everything to the run directory.
 
 Where this departs from the paper / official code (each also said where it happens):
-- Prompts per batch: 4 (the official code uses one per GPU, 8, with drop_last on 20 samples).
+- Prompts per batch: 4 (the official code: one per GPU, 4 in the 2B/Qwen logs, 8 for InternVL3-8B).
 - All N = 32 responses vote and are trained on, as the paper says; the official code trains on
   16 of its 32 votes (--votes 32 --train-rollouts 16).
 - Unparseable responses are each an answer of their own (--no-answer; official: their text).
 - Each prompt is encoded once per group (shared_prefix.py), the same maths as N copies.
-- Mixed precision: fp32 master weights with bf16 autocast, instead of verl's FSDP bf16 setup.
+- Mixed precision: fp32 master weights with bf16 autocast (verl's FSDP also keeps fp32 masters).
+- --protocol official sets the official runs' settings (README "The two protocols").
 - The tiny model's presets (lr, lengths) differ from the paper's; see config.TINY_PRESETS.
 - Answer extraction does not read the article "a" as option A (rewards.extract_choice).
 """
@@ -161,7 +162,8 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
                   for b, e in enumerate(batch)]
         r = torch.tensor(np.stack([s[0] for s in scored]), dtype=torch.float32)        # [B, N]
         # 3. advantages (eq. 2) over the k trained responses; frequencies used all n votes.
-        advantages = grpo.group_advantages(r[:, :k], baseline=cfg.baseline).to(device)  # [B, k]
+        advantages = grpo.group_advantages(r[:, :k], baseline=cfg.baseline,
+                                           ddof=cfg.adv_ddof).to(device)                # [B, k]
         stats = []
         # verl steps its scheduler once per batch of prompts (fsdp_workers.py:553): lr constant
         # within a batch; warmup int(0.03 * batches) = 0 on short runs, so batch 1 is at the peak.
@@ -235,10 +237,14 @@ def run(cfg, out: Path, log=print) -> dict:
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     adapt_name, eval_name = cfg.adapt_dataset or cfg.dataset, cfg.eval_dataset or cfg.dataset
-    pool = presets.load_dataset(adapt_name, "test", data_dir=cfg.data_dir, seed=cfg.data_seed)
+    kw = dict(seed=cfg.data_seed, protocol=cfg.protocol, max_image_side=cfg.max_image_side)
+    pool = presets.load_dataset(adapt_name, "test", data_dir=cfg.data_dir, **kw)
     test = pool if eval_name == adapt_name else presets.load_dataset(
-        eval_name, "test", data_dir=cfg.eval_data_dir or cfg.data_dir, seed=cfg.data_seed)
-    examples = data.draw_adaptation_set(pool, cfg.num_samples, cfg.seed, cfg.sampling,
+        eval_name, "test", data_dir=cfg.eval_data_dir or cfg.data_dir, **kw)
+    # official: a fixed adaptation set per dataset (the same for every seed); its train.json is
+    # not public, so the closest thing is one draw with --data-seed
+    draw_seed = cfg.data_seed if cfg.fixed_adaptation_set else cfg.seed
+    examples = data.draw_adaptation_set(pool, cfg.num_samples, draw_seed, cfg.sampling,
                                         cfg.classes)                  # labels stripped here
     test = test[:cfg.eval_limit]
     subset = (random.Random(cfg.data_seed).sample(test, min(cfg.eval_subset, len(test)))
@@ -299,6 +305,8 @@ def run(cfg, out: Path, log=print) -> dict:
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
+    if cfg.temperature is None:  # --protocol official: the model family's value
+        cfg.temperature = vlm.official_settings(cfg.model)["temperature"]
     cfg.device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     log = (lambda *a: None) if cfg.quiet else print
     seeds = cfg.seeds or [cfg.seed]

@@ -40,6 +40,17 @@ def resolve_name(name: str, log=print) -> str:
     return name
 
 
+def official_settings(name: str) -> dict:
+    """Family-dependent settings of the official runs (--protocol official), by model name:
+    every Qwen2.5-VL log samples at temperature 1.5, InternVL at 1.0 (run.sh's 1.0 otherwise).
+    InternVL's frozen vision tower is its loading default (issue 8), not set here.
+
+    >>> official_settings("Qwen/Qwen2.5-VL-3B-Instruct"), official_settings("OpenGVLab/InternVL3-2B-hf")
+    ({'temperature': 1.5}, {'temperature': 1.0})
+    """
+    return {"temperature": 1.5 if "qwen2.5-vl" in name.lower() else 1.0}
+
+
 def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 

@@ -460,3 +460,11 @@ def test_lr_steps_once_per_batch_and_the_first_batch_runs_at_the_peak(tiny_dir):
     assert [m["updates"] for m in history] == [2, 4]
     assert history[0]["lr"] == 1e-3                                   # int(0.03 * 2) = 0 warmup
     assert history[1]["lr"] == pytest.approx(cosine_lr(1, 2, 1e-3)) == pytest.approx(5e-4)
+
+
+def test_group_advantages_ddof_one_is_the_unbiased_std_of_the_official_code():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    a0, a1 = group_advantages(r), group_advantages(r, ddof=1)
+    assert torch.allclose(a1, a0 * math.sqrt(3 / 4), atol=1e-5)    # |A| smaller by sqrt((N-1)/N)
+    assert torch.allclose(a1, (r - r.mean()) / (r.std() + 1e-6))   # torch.std, eps 1e-6
+    assert torch.equal(group_advantages(torch.full((1, 4), 0.5), ddof=1), torch.zeros(1, 4))

@@ -1,0 +1,59 @@
+"""--protocol official sets every Config field of the README's protocol table; flags still win."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import vlm
+from config import OFFICIAL, Config, parse_args
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def table_rows():
+    """(field, paper cell, official cell) of the README's protocol table."""
+    text = README.read_text().split("### The two protocols")[1].split("\n## ")[0]
+    return [tuple(c.strip() for c in line.split("|")[1:4]) for line in text.splitlines()
+            if line.startswith("| `")]
+
+
+def test_official_protocol_sets_each_field_of_the_readme_table():
+    rows = table_rows()
+    assert len(rows) >= 8
+    paper, official = parse_args([]), parse_args(["--protocol", "official"])
+    fields = {f for f in Config.__dataclass_fields__}
+    for field, paper_cell, official_cell in rows:
+        name = re.match(r"`(\w+)`", field).group(1)
+        assert name in fields, name
+        if name == "temperature":     # per family, filled by vlm.official_settings in ttrv.main
+            assert official.temperature is None and paper.temperature == 1.0
+            assert vlm.official_settings("Qwen/Qwen2.5-VL-3B-Instruct")["temperature"] == 1.5
+            assert vlm.official_settings("OpenGVLab/InternVL3-2B-hf")["temperature"] == 1.0
+            continue
+        if name == "freeze_vision":   # InternVL's loading default (another change), listed only
+            continue
+        if name == "protocol":
+            assert (paper.protocol, official.protocol) == ("paper", "official")
+            continue
+        assert str(getattr(paper, name)) == paper_cell.strip("`"), name
+        assert str(getattr(official, name)) == official_cell.split()[0].strip("`"), name
+    assert {r[0].split("`")[1] for r in rows} >= set(OFFICIAL)
+
+
+def test_explicit_flags_win_over_the_protocol():
+    cfg = parse_args(["--protocol", "official", "--train-rollouts", "32", "--temperature", "0.7",
+                      "--adv-ddof", "0", "--no-fixed-adaptation-set"])
+    assert (cfg.train_rollouts, cfg.temperature, cfg.adv_ddof, cfg.fixed_adaptation_set) == (
+        32, 0.7, 0, False)
+    assert cfg.entropy == "normalized" and cfg.no_answer == "text"
+
+
+@pytest.mark.parametrize("model", ["tiny", "Qwen/Qwen2.5-VL-3B-Instruct"])
+def test_main_fills_the_family_temperature(model, monkeypatch):
+    import ttrv
+    seen = {}
+    monkeypatch.setattr(ttrv, "run_dir", lambda cfg: (_ for _ in ()).throw(
+        FileExistsError(str(seen.setdefault("t", cfg.temperature)))))
+    assert ttrv.main(["--protocol", "official", "--model", model, "--quiet"]) == 1
+    assert seen["t"] == vlm.official_settings(model)["temperature"]
