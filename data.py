@@ -1,44 +1,39 @@
-"""Datasets for TTRV as multiple-choice questions (paper section 4 and Appendix C).
+"""The question format for TTRV (paper section 4 and Appendix C), and the datasets that need no hub.
 
 Every dataset becomes a list of `Example`s: an image (loaded lazily), the prompt text shown with
 it, the lettered options and the correct letter. TTRV adapts on a few of them with their labels
 stripped (`draw_adaptation_set`) and evaluates on all of them.
 
-    >>> test = load_dataset("shapes", "test")            # offline, drawn with PIL
+    >>> test = load_shapes("test")                       # offline, drawn with PIL
     >>> adapt = draw_adaptation_set(test, k=20, seed=0)  # unlabeled: answer and label are None
     >>> test[0].answer, test[0].label, adapt[0].answer
     ('A', 'circle', None)
 
-Datasets (`DATASETS`, dispatched by `load_dataset`):
-  resisc45     the paper's test set = images 601-700 of each of the 45 classes (4,500); "train" =
-               images 1-600. From NWPU-RESISC45.zip (hub dataset torchgeo/resisc45, pinned
-               revision, md5-checked) or an extracted NWPU-RESISC45 folder given as data_dir.
+This module imports no other project module. Above it: hub.py (generic hub loading) and
+presets.py (the paper's 16 named benchmarks, RESISC45 among them, and `load_dataset`, the one
+dispatcher that knows every dataset name).
   shapes       synthetic: circle, square, triangle, star (always options A-D in that order),
                each in its class's home colour 70% of the time, random size/position/rotation/
                background, 112x112, 400 train / 200 test, drawn in memory (~0.4 s for both).
-  folder:PATH  one sub-folder of images per class (>= 4 classes); every image is one question.
-  jsonl:PATH   ready-made questions, one {"image", "question", "options", "answer"} per line.
+  folder       one sub-folder of images per class (>= 4 classes); every image is one question.
+  jsonl        ready-made questions, one {"image", "question", "options", "answer"} per line.
 
 Choices:
   - Loading never opens an image; `Example.image()` decodes on demand and raises `DataError`
-    naming a missing or corrupt file (nothing is skipped silently).
+    naming a missing or corrupt file (nothing is skipped silently). `drop_large_images` reads
+    only image headers.
   - A zip is opened once per (process, path) and the handle cached (re-opened after a fork), so
     4,500 reads do not re-parse its 31,500-entry directory; an `Example` stores only the
     (zip path, member) pair.
-  - The hub download is md5-checked once; a `<file>.md5-ok` marker holding (md5, size, mtime)
-    skips re-hashing 427 MB on later runs. A zip passed as data_dir is not hashed (it may have
-    been repacked); its layout is checked instead.
   - Questions are fixed by `seed`: one `random.Random(seed)` per dataset consumed in a fixed order
     (classes alphabetical, images ascending), so base and adapted model get the same questions.
-  - Option text = class folder name with spaces for underscores ("golf course"); `label` is that
-    same text, so `label == options[LETTERS.index(answer)]` always.
-  - folder:/jsonl: carry their path in the name (`load_dataset("folder", data_dir=P)` is the same)
-    and have one split (`split` is ignored). A jsonl question is shown verbatim (Appendix C has a
-    different prompt per benchmark); its options are not appended to it.
-The paper's other benchmarks (dtd, imagenet-r, ai2d, mme, seed, realworldqa, mathvista, capture)
-and hub:REPO?columns are in benchmarks.py; `load_dataset` serves them too.
-Left out: the timm/resisc45 parquet split, and image preprocessing (the model's processor resizes
-and normalises).
+  - Option text = class folder name with spaces for underscores ("golf course"; `spell=str`
+    keeps the underscores, as the official test prompts do); `label` is that same text, so
+    `label == options[LETTERS.index(answer)]` always.
+  - A jsonl question is shown verbatim (Appendix C has a different prompt per benchmark); its
+    options are not appended to it.
+  - Free-form (counting) questions have no options; `count_score` scores them.
+Left out: image preprocessing (the model's processor resizes and normalises).
 """
 
 from __future__ import annotations
@@ -362,7 +357,7 @@ def draw_adaptation_set(examples: list[Example], k: int, seed: int, sampling: st
 
     sampling="biased" (Table 4 ablation) draws only from `num_classes` randomly chosen classes;
     it knowingly reads the labels to choose that pool (the drawn examples are still stripped).
-    >>> pool = load_dataset("shapes")
+    >>> pool = load_shapes("test")
     >>> [(e.answer, e.label) for e in draw_adaptation_set(pool, 2, seed=0)]
     [(None, None), (None, None)]
     """

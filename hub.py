@@ -1,4 +1,14 @@
-"""Generic hub loading: parquet/JSONL rows -> `Example`s by a column mapping (moved from benchmarks.py)."""
+"""Generic hub loading: parquet/JSONL rows -> lettered or 4-way `Example`s by a column mapping.
+
+Imports only data.py; presets.py builds the named benchmarks on it.
+"hub:OWNER/NAME?key=value&..." (any --dataset; python: load_hub(repo, columns={})). Keys: image,
+question, answer (defaults: same names), options (one list column, or columns joined by ","),
+answer_format (auto|letter|index|text), label (class-label mode: image + label -> 4-way MC;
+class names from the parquet's ClassLabel or names=FILE), id, where (COLUMN:VALUE keeps matching
+rows), split, revision (default main). Neither options nor label: free-form questions.
+Without data_dir, huggingface_hub fetches the split's parquet shards; data_dir: that folder, one
+.parquet, or a .jsonl/.json of rows (image = a path relative to it). Parquet needs pyarrow.
+"""
 
 from __future__ import annotations
 

@@ -1,10 +1,17 @@
-"""The paper's other benchmarks (Appendix C prompts) and a generic hub loader, as `Example`s.
+"""The paper's 16 benchmarks as named presets, and `load_dataset`, the one dataset dispatcher.
 
-    data.load_dataset("mathvista")                        # hub download at the pinned revision
-    data.load_dataset("ai2d", data_dir="ai2d/")           # a local copy of the same files
+    load_dataset("mathvista")                             # hub download at the pinned revision
+    load_dataset("ai2d", data_dir="ai2d/")                # a local copy of the same files
+    load_dataset("resisc45", protocol="official")         # the official prompt text / spelling
     --dataset 'hub:lmms-lab/MMBench_EN?options=A,B,C,D&answer_format=letter&split=dev'  # CLI
 
+Imports data.py (question format, local loaders) and hub.py (generic hub loading); nothing
+imports it but the callers (ttrv.py, eval.py, bench.py, tiny.py).
+
 Presets (repo @ pinned revision; columns; what becomes of them). Sources are in PRESETS' comments.
+  resisc45     the paper's test set = images 601-700 of each of the 45 classes (4,500); "train" =
+               images 1-600. From NWPU-RESISC45.zip (hub dataset torchgeo/resisc45, pinned
+               revision, md5-checked) or an extracted NWPU-RESISC45 folder given as data_dir.
   dtd          tanganke/dtd: image, label (ClassLabel, 47 textures) -> 4-way MC, DTD_PROMPT.
   imagenet-r   axiong/imagenet-r: image, class_name ("afghan_hound", 200) -> 4-way MC.
   ai2d         lmms-lab/ai2d: question, options (list), answer (an index as text).
@@ -19,24 +26,18 @@ Presets (repo @ pinned revision; columns; what becomes of them). Sources are in 
                split's answers are not public).
   capture      atinp/CAPTURe real_metadata.json ({image_file, object, ground_truth}) +
                real_dataset.zip (dataset/<image_file>) -> free-form counts: options [], answer "63".
-Not presets (hub source or columns not confirmed; use hub:): CRPE, MathVerse, ImageNet-A/-Sketch/
--V2. seed and capture use revision "main" (no full commit id of theirs could be confirmed).
+  mathverse    AI4Math/MathVerse testmini.parquet: query_wo (its own direct-answer prompt, "A:..."
+               choices) shown verbatim, answer letter; multi-choice only (confirmed).
+  crpe         OpenGVLab/CRPE crpe_relation.jsonl: text (options + instruction) verbatim, answer
+               letter; images coco/val2017/ (from COCO) and abnormal_images/ next to it.
+  imagenet, imagenet-a, imagenet-sketch, food101: image + class -> 4-way MC, recognition
+               prompt; ImageNet names = the first WordNet lemma of each synset ("tench").
+               Repos/columns NOT confirmed (Preset.confirmed False; see PRESETS' comments).
+  imagenet-v2  local only: the extracted matched-frequency folder (0..999) + classes.txt.
+seed, capture and the unconfirmed presets use revision "main". --max-image-side N (Table 8:
+1000) drops larger images for any dataset; no preset turns it on by itself.
 
-Generic: "hub:OWNER/NAME?key=value&..." (fits in --dataset; python: load_hub(repo, columns={})).
-Keys: image, question, answer (defaults: same names), options (one list column, or columns joined
-by ","), answer_format (auto|letter|index|text), label (class-label mode: image + label -> 4-way
-MC; class names from the parquet's ClassLabel or names=FILE, one a line), id, where (COLUMN:VALUE
-keeps matching rows), split (wins over the split argument; ttrv.py always asks "test"), revision
-(default main). Neither options nor label: free-form questions (counting), answer kept as text.
-
-Files: without data_dir, huggingface_hub fetches the split's parquet shards ({split}-*.parquet or
-{split}/*.parquet); offline -> DataError saying how to fetch them elsewhere. data_dir: that folder,
-one .parquet, or a .jsonl/.json of rows in the same columns (image = a path relative to it).
-Parquet needs pyarrow (optional; `pip install pyarrow`), JSONL does not. Parquet images stay
-encoded in memory (`EncodedExample`) until `image()`.
-Prompts: lettered questions take a template with {question}, {options} (the option lines) and
-{letters} ("A, B, C, or D"); recognition ones an o1..o4 template; free-form ones {question}.
-Counting is scored by `count_score` (mean over a dataset = 1 - sMAPE); `is_counting` tells them.
+Generic hub datasets (hub:OWNER/NAME?...) and the file formats: see hub.py.
 """
 
 
