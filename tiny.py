@@ -181,6 +181,50 @@ def _build_internvl(seed):
     return model, processor
 
 
+# CPU-sized models next to real checkpoint files (tests/test_real_files.py, bench.py): every token
+# id, the vocabulary, rope / mrope and patch settings stay as the files say; only depth and
+# widths shrink. Head dim stays 128 (Qwen2.5-VL's mrope sections sum to 64 = 128 / 2).
+SHRINK_TEXT = dict(num_hidden_layers=2, hidden_size=128, intermediate_size=256,
+                   num_attention_heads=1, num_key_value_heads=1)
+SHRINK_VISION = {"qwen2_5_vl": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                                    fullatt_block_indexes=[1]),
+                 "internvl": dict(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                  num_attention_heads=2)}
+
+
+def build_from_files(src_dir, out_dir, seed: int = 0) -> Path:
+    """A random-weight, CPU-sized model next to a real checkpoint's files (no weights there).
+
+    Reads src_dir's config.json, shrinks the layers and widths (SHRINK_*; the vision tower's
+    output width follows the text model's), builds it with random weights and saves it with the
+    real processor (tokenizer, chat template, image processor) and generation config, so it
+    loads exactly as the real checkpoint would. Loading the processor from vocab.json/merges.txt
+    takes 15-30 s once; the saved copy has a tokenizer.json and loads in about a second.
+    """
+    from transformers import (AutoConfig, AutoModelForImageTextToText, AutoProcessor,
+                              GenerationConfig)
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    config = AutoConfig.from_pretrained(src_dir).to_dict()
+    kind = config["model_type"]
+    if kind not in SHRINK_VISION:
+        raise ValueError(f"No shrink recipe for {kind!r}; add one to tiny.SHRINK_VISION.")
+    text = config["text_config"]
+    text.update(SHRINK_TEXT, layer_types=text.get("layer_types", ["full_attention"])[:2],
+                max_window_layers=SHRINK_TEXT["num_hidden_layers"])
+    config["vision_config"].update(SHRINK_VISION[kind])
+    if kind == "qwen2_5_vl":
+        config["vision_config"]["out_hidden_size"] = SHRINK_TEXT["hidden_size"]
+    config = AutoConfig.for_model(**config)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    if (src_dir / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(src_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    AutoProcessor.from_pretrained(src_dir).save_pretrained(out_dir)
+    return out_dir
+
+
 def default_cache_dir() -> Path:
     """Where the taught tiny model is cached: $TTRV_CACHE, else ~/.cache/ttrv."""
     return Path(os.environ.get("TTRV_CACHE", Path.home() / ".cache" / "ttrv"))

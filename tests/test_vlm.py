@@ -185,3 +185,11 @@ def test_the_whole_loop_runs_on_internvl(tiny_internvl_dir, tmp_path, shared):
     assert results["base"]["total"] == 4 and results["adapted"]["total"] == 4
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["updates"] == 2 and metrics[-1]["grad_norm"] > 0
+
+
+def test_eval_py_refuses_a_large_cpu_model_unless_allow_cpu(tiny_dir, monkeypatch, capsys):
+    import eval as evaluation
+    monkeypatch.setattr(vlm, "CPU_PARAM_LIMIT", 1000)          # the tiny model counts as "large"
+    argv = ["--model", str(tiny_dir), "--limit", "1", "--max-new-tokens", "1", "--device", "cpu"]
+    assert evaluation.main(argv) == 1 and "--allow-cpu" in capsys.readouterr().err
+    assert evaluation.main(argv + ["--allow-cpu"]) == 0
