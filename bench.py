@@ -34,11 +34,13 @@ against a timed end-to-end run.
 """
 import argparse
 import copy
+import random
 import resource
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -65,7 +67,13 @@ QWEN3B_IDS = dict(end=[151643, 151645], pad=151643, im_start=151644, vision_star
 PARAMS_PUBLISHED = 3_754_622_976   # the checkpoint's count as published (MTEB model metadata)
 PARAMS_NOTES = 3_756_466_176       # paper-notes section 7
 RESISC_IMAGE = 256                 # RESISC45 images are 256x256 -> 81 image tokens
-PROMPT_TOKENS = 190                # system + user header, 81 image tokens, question + 4 options
+PROMPT_TOKENS = 190                # estimate, used only without ../shared/fixtures (real: 166-172)
+FIXTURES = Path(__file__).resolve().parent / ".." / "shared" / "fixtures"   # real files, no weights
+# InternVL3-8B: InternViT-300M-448px (as in the 2B) + a Qwen2.5-7B text model, values as written
+# in OpenGVLab/InternVL3-8B(-hf)'s config.json (from memory of the published file; not checked
+# against a copy here, so the count below is "as configured", not "as published").
+INTERNVL3_8B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                         num_attention_heads=28, num_key_value_heads=4, vocab_size=151674)
 PROTOCOL = dict(groups=40, rollouts=32, questions=4500)  # 20 samples x 2 epochs; RESISC45 test
 GOALS = dict(ttrv_s=60.0, eval_s=60.0, peak_gb=70.0, cpu_speedup=5.0)
 PHASES = ["sampling", "old-policy log-probs", "reference log-probs", "policy forward+backward",
@@ -101,6 +109,49 @@ def count_3b():
     return n
 
 
+def internvl_config(arch):
+    """InternVL3-2B's config from the real files (../shared/fixtures); 8B: the same with the
+    published 7B text sizes (INTERNVL3_8B_TEXT)."""
+    from transformers import AutoConfig
+    src = FIXTURES / "internvl3-2b-hf"
+    if not src.is_dir():
+        raise SystemExit(f"error: --arch {arch} reads ../shared/fixtures/internvl3-2b-hf, which "
+                         "is absent; run from a checkout that has it.")
+    config = AutoConfig.from_pretrained(src)
+    if arch == "internvl3-8b":
+        for key, value in INTERNVL3_8B_TEXT.items():
+            setattr(config.text_config, key, value)
+        config.text_config.layer_types = ["full_attention"] * INTERNVL3_8B_TEXT["num_hidden_layers"]
+    return config
+
+
+def count_internvl(arch):
+    """Build the InternVL architecture on the meta device; print its parameter count."""
+    from transformers import InternVLForConditionalGeneration
+    with torch.device("meta"):
+        model = InternVLForConditionalGeneration(internvl_config(arch))
+    n = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for p in model.model.vision_tower.parameters())
+    projector = sum(p.numel() for p in model.model.multi_modal_projector.parameters())
+    print(f"{arch} architecture (meta device): {n:,} parameters (vision tower {vision:,}, "
+          f"projector {projector:,}, language model {n - vision - projector:,})")
+    return n
+
+
+def real_prompts(name, k, size=RESISC_IMAGE):
+    """`k` RESISC45-style prompts from the real processor files (../shared/fixtures/`name`):
+    (processor, PromptInputs). Questions: data.make_choice_question over RESISC45's classes."""
+    from PIL import Image
+    from transformers import AutoProcessor
+    processor = AutoProcessor.from_pretrained(FIXTURES / name)
+    processor.tokenizer.padding_side = "left"
+    rng, gen = random.Random(0), torch.Generator().manual_seed(0)
+    questions = [data.make_choice_question(c, data.RESISC45_CLASSES, rng)[0]
+                 for c in rng.sample(data.RESISC45_CLASSES, k)]
+    noise = torch.randint(0, 256, (size, size, 3), generator=gen).byte().numpy()
+    return processor, vlm.prompt_inputs(processor, [Image.fromarray(noise)] * k, questions)
+
+
 @contextmanager
 def clock(times, key, device):
     """Add the wall time of the with-block to times[key], CUDA synchronised on both ends."""
@@ -130,6 +181,23 @@ def setup(args):
         end_ids, pad_id = vlm.end_token_ids(policy, processor), vlm.pad_token_id(processor)
         special = [processor.tokenizer.convert_tokens_to_ids(t) for t in tiny.SPECIAL_TOKENS]
         what = "tiny Qwen2.5-VL (random weights)"
+    elif args.arch == "internvl3-2b":
+        from transformers import InternVLForConditionalGeneration
+        with torch.device(device):
+            policy = InternVLForConditionalGeneration(internvl_config(args.arch))
+        processor, prompts = real_prompts("internvl3-2b-hf", args.prompts)
+        _, eval_all = real_prompts("internvl3-2b-hf", args.eval_images)
+        batches = [(i, min(i + args.eval_batch, args.eval_images))
+                   for i in range(0, args.eval_images, args.eval_batch)]
+        eval_inputs = [{k: v[lo:hi] for k, v in eval_all.items()} for lo, hi in batches]
+        from PIL import Image
+        image = Image.new("RGB", (RESISC_IMAGE, RESISC_IMAGE))
+        question = processor.tokenizer.decode(prompts["input_ids"][0][-60:])   # any real text
+        preprocess = lambda lo, hi: vlm.prompt_inputs(processor, [image] * (hi - lo),
+                                                       [question] * (hi - lo))
+        end_ids, pad_id = [151645], processor.tokenizer.pad_token_id
+        special = list(range(151643, 151674))
+        what = "InternVL3-2B architecture (random weights; real processor files)"
     else:
         from PIL import Image
         from transformers import Qwen2VLImageProcessor
@@ -139,7 +207,9 @@ def setup(args):
         noise = torch.randint(0, 256, (RESISC_IMAGE, RESISC_IMAGE, 3), generator=gen)
         eval_images = [Image.fromarray(noise.byte().numpy())] * args.eval_images
         preprocess = lambda lo, hi: image_processor(images=eval_images[lo:hi], return_tensors="pt")
-        prompts = synthetic_prompts(args.prompts, preprocess(0, 1), gen)
+        prompts = (real_prompts("qwen2.5-vl-3b-instruct", args.prompts)[1]
+                   if (FIXTURES / "qwen2.5-vl-3b-instruct").is_dir()   # 166-172 real tokens
+                   else synthetic_prompts(args.prompts, preprocess(0, 1), gen))
         eval_inputs = [synthetic_prompts(min(args.eval_batch, args.eval_images - i),
                                          preprocess(0, 1), gen)
                        for i in range(0, args.eval_images, args.eval_batch)]
@@ -332,7 +402,8 @@ def report(env, args, L, res):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", choices=["tiny", "qwen2.5-vl-3b"], default="tiny")
+    p.add_argument("--arch", choices=["tiny", "qwen2.5-vl-3b", "internvl3-2b", "internvl3-8b"],
+                   default="tiny", help="internvl3-8b: --device meta only (parameter count)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or meta (3B: count parameters only)")
     p.add_argument("--rollouts", type=int, default=32, help="N, responses per prompt")
     p.add_argument("--prompts", type=int, default=4, help="B, prompts per step")
@@ -350,13 +421,17 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == "meta":
-        if args.arch != "qwen2.5-vl-3b":
-            print("error: --device meta only counts the 3B architecture's parameters",
-                  file=sys.stderr)
+        if args.arch == "tiny":
+            print("error: --device meta counts a real architecture's parameters; pass --arch "
+                  "qwen2.5-vl-3b, internvl3-2b or internvl3-8b.", file=sys.stderr)
             return 1
-        count_3b()
+        count_3b() if args.arch == "qwen2.5-vl-3b" else count_internvl(args.arch)
         return 0
-    if args.arch == "qwen2.5-vl-3b" and not args.device.startswith("cuda"):
+    if args.arch == "internvl3-8b":
+        print("error: --arch internvl3-8b is counted on the meta device only (--device meta).",
+              file=sys.stderr)
+        return 1
+    if args.arch != "tiny" and not args.device.startswith("cuda"):
         print("error: the 3B architecture needs --device cuda (or --device meta to count its "
               "parameters); fp32 weights + AdamW states alone are ~60 GB.", file=sys.stderr)
         return 1

@@ -32,7 +32,8 @@ class Config:
                          "reference), fp32, or auto (bf16 on GPU, fp32 on CPU)",
                          ["auto", "bf16", "fp32"])
     gradient_checkpointing: bool = opt(True, "model", "recompute activations in the backward")
-    freeze_vision: bool = opt(False, "model", "train only the language model (saves memory)")
+    freeze_vision: bool = opt(None, "model", "freeze the vision tower (saves memory); default: "
+                              "the family's protocol (InternVL frozen, Qwen-VL trained)")
     allow_cpu: bool = opt(False, "model", "train a >1B model on the CPU anyway")
     # data
     dataset: str = opt("shapes", "data", "resisc45, shapes, folder:PATH, jsonl:PATH, ... "

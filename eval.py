@@ -87,13 +87,16 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=1024)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="evaluate a >1B model on the CPU anyway (very slow)")
     p.add_argument("--output", default=None, help="write per-example predictions (JSONL) here")
     args = p.parse_args(argv)
     try:
         examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
                                         seed=args.seed)[:args.limit]
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, processor = vlm.load(vlm.resolve_name(args.model), args.device, dtype)
+        model, processor = vlm.load(vlm.resolve_name(args.model), args.device, dtype,
+                                   allow_cpu=args.allow_cpu)
         model.eval()
         result = evaluate(model, processor, examples, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens)

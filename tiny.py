@@ -44,6 +44,25 @@ CHAT_TEMPLATE = (
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# Tiny InternVL (arch="internvl"): the structure of InternVL3 (InternViT tower, pixel-shuffle
+# projector, Qwen2 text model with 1D rope) with 56x56 tiles of 14x14 patches -> 16 patches, 4
+# image tokens per tile after the 0.5 pixel shuffle (the real model: 448x448 tiles, 256 tokens).
+INTERNVL_TILE = 56
+INTERNVL_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, image_size=[INTERNVL_TILE, INTERNVL_TILE],
+                       patch_size=[14, 14], use_mean_pooling=True)
+INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
+                   "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
+# InternVL-hf's template: no system turn; an image item becomes "<IMG_CONTEXT>\n", which the
+# processor expands to <img>, 4 (real: 256) <IMG_CONTEXT> per tile, </img>.
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<IMG_CONTEXT>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 # What the BPE merges are learned from (byte fallback covers everything else). The recognition
 # prompt and the shapes' names are weighted so that every word of the shapes questions, and each
 # shape name with its leading space (" circle", " crescent"), becomes a single token: prompts are
@@ -62,32 +81,44 @@ _CORPUS = (
 )
 
 
-def _build_tokenizer():
+def _build_tokenizer(special_tokens=SPECIAL_TOKENS, **extra_special_tokens):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(_CORPUS, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", padding_side="left",
-                                   model_max_length=4096)
+                                   model_max_length=4096,
+                                   **({"extra_special_tokens": extra_special_tokens}
+                                      if extra_special_tokens else {}))
 
 
 def build_tiny_model(out_dir, arch: str = "qwen2_5_vl", seed: int = 0) -> Path:
-    """Write a random-weight tiny VLM (`arch`: "qwen2_5_vl" or "qwen2_vl") to `out_dir`.
+    """Write a random-weight tiny VLM to `out_dir`; `arch`: "qwen2_5_vl", "qwen2_vl" or "internvl".
 
     The directory then holds config.json, model.safetensors, tokenizer files, the processor
     config and chat_template.jinja, like any hub checkpoint. Returns the path.
     """
+    if arch not in ("qwen2_5_vl", "qwen2_vl", "internvl"):
+        raise ValueError(f"Unknown tiny architecture {arch!r}; use 'qwen2_5_vl', 'qwen2_vl' or "
+                         "'internvl'.")
+    model, processor = _build_internvl(seed) if arch == "internvl" else _build_qwen(arch, seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def _build_qwen(arch, seed):
     import transformers as tf
 
-    if arch not in ("qwen2_5_vl", "qwen2_vl"):
-        raise ValueError(f"Unknown tiny architecture {arch!r}; use 'qwen2_5_vl' or 'qwen2_vl'.")
     tokenizer = _build_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -116,11 +147,81 @@ def build_tiny_model(out_dir, arch: str = "qwen2_5_vl", seed: int = 0) -> Path:
     model = model_cls(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model, processor
 
-    out_dir = Path(out_dir)
+
+def _build_internvl(seed):
+    """A tiny InternVLForConditionalGeneration with the -hf processor classes (no remote code)."""
+    import transformers as tf
+
+    special = SPECIAL_TOKENS + list(INTERNVL_TOKENS.values())
+    tokenizer = _build_tokenizer(special, **INTERNVL_TOKENS)
+    tokenizer.chat_template = INTERNVL_CHAT_TEMPLATE
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in special}
+    tokens_per_tile = (INTERNVL_TILE // 14) ** 2 // 4                  # pixel shuffle 0.5: 4
+    image_processor = tf.GotOcr2ImageProcessor(
+        size={"height": INTERNVL_TILE, "width": INTERNVL_TILE}, crop_to_patches=True,
+        min_patches=1, max_patches=12, image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225])
+    processor = tf.InternVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                     video_processor=tf.InternVLVideoProcessor(),
+                                     image_seq_length=tokens_per_tile,
+                                     chat_template=INTERNVL_CHAT_TEMPLATE)
+    text = dict(TEXT, model_type="qwen2", vocab_size=len(tokenizer),
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                pad_token_id=ids["<|endoftext|>"],
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    config = tf.InternVLConfig(vision_config=INTERNVL_VISION, text_config=text,
+                               image_token_id=ids["<IMG_CONTEXT>"],
+                               image_seq_length=tokens_per_tile, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = tf.InternVLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model, processor
+
+
+# CPU-sized models next to real checkpoint files (tests/test_real_files.py, bench.py): every token
+# id, the vocabulary, rope / mrope and patch settings stay as the files say; only depth and
+# widths shrink. Head dim stays 128 (Qwen2.5-VL's mrope sections sum to 64 = 128 / 2).
+SHRINK_TEXT = dict(num_hidden_layers=2, hidden_size=128, intermediate_size=256,
+                   num_attention_heads=1, num_key_value_heads=1)
+SHRINK_VISION = {"qwen2_5_vl": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                                    fullatt_block_indexes=[1]),
+                 "internvl": dict(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                  num_attention_heads=2)}
+
+
+def build_from_files(src_dir, out_dir, seed: int = 0) -> Path:
+    """A random-weight, CPU-sized model next to a real checkpoint's files (no weights there).
+
+    Reads src_dir's config.json, shrinks the layers and widths (SHRINK_*; the vision tower's
+    output width follows the text model's), builds it with random weights and saves it with the
+    real processor (tokenizer, chat template, image processor) and generation config, so it
+    loads exactly as the real checkpoint would. Loading the processor from vocab.json/merges.txt
+    takes 15-30 s once; the saved copy has a tokenizer.json and loads in about a second.
+    """
+    from transformers import (AutoConfig, AutoModelForImageTextToText, AutoProcessor,
+                              GenerationConfig)
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    config = AutoConfig.from_pretrained(src_dir).to_dict()
+    kind = config["model_type"]
+    if kind not in SHRINK_VISION:
+        raise ValueError(f"No shrink recipe for {kind!r}; add one to tiny.SHRINK_VISION.")
+    text = config["text_config"]
+    text.update(SHRINK_TEXT, layer_types=text.get("layer_types", ["full_attention"])[:2],
+                max_window_layers=SHRINK_TEXT["num_hidden_layers"])
+    config["vision_config"].update(SHRINK_VISION[kind])
+    if kind == "qwen2_5_vl":
+        config["vision_config"]["out_hidden_size"] = SHRINK_TEXT["hidden_size"]
+    config = AutoConfig.for_model(**config)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    if (src_dir / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(src_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    AutoProcessor.from_pretrained(src_dir).save_pretrained(out_dir)
     return out_dir
 
 

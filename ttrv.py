@@ -221,10 +221,7 @@ def load_models(cfg, log=print):
     policy, processor = vlm.load(name, cfg.device, torch.float32, cfg.allow_cpu)
     ref_model = vlm.load_model(name, cfg.device, torch.bfloat16 if bf16 else torch.float32,
                                allow_cpu=True).eval().requires_grad_(False)
-    if cfg.freeze_vision:
-        for module_name, p in policy.named_parameters():
-            if "visual" in module_name or "vision" in module_name:
-                p.requires_grad_(False)
+    vlm.freeze_vision(policy, cfg.freeze_vision)    # None: the family's default (vlm.FAMILIES)
     if cfg.gradient_checkpointing:
         policy.activation_checkpointing_enable({"use_reentrant": False})  # ("gradient checkpointing")
     policy.train()

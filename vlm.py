@@ -2,30 +2,68 @@
 
 The algorithm (grpo.py, shared_prefix.py, ttrv.py) sees a Hugging Face model and a dict of
 prompt tensors. Everything family-specific stays here: resolving a model name, loading it
-through the Auto classes, turning (image, question) pairs into chat-formatted, left-padded
-prompt tensors, repeating those tensors per rollout, and the end-of-turn token ids.
+through the Auto classes, each family's protocol (which parameters train, how images are cut),
+turning (image, question) pairs into chat-formatted, left-padded prompt tensors, repeating and
+splitting those tensors per prompt, and the end-of-turn token ids.
 
     model, processor = load(name, device="cuda", dtype=torch.float32)
+    freeze_vision(model, cfg.freeze_vision)                # None: the family's default
     inputs = prompt_inputs(processor, images, questions)   # input_ids [B, P] left padded, ...
     inputs_n = repeat_inputs(inputs, n)                   # each prompt n times, [B*n, P]
 
-Supported and tested: Qwen2.5-VL and Qwen2-VL (pixel_values are the images' patches
-concatenated, image i owning image_grid_thw[i].prod() rows). Models whose pixel_values have one
-row per prompt (e.g. LLaVA-style) repeat along dim 0. Other layouts (InternVL's per-image tiles)
-need one branch in `repeat_inputs`; nothing else in the project changes.
+Supported and tested (tiny models and models built from the real checkpoints' files, random
+weights; no real weights were run here):
+  * Qwen2.5-VL, Qwen2-VL: pixel_values [patches, 1176] are the images' patches concatenated,
+    image i owning image_grid_thw[i].prod() rows.
+  * InternVL (transformers' InternVLForConditionalGeneration, the "-hf" checkpoints, no remote
+    code): pixel_values [tiles, 3, 448, 448]; each image is cut into 1-12 tiles plus a thumbnail,
+    256 <IMG_CONTEXT> tokens per tile, so prompts own different numbers of rows.
+`prompt_inputs` returns a `PromptInputs`: a dict of exactly the processor's tensors (all passed
+to the model) plus, as an attribute the model never sees, `pixel_rows`: the rows of
+pixel_values each prompt owns. Models whose pixel_values have one row per prompt (e.g.
+LLaVA-style) need nothing more. What it leaves out: several images per prompt, video.
 """
 
 from pathlib import Path
 
 import torch
 
-# Names people type that are not hub ids (the model card says "Qwen2.5-VL-3B").
+# Names people type that are not hub ids (the model cards and the paper say "Qwen2.5-VL-3B",
+# "InternVL3-2B"). InternVL: the "-hf" conversions load through transformers' own classes;
+# OpenGVLab/InternVL3-2B-hf and -8B-hf are listed on the hub (transformers' InternVL docs and
+# model pages); no InternVL2.5-4B "-hf" conversion was found (see MISSING).
 ALIASES = {
     "Qwen/Qwen2.5-VL-3B": "Qwen/Qwen2.5-VL-3B-Instruct",
     "Qwen/Qwen2.5-VL-7B": "Qwen/Qwen2.5-VL-7B-Instruct",
     "Qwen/Qwen2-VL-2B": "Qwen/Qwen2-VL-2B-Instruct",
+    **{f"{prefix}InternVL3-{size}": f"OpenGVLab/InternVL3-{size}-hf"
+       for prefix in ("", "OpenGVLab/") for size in ("2B", "8B")},
+}
+# Paper names with no transformers-format ("-hf") checkpoint on the hub, as far as public
+# sources show: the original repos need trust_remote_code, which ttrv does not use.
+MISSING = {
+    f"{prefix}{name}": "OpenGVLab/InternVL2_5-4B"
+    for prefix in ("", "OpenGVLab/") for name in ("InternVL2.5-4B", "InternVL2_5-4B")
 }
 CPU_PARAM_LIMIT = 1_000_000_000  # above this, refuse to train on a CPU unless asked
+
+# Each family's protocol, as the official runs set it; keyed by config.model_type. Families
+# not listed get the defaults (vision trains, the template's own system prompt, the
+# processor's own image settings).
+FAMILIES = {
+    "internvl": dict(
+        # The official code freezes InternVL's vision tower (the projector trains).
+        freeze_vision=True,
+        # Up to 12 tiles plus a thumbnail, as InternVL3 was trained and evaluated (the
+        # checkpoint's preprocessor_config says crop_to_patches false; InternVLProcessor turns
+        # it on itself, and we pass all three explicitly so neither default decides).
+        image_kwargs=dict(crop_to_patches=True, min_patches=1, max_patches=12),
+        processor="InternVLProcessor",
+    ),
+}
+# No system prompt for InternVL: the official runs use none, and the -hf chat template adds
+# none (Qwen's template adds "You are a helpful assistant." itself, as in its official runs).
+# prompt_inputs never writes a system turn, so each family gets its own template's behaviour.
 
 
 class ModelError(Exception):
@@ -33,7 +71,16 @@ class ModelError(Exception):
 
 
 def resolve_name(name: str, log=print) -> str:
-    """Map a model-card name to its hub id (printing that it did); other names pass through."""
+    """Map a model-card name to its hub id (printing that it did); other names pass through.
+
+    Example: "InternVL3-2B" -> "OpenGVLab/InternVL3-2B-hf"; "InternVL2.5-4B" -> ModelError
+    (no transformers-format checkpoint to load).
+    """
+    if name in MISSING:
+        raise ModelError(f"{name} has no transformers-format (-hf) checkpoint on the hub (only "
+                         f"{MISSING[name]}, which needs trust_remote_code); convert it with "
+                         "transformers' InternVL conversion script (convert_internvl_weights_to_hf"
+                         ".py) and pass the output directory to --model.")
     if name in ALIASES:
         log(f"note: {name} is not a hub id; using {ALIASES[name]}")
         return ALIASES[name]
@@ -116,48 +163,128 @@ def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
     return load_model(name, device, dtype, allow_cpu), load_processor(name)
 
 
-def prompt_inputs(processor, images, questions) -> dict:
-    """Chat-formatted, left-padded prompt tensors for (image, question) pairs.
+def family(model) -> dict:
+    """The protocol entries of FAMILIES for this model ({} when its family has none)."""
+    return FAMILIES.get(getattr(model.config, "model_type", None), {})
 
-    Each prompt is one user turn holding the image then the question; the chat template puts
-    the model's own image placeholder where the paper's prompts write "<image>", and ends with
-    the assistant header so generation starts the answer.
+
+def freeze_vision(model, freeze=None) -> bool:
+    """Freeze the vision tower's parameters (`freeze` None: the family's default); returns
+    whether it froze them. The rule is by parameter name: InternVL's `vision_tower` freezes and
+    its `multi_modal_projector` trains; Qwen-VL's `visual` holds its merger, which freezes too.
+    """
+    if freeze is None:
+        freeze = family(model).get("freeze_vision", False)
+    if freeze:
+        for name, p in model.named_parameters():
+            if "visual" in name or "vision" in name:
+                p.requires_grad_(False)
+    return freeze
+
+
+class PromptInputs(dict):
+    """The processor's tensors (every key goes to the model as is) plus `pixel_rows`: how many
+    rows of pixel_values each prompt owns, as a list [B] (an attribute the model never sees)."""
+    pixel_rows = None
+
+    @classmethod
+    def of(cls, tensors: dict, pixel_rows=None) -> "PromptInputs":
+        out = cls(tensors)
+        out.pixel_rows = pixel_rows
+        return out
+
+
+def prompt_inputs(processor, images, questions) -> PromptInputs:
+    """Chat-formatted, left-padded prompt tensors for (image, question) pairs, one image each.
+
+    Each prompt is one user turn holding the image then the question, and no system turn (the
+    family's template adds its own default, if any); the chat template puts the model's own
+    image placeholder where the paper's prompts write "<image>", and ends with the assistant
+    header so generation starts the answer. Example (InternVL, a 640x480 and a 256x256 image):
+    input_ids [2, P] holding 13*256 and 1*256 <IMG_CONTEXT>; pixel_values [14, 3, 448, 448];
+    pixel_rows [13, 1].
     """
     texts = [processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
         add_generation_prompt=True, tokenize=False) for q in questions]
-    return dict(processor(text=texts, images=list(images), padding=True, return_tensors="pt"))
+    image_kwargs = next((f["image_kwargs"] for f in FAMILIES.values()
+                         if f.get("processor") == type(processor).__name__), {})
+    inputs = dict(processor(text=texts, images=list(images), padding=True, return_tensors="pt",
+                            **image_kwargs))
+    return PromptInputs.of(inputs, _pixel_rows(processor, inputs))
 
 
-def repeat_inputs(inputs: dict, n: int) -> dict:
-    """Each prompt's tensors n times in a row (row b*n + j is copy j of prompt b)."""
+def _pixel_rows(processor, inputs):
+    """Rows of pixel_values per prompt, from what the processor returned (None: no images)."""
+    if "pixel_values" not in inputs:
+        return None
+    if "image_grid_thw" in inputs:                    # Qwen-VL: patches per image, one each
+        rows = inputs["image_grid_thw"].prod(-1).tolist()
+    elif getattr(processor, "image_seq_length", None) and hasattr(processor, "image_token_id"):
+        # InternVL: a fixed number of image tokens per tile, so tiles = image tokens / that
+        image_tokens = (inputs["input_ids"] == processor.image_token_id).sum(-1)   # [B]
+        rows = (image_tokens // processor.image_seq_length).tolist()
+    else:
+        return None                                   # one row per prompt, or not known
+    if sum(rows) != inputs["pixel_values"].shape[0]:
+        raise ModelError(f"The processor returned {inputs['pixel_values'].shape[0]} image rows "
+                         f"but its prompts account for {sum(rows)}; ttrv supports one image per "
+                         "prompt (check the dataset's images and the processor's settings).")
+    return rows
+
+
+def _rows_per_prompt(inputs: dict):
+    """pixel_rows of a PromptInputs, else what the tensors alone say (None: no pixel_values)."""
+    if "pixel_values" not in inputs:
+        return None
+    rows = getattr(inputs, "pixel_rows", None)
+    if rows is not None:
+        return list(rows)
+    batch, total = inputs["input_ids"].shape[0], inputs["pixel_values"].shape[0]
+    if "image_grid_thw" in inputs:                    # Qwen-VL: patches per image
+        return inputs["image_grid_thw"].prod(-1).tolist()
+    if batch == 1:                                    # one prompt owns every row
+        return [total]
+    if total == batch:                                # one row per prompt (LLaVA-style)
+        return [1] * batch
+    raise ModelError(f"Do not know which of the {total} pixel_values rows belong to which of the "
+                     f"{batch} prompts; build the inputs with vlm.prompt_inputs (it records "
+                     "pixel_rows), or add this family to vlm._pixel_rows.")
+
+
+def repeat_inputs(inputs: dict, n: int) -> PromptInputs:
+    """Each prompt's tensors n times in a row (row b*n + j is copy j of prompt b).
+
+    Example: pixel_rows [13, 1], n = 2 -> pixel_values rows [13, 13, 1, 1] (each prompt's own
+    tiles or patches stay with it), pixel_rows [13, 13, 1, 1].
+    """
     batch = inputs["input_ids"].shape[0]
+    rows = _rows_per_prompt(inputs)
     out = {}
     for key, value in inputs.items():
         if not torch.is_tensor(value):
             out[key] = value
-        elif key == "pixel_values" and "image_grid_thw" in inputs:  # Qwen-VL: patches per image
-            rows = inputs["image_grid_thw"].prod(-1).tolist()
+        elif key == "pixel_values":
             out[key] = torch.cat([c for c in value.split(rows) for _ in range(n)])
         elif value.shape[0] == batch:
             out[key] = value.repeat_interleave(n, dim=0)
         else:
             raise ModelError(f"Do not know how to repeat {key} of shape {tuple(value.shape)}; "
                              "this model family needs a branch in vlm.repeat_inputs.")
-    return out
+    return PromptInputs.of(out, rows and [r for r in rows for _ in range(n)])
 
 
-def split_inputs(inputs: dict) -> list[dict]:
-    """One dict per prompt (batch 1), its left padding removed."""
+def split_inputs(inputs: dict) -> list[PromptInputs]:
+    """One PromptInputs per prompt (batch 1), its left padding removed."""
     batch = inputs["input_ids"].shape[0]
-    rows = (inputs["image_grid_thw"].prod(-1).tolist() if "image_grid_thw" in inputs else None)
-    pixels = (inputs["pixel_values"].split(rows) if rows else None)
+    rows = _rows_per_prompt(inputs)
+    pixels = inputs["pixel_values"].split(rows) if rows else None
     out = []
     for b in range(batch):
         keep = inputs["attention_mask"][b].bool()
         one = {}
         for key, value in inputs.items():
-            if key == "pixel_values" and pixels is not None:
+            if key == "pixel_values":
                 one[key] = pixels[b]
             elif torch.is_tensor(value) and value.shape[:2] == inputs["input_ids"].shape:
                 one[key] = value[b:b + 1, keep]              # per-token tensors: drop padding
@@ -166,12 +293,14 @@ def split_inputs(inputs: dict) -> list[dict]:
             else:
                 raise ModelError(f"Do not know how to split {key}; this model family needs a "
                                  "branch in vlm.split_inputs.")
-        out.append(one)
+        out.append(PromptInputs.of(one, rows and [rows[b]]))
     return out
 
 
 def to_device(inputs: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    """The same inputs (a PromptInputs keeps its pixel_rows) with every tensor on `device`."""
+    moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    return PromptInputs.of(moved, getattr(inputs, "pixel_rows", None))
 
 
 def end_token_ids(model, processor) -> list[int]:

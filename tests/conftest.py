@@ -21,3 +21,9 @@ def tiny_qwen2_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_internvl_dir(tmp_path_factory):
+    """A random-weight tiny InternVL (-hf classes): 56x56 tiles, 4 image tokens per tile."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_internvl"), arch="internvl")

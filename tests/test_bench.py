@@ -35,3 +35,23 @@ def test_bench_markdown_table(tiny_dir, capsys):
     out = capsys.readouterr().out
     assert "| phase (ms per step) | shared-prefix | plain | plain/shared |" in out
     assert re.search(r"\| full step \(sum\) \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", out)
+
+
+def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
+    import pytest
+    if not bench.FIXTURES.is_dir():
+        pytest.skip("../shared/fixtures (real checkpoint files) is absent")
+    assert bench.main(["--arch", "internvl3-2b", "--device", "meta"]) == 0
+    assert bench.main(["--arch", "internvl3-8b", "--device", "meta"]) == 0
+    out = capsys.readouterr().out
+    assert "internvl3-2b architecture (meta device)" in out and "internvl3-8b" in out
+    assert bench.main(["--arch", "internvl3-8b", "--device", "cpu"]) == 1
+
+
+def test_bench_resisc_prompt_from_the_real_qwen_files_is_166_to_172_tokens():
+    import pytest
+    if not (bench.FIXTURES / "qwen2.5-vl-3b-instruct").is_dir():
+        pytest.skip("../shared/fixtures (real checkpoint files) is absent")
+    _, inputs = bench.real_prompts("qwen2.5-vl-3b-instruct", 45)
+    lengths = inputs["attention_mask"].sum(1)
+    assert 166 <= lengths.min() and lengths.max() <= 172

@@ -287,3 +287,73 @@ def test_top_p_nucleus_is_built_after_suppression_as_generate_does():
         gen = torch.Generator().manual_seed(0)
         drawn = {_sample_top_p(drawable.expand(400, -1), top_p, gen)[i].item() for i in range(400)}
         assert drawn == allowed, (top_p, drawn, allowed)
+
+
+# ---------------------------------------------------------------------------------------------
+# InternVL: 1D rope (start = padded prompt length P) and a different number of tiles per prompt.
+IVL_SIZES = [(56, 56), (112, 112), (56, 168), (84, 56)]   # (h, w) -> 1, 5, 4, 7 tiles (+thumbnail)
+
+
+@pytest.fixture(scope="module")
+def internvl(tiny_internvl_dir):
+    model = AutoModelForImageTextToText.from_pretrained(tiny_internvl_dir, dtype=torch.float32)
+    return model.eval(), AutoProcessor.from_pretrained(tiny_internvl_dir)
+
+
+def internvl_case(processor, n=3, T=5):
+    """Mixed tile counts, left padded, random completions free of special tokens (ids 0-10)."""
+    import vlm
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (*s, 3), dtype=np.uint8)) for s in IVL_SIZES]
+    questions = [QUESTIONS[i % 3] for i in range(len(images))]
+    inputs = vlm.prompt_inputs(processor, images, questions)
+    g = torch.Generator().manual_seed(0)
+    rows = len(images) * n
+    ids = torch.randint(11, len(processor.tokenizer), (rows, T), generator=g)
+    mask = torch.ones(rows, T, dtype=torch.long)
+    eos, pad = eos_pad(processor)
+    for row, at in [(1, 2), (4, 0), (6, 3)]:
+        ids[row, at], ids[row, at + 1:], mask[row, at + 1:] = eos, pad, 0
+    return inputs, ids, mask
+
+
+def internvl_plain(model, inputs, ids, mask, n, temperature=1.0):
+    """The reference, written out: each prompt's own tiles n times, one ordinary forward."""
+    tiles = inputs.pixel_rows
+    pixels = torch.cat([p for p in inputs["pixel_values"].split(tiles) for _ in range(n)])
+    P = inputs["input_ids"].shape[1]
+    logits = model(input_ids=torch.cat([inputs["input_ids"].repeat_interleave(n, 0), ids], 1),
+                   attention_mask=torch.cat([inputs["attention_mask"].repeat_interleave(n, 0),
+                                             mask], 1), pixel_values=pixels).logits
+    logp = torch.log_softmax(logits[:, P - 1:-1].float() / temperature, -1)
+    return logp.gather(-1, ids[..., None]).squeeze(-1) * mask
+
+
+def test_internvl_mixed_tiles_logprob_and_gradient_parity(internvl):
+    model, processor = internvl
+    inputs, ids, mask = internvl_case(processor)
+    assert inputs.pixel_rows == [1, 5, 4, 7]                  # tiles per prompt differ
+    assert len(set(inputs["attention_mask"].sum(-1).tolist())) == 4
+    with torch.no_grad():
+        torch.testing.assert_close(shared_prefix_logprobs(model, inputs, ids, mask, 3, 0.7) * mask,
+                                   internvl_plain(model, inputs, ids, mask, 3, 0.7),
+                                   atol=1e-5, rtol=0)
+    w = torch.randn(*ids.shape, generator=torch.Generator().manual_seed(1))
+    shared = grads(model, lambda: (shared_prefix_logprobs(model, inputs, ids, mask, 3)
+                                   * mask * w).sum())
+    plain = grads(model, lambda: (internvl_plain(model, inputs, ids, mask, 3) * w).sum())
+    assert shared.keys() == plain.keys() and any("vision_tower" in k for k in shared)
+    for k in shared:
+        torch.testing.assert_close(shared[k], plain[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_internvl_sampler_logprobs_match_the_plain_forward(internvl):
+    model, processor = internvl
+    inputs, _, _ = internvl_case(processor)
+    eos, pad = eos_pad(processor)
+    torch.manual_seed(0)
+    r = sample_shared(model, inputs, 2, temperature=0.7, top_p=1.0, max_new_tokens=4,
+                      eos_token_ids=[eos], pad_token_id=pad,
+                      suppress_token_ids=list(range(11)))      # no special token is drawn
+    torch.testing.assert_close(r.logprobs, internvl_plain(model, inputs, r.completion_ids,
+                                                          r.mask, 2, 0.7), atol=1e-5, rtol=0)

@@ -97,3 +97,99 @@ def test_large_model_on_cpu_is_refused_before_loading(tiny_dir, monkeypatch):
     with pytest.raises(vlm.ModelError, match="--allow-cpu"):
         vlm.load_model(str(tiny_dir), "cpu", torch.float32)
     assert vlm.load_model(str(tiny_dir), "cpu", torch.float32, allow_cpu=True) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# InternVL (tiny, -hf classes): tiles per prompt, the family's protocol, the whole loop.
+
+def _internvl_prompts(processor):
+    images = [Image.new("RGB", (168, 56), (200, 0, 0)), Image.new("RGB", (56, 56), (0, 0, 200)),
+              Image.new("RGB", (112, 112), (0, 200, 0))]        # (w, h) -> 4, 1, 5 tiles
+    return vlm.prompt_inputs(processor, images, ["What is this? A. x\nB. y", "Short?", "Q?"])
+
+
+def test_internvl_prompts_count_tiles_per_prompt(tiny_internvl_dir):
+    model, processor = vlm.load(str(tiny_internvl_dir))
+    assert type(model).__name__ == "InternVLForConditionalGeneration"
+    inputs = _internvl_prompts(processor)
+    assert set(inputs) == {"input_ids", "attention_mask", "pixel_values"}   # nothing extra
+    assert inputs["pixel_values"].shape == (10, 3, 56, 56) and inputs.pixel_rows == [4, 1, 5]
+    image_tokens = (inputs["input_ids"] == model.config.image_token_id).sum(1)
+    assert image_tokens.tolist() == [16, 4, 20]                 # 4 tokens per tile
+    text = processor.tokenizer.decode(inputs["input_ids"][1], skip_special_tokens=False)
+    assert text.split("<|im_start|>")[1].startswith("user\n")  # no system turn
+    moved = vlm.to_device(inputs, "cpu")
+    assert moved.pixel_rows == [4, 1, 5]
+
+
+def test_internvl_repeat_and_split_keep_each_prompts_tiles(tiny_internvl_dir):
+    model, processor = vlm.load(str(tiny_internvl_dir))
+    inputs = _internvl_prompts(processor)
+    rep = vlm.repeat_inputs(inputs, 2)
+    first, second, third = inputs["pixel_values"].split([4, 1, 5])
+    assert torch.equal(rep["pixel_values"], torch.cat([first, first, second, second, third, third]))
+    assert rep.pixel_rows == [4, 4, 1, 1, 5, 5]
+    parts = vlm.split_inputs(inputs)
+    assert [p["pixel_values"].shape[0] for p in parts] == [4, 1, 5]
+    assert torch.equal(vlm.repeat_inputs(parts[2], 3)["pixel_values"], third.repeat(3, 1, 1, 1))
+    with torch.no_grad():
+        batched = model(**inputs).logits[:, -1]
+        alone = torch.cat([model(**p).logits[:, -1] for p in parts])
+        rep_logits = model(**rep).logits[:, -1]
+    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rep_logits, batched.repeat_interleave(2, 0), atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_tile_layout_ends_in_one_sentence(tiny_internvl_dir):
+    processor = vlm.load_processor(str(tiny_internvl_dir))
+    plain = dict(_internvl_prompts(processor))                 # pixel_rows lost: a plain dict
+    with pytest.raises(vlm.ModelError, match="vlm.prompt_inputs"):
+        vlm.repeat_inputs(plain, 2)
+
+
+def test_vision_freezing_follows_the_family_unless_told(tiny_internvl_dir, tiny_dir):
+    internvl = vlm.load_model(str(tiny_internvl_dir), "cpu", torch.float32)
+    assert vlm.freeze_vision(internvl) is True                 # InternVL default: frozen
+    trainable = {n for n, p in internvl.named_parameters() if p.requires_grad}
+    assert not any("vision_tower" in n for n in trainable)
+    assert any("multi_modal_projector" in n for n in trainable)   # the projector trains
+    assert any("language_model" in n for n in trainable)
+    qwen = vlm.load_model(str(tiny_dir), "cpu", torch.float32)
+    assert vlm.freeze_vision(qwen) is False and all(p.requires_grad for p in qwen.parameters())
+    assert vlm.freeze_vision(qwen, True) is True
+    assert not any(p.requires_grad for n, p in qwen.named_parameters() if "visual" in n)
+    fresh = vlm.load_model(str(tiny_internvl_dir), "cpu", torch.float32)
+    assert vlm.freeze_vision(fresh, False) is False and all(p.requires_grad for p in fresh.parameters())
+
+
+def test_internvl_aliases_and_the_missing_hf_checkpoint():
+    said = []
+    for name in ("InternVL3-2B", "OpenGVLab/InternVL3-2B"):
+        assert vlm.resolve_name(name, said.append) == "OpenGVLab/InternVL3-2B-hf"
+    assert vlm.resolve_name("OpenGVLab/InternVL3-8B", said.append) == "OpenGVLab/InternVL3-8B-hf"
+    assert len(said) == 3
+    for name in ("InternVL2.5-4B", "OpenGVLab/InternVL2_5-4B"):
+        with pytest.raises(vlm.ModelError, match="no transformers-format.*pass the output directory"):
+            vlm.resolve_name(name)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_whole_loop_runs_on_internvl(tiny_internvl_dir, tmp_path, shared):
+    import ttrv
+    argv = ["--model", str(tiny_internvl_dir), "--num-samples", "2", "--rollouts", "3",
+            "--prompts-per-step", "2", "--epochs", "1", "--eval-limit", "4",
+            "--max-new-tokens", "3", "--lr", "1e-3", "--quiet", "--device", "cpu",
+            "--output-dir", str(tmp_path / "run"), "--no-save-model"]
+    cfg = ttrv.parse_args(argv + ([] if shared else ["--no-shared-prefix"]))
+    results = ttrv.run(cfg, tmp_path / "run", log=lambda *a: None)
+    assert results["base"]["total"] == 4 and results["adapted"]["total"] == 4
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["updates"] == 2 and metrics[-1]["grad_norm"] > 0
+
+
+def test_eval_py_refuses_a_large_cpu_model_unless_allow_cpu(tiny_dir, monkeypatch, capsys):
+    import eval as evaluation
+    monkeypatch.setattr(vlm, "CPU_PARAM_LIMIT", 1000)          # the tiny model counts as "large"
+    argv = ["--model", str(tiny_dir), "--limit", "1", "--max-new-tokens", "1", "--device", "cpu"]
+    assert evaluation.main(argv) == 1 and "--allow-cpu" in capsys.readouterr().err
+    assert evaluation.main(argv + ["--allow-cpu"]) == 0
