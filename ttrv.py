@@ -358,14 +358,6 @@ def uses_bf16(cfg) -> bool:
     return cfg.precision == "bf16" or (cfg.precision == "auto" and cfg.device == "cuda")
 
 
-def needs_hub(cfg) -> bool:
-    """Whether the model or a dataset is named by a hub id (anything not built or read locally)."""
-    local = ("shapes", "folder:", "jsonl:")
-    names = [n for n in (cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset) if n]
-    return ((cfg.model != "tiny" and not vlm._looks_local(cfg.model))
-            or any(not n.startswith(local) for n in names))
-
-
 def main(argv=None) -> int:
     """The command line: checked settings, a fresh run directory, one run per seed, the results.
 
@@ -378,7 +370,7 @@ def main(argv=None) -> int:
     cfg.save_dtype = cfg.save_dtype or ("bf16" if uses_bf16(cfg) else "fp32")
     log = (lambda *a: None) if cfg.quiet else tqdm.write   # tqdm.write: above any progress bar
     vlm.quiet_transformers()
-    if needs_hub(cfg):
+    if evaluation.needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
         vlm.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
     try:
