@@ -96,6 +96,10 @@ def model_path(name: str, log=print) -> str:
     if (run / "model").is_dir():
         log(f"note: {name} is a run directory; evaluating its saved model {run / 'model'}")
         return str(run / "model")
+    seeds = sorted(run.glob("seed-*/model"))
+    if seeds:
+        raise vlm.ModelError(f"{name} holds one model per seed; pass one of them, e.g. "
+                             f"--model {seeds[0]}.")
     raise vlm.ModelError(f"{name} is a run directory without a saved model (it ran with "
                          "--no-save-model, or ended early); pass a model directory or hub id.")
 
