@@ -27,7 +27,8 @@ class Config:
                         ["paper", "official"])
     # model
     model: str = opt("tiny", "model", "hub id, local directory, or 'tiny' (built offline)")
-    device: str = opt("auto", "model", "cuda, cpu, or auto (cuda when available)")
+    device: str = opt("auto", "model", "cuda, cpu, or auto (cuda when available; pick a GPU with "
+                      "CUDA_VISIBLE_DEVICES)", ["auto", "cuda", "cpu"])
     precision: str = opt("auto", "model", "bf16 (fp32 master weights, bf16 autocast, bf16 "
                          "reference), fp32, or auto (bf16 on GPU, fp32 on CPU)",
                          ["auto", "bf16", "fp32"])
@@ -102,8 +103,11 @@ class Config:
                            "this many test examples (default: the whole test set)")
     # output
     output_dir: str = opt(None, "output", "run directory (default: runs/<time>-<model>-<data>)")
-    overwrite: bool = opt(False, "output", "allow writing into an existing run directory")
+    overwrite: bool = opt(False, "output", "replace an existing run directory: the old one is moved "
+                          "aside to DIR.replaced-<time> (never deleted) before anything is written")
     save_model: bool = opt(True, "output", "save the adapted model (save_pretrained)")
+    save_dtype: str = opt(None, "output", "dtype of the saved model (default: the training compute "
+                          "dtype: bf16 under bf16 precision, fp32 otherwise)", ["bf16", "fp32"])
     quiet: bool = opt(False, "output", "no progress bars or per-step logs")
 
 
@@ -119,30 +123,121 @@ OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer=
 TINY_PRESETS = dict(lr=1e-4, max_new_tokens=8)
 
 
+# The range of every numeric setting: field -> (test, what to pass). None always passes (unset).
+RANGES = dict(
+    num_samples=(lambda v: v >= 1, "an integer >= 1"),
+    classes=(lambda v: v >= 2, "an integer >= 2"),
+    rollouts=(lambda v: v >= 1, "an integer >= 1 (the paper: 32)"),
+    train_rollouts=(lambda v: v >= 1, "an integer >= 1, at most --rollouts"),
+    micro_batch=(lambda v: v >= 1, "an integer >= 1"),
+    temperature=(lambda v: v > 0, "a number > 0 (the paper: 1.0): at 0 the N responses are one "
+                 "greedy answer repeated, every advantage is 0 and nothing is learned"),
+    top_p=(lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    max_new_tokens=(lambda v: v >= 1, "an integer >= 1"),
+    prompts_per_step=(lambda v: v >= 1, "an integer >= 1"),
+    alpha=(lambda v: v >= 0, "a number >= 0 (the paper: 0.75)"),
+    dare_alpha=(lambda v: v >= 0, "a number >= 0"),
+    dare_tau=(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    lr=(lambda v: v > 0, "a number > 0 (the paper: 5e-7)"),
+    weight_decay=(lambda v: v >= 0, "a number >= 0"),
+    warmup_ratio=(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    beta=(lambda v: v >= 0, "a number >= 0 (0 drops the KL term)"),
+    clip_eps=(lambda v: v > 0, "a number > 0 (the paper: 0.2)"),
+    dual_clip=(lambda v: v > 1, "a number > 1 (verl: 3.0)"),
+    max_grad_norm=(lambda v: v > 0, "a number > 0"),
+    epochs=(lambda v: v >= 1, "an integer >= 1"),
+    eval_batch_size=(lambda v: v >= 1, "an integer >= 1"),
+    eval_limit=(lambda v: v >= 1, "an integer >= 1 (or leave it out for the whole test set)"),
+    eval_max_new_tokens=(lambda v: v >= 1, "an integer >= 1"),
+    eval_every=(lambda v: v >= 1, "an integer >= 1"),
+    eval_subset=(lambda v: v >= 1, "an integer >= 1"),
+)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check(cfg: Config) -> str | None:
+    """The first problem with the settings as one sentence saying what to pass, else None.
+
+    Runs right after parsing, before any data, model or GPU is touched. Settings that would run
+    but learn nothing are refused: with the group baseline (eq. 2) a group of one response, or
+    N identical greedy responses (temperature 0), has every advantage 0.
+
+    >>> check(Config(rollouts=0))
+    '--rollouts 0 is out of range; pass an integer >= 1 (the paper: 32).'
+    """
+    for name, (ok, what) in RANGES.items():
+        value = getattr(cfg, name)
+        if value is not None and not ok(value):
+            return f"{flag(name)} {value} is out of range; pass {what}."
+    k = cfg.train_rollouts or cfg.rollouts
+    if k > cfg.rollouts:
+        return (f"--train-rollouts {k} is more than --rollouts {cfg.rollouts}; the trained "
+                "responses are the first K of the N sampled, so pass K <= N.")
+    if k == 1 and cfg.baseline == "group":
+        return ("one trained response per prompt has a group advantage of 0 (eq. 2), so nothing "
+                "would be learned; pass --rollouts (and --train-rollouts) of 2 or more (the paper: "
+                "32), or --baseline batch or none.")
+    if cfg.seeds and len(set(cfg.seeds)) < len(cfg.seeds):
+        return f"--seeds {' '.join(map(str, cfg.seeds))} repeats a seed; pass each seed once."
+    if cfg.reward == "dare" and not cfg.shared_prefix:
+        return ("--reward dare needs the token entropies that the shared-prefix sampler "
+                "records; drop --no-shared-prefix.")
+    if cfg.sampling == "biased" and not cfg.classes:
+        return "--sampling biased needs --classes K (the number of classes to draw from)."
+    return check_device(cfg.device)
+
+
+def check_device(device: str) -> str | None:
+    """None if `device` can be used, else one sentence; imports torch only to look for CUDA."""
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            return (f"--device {device} but torch sees no CUDA GPU (torch.cuda.is_available() "
+                    "is False); pass --device cpu, or auto to use a GPU only when there is one.")
+    return None
+
+
+def _help(f, presets: dict) -> str:
+    """The field's help text with the default that will apply, said once."""
+    text = f.metadata["help"]
+    if f.type is bool:
+        return text + f" (default: {flag(f.name) if f.default else '--no-' + flag(f.name)[2:]})"
+    if "default" in text or f.default is None:
+        return text  # the text says it, or None means "not set"
+    text += f" (default: {f.default}"
+    if f.name in presets:
+        text += f"; {presets[f.name]} for --model tiny"
+    return text + ")"
+
+
 def parse_args(argv=None) -> Config:
-    """Config from the command line; one flag per field, grouped as in Config."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """Config from the command line, checked (config.check); one flag per field, grouped as in
+    Config. A bad setting ends here in one sentence and exit code 2, before anything is loaded."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     usage="%(prog)s [options]   (see --help)")
     groups = {}
     for f in dataclasses.fields(Config):
         meta = f.metadata
         if meta["group"] not in groups:
             groups[meta["group"]] = parser.add_argument_group(meta["group"])
-        flags = ["--" + f.name.replace("_", "-")] + ([meta["alias"]] if meta["alias"] else [])
+        flags = [flag(f.name)] + ([meta["alias"]] if meta["alias"] else [])
         if f.type is bool:
-            kw = dict(action=argparse.BooleanOptionalAction, help=meta["help"])
+            kw = dict(action=argparse.BooleanOptionalAction)
         else:
             kw = dict(type=int, nargs="+") if f.type is list else dict(type=f.type)
-            kw.update(choices=meta["choices"], help=meta["help"] + f" (default: {f.default})")
-        groups[meta["group"]].add_argument(*flags, dest=f.name, default=f.default, **kw)
+            kw.update(choices=meta["choices"])
+        groups[meta["group"]].add_argument(*flags, dest=f.name, default=f.default,
+                                           help=_help(f, TINY_PRESETS), **kw)
     known, _ = parser.parse_known_args(argv)
     if known.model == "tiny":          # presets replace defaults only; flags still win
         parser.set_defaults(**TINY_PRESETS)
     if known.protocol == "official":
         parser.set_defaults(**OFFICIAL)
     cfg = Config(**vars(parser.parse_args(argv)))
-    if cfg.reward == "dare" and not cfg.shared_prefix:
-        parser.error("--reward dare needs the token entropies that the shared-prefix sampler "
-                     "records; drop --no-shared-prefix.")
-    if cfg.sampling == "biased" and not cfg.classes:
-        parser.error("--sampling biased needs --classes K (the number of classes to draw from).")
+    problem = check(cfg)
+    if problem:
+        parser.error(problem)
     return cfg

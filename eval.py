@@ -14,10 +14,12 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+import config
 import data
 import grpo
 import presets
@@ -76,9 +78,36 @@ def write_predictions(path, result: EvalResult) -> None:
             f.write(json.dumps(p) + "\n")
 
 
+def needs_hub(model: str, *datasets) -> bool:
+    """Whether the model or a dataset is named by a hub id (anything not built or read locally)."""
+    local = ("shapes", "folder:", "jsonl:")
+    return ((model != "tiny" and not vlm._looks_local(model))
+            or any(d and not d.startswith(local) for d in datasets))
+
+
+def model_path(name: str, log=print) -> str:
+    """`name`, or the saved model inside it when `name` is a ttrv run directory (runs/X).
+
+    A run directory holds config.json of the run, not of a model; its model is runs/X/model.
+    """
+    run = Path(name)
+    if not (run / "metrics.jsonl").exists() and not (run / "status.json").exists():
+        return name                                      # not a run directory
+    if (run / "model").is_dir():
+        log(f"note: {name} is a run directory; evaluating its saved model {run / 'model'}")
+        return str(run / "model")
+    seeds = sorted(run.glob("seed-*/model"))
+    if seeds:
+        raise vlm.ModelError(f"{name} holds one model per seed; pass one of them, e.g. "
+                             f"--model {seeds[0]}.")
+    raise vlm.ModelError(f"{name} is a run directory without a saved model (it ran with "
+                         "--no-save-model, or ended early); pass a model directory or hub id.")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="hub id or local directory (e.g. runs/X/model)")
+    p.add_argument("--model", required=True,
+                   help="hub id, local model directory, or a run directory (uses its model/)")
     p.add_argument("--dataset", default="shapes", help="resisc45, shapes, folder:PATH, jsonl:PATH")
     p.add_argument("--data-dir", default=None, help="local copy of the dataset (resisc45: the zip)")
     p.add_argument("--split", default="test")
@@ -86,16 +115,30 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="auto: cuda when available")
     p.add_argument("--allow-cpu", action="store_true",
                    help="evaluate a >1B model on the CPU anyway (very slow)")
     p.add_argument("--output", default=None, help="write per-example predictions (JSONL) here")
     args = p.parse_args(argv)
+    for name in ("limit", "batch_size", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"{config.flag(name)} {value} is out of range; pass an integer >= 1.")
+    problem = config.check_device(args.device)
+    if problem:
+        p.error(problem)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    vlm.quiet_transformers()
     try:
+        name = model_path(args.model)
+        if needs_hub(name, args.dataset):
+            vlm.work_offline_if_hub_unreachable()
         examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
                                         seed=args.seed)[:args.limit]
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, processor = vlm.load(vlm.resolve_name(args.model), args.device, dtype,
+        model, processor = vlm.load(vlm.resolve_name(name), args.device, dtype,
                                    allow_cpu=args.allow_cpu)
         model.eval()
         result = evaluate(model, processor, examples, batch_size=args.batch_size,
@@ -103,6 +146,9 @@ def main(argv=None) -> int:
     except (data.DataError, vlm.ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written.", file=sys.stderr)
+        return 130
     print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), "
           f"unparseable {result.unparseable}")
     if args.output:

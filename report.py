@@ -39,8 +39,8 @@ def _cell(mean_and_std, seeds, sign=False) -> str:
     return f"{text} ± {100 * std:.2f}" if seeds > 1 else text
 
 
-def paper_table(columns: dict[str, dict]) -> str:
-    """Markdown table: one column per dataset, rows base / adapted / delta (percent).
+def paper_table(columns: dict[str, dict], method: str = "TTRV") -> str:
+    """Markdown table: one column per dataset, rows base / `method` (adapted) / delta (percent).
 
     >>> print(paper_table({"resisc45": summarize([{"base": {"accuracy": .9008},
     ...                                              "adapted": {"accuracy": .9271}}])}))
@@ -52,7 +52,7 @@ def paper_table(columns: dict[str, dict]) -> str:
     """
     names = list(columns)
     lines = ["|  | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for row, key in (("base", "base"), ("TTRV", "adapted"), ("delta", "delta")):
+    for row, key in (("base", "base"), (method, "adapted"), ("delta", "delta")):
         cells = [_cell(columns[n][key], columns[n]["seeds"], sign=key == "delta") for n in names]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     seeds = {columns[n]["seeds"] for n in names}

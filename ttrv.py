@@ -27,23 +27,28 @@ import dataclasses
 import datetime
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-import data
-import eval as evaluation
-import grpo
-import presets
-import report
-import rewards
-import shared_prefix
-import vlm
 from config import Config, parse_args  # noqa: F401  (ttrv.parse_args is the public entry)
+
+if __name__ == "__main__":  # --help and bad settings answer before torch and transformers load
+    parse_args(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import data  # noqa: E402
+import eval as evaluation  # noqa: E402
+import grpo  # noqa: E402
+import presets  # noqa: E402
+import report  # noqa: E402
+import rewards  # noqa: E402
+import shared_prefix  # noqa: E402
+import vlm  # noqa: E402
 
 
 # ------------------------------------------------------------------------------- rollouts
@@ -192,10 +197,15 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
 
 # ------------------------------------------------------------------------------- setup
 
-def run_dir(cfg) -> Path:
-    """The run directory: fresh by default; an existing non-empty one only with --overwrite."""
+class RunDirError(Exception):
+    """The run directory cannot be used; the message says what to pass instead."""
+
+
+def run_dir(cfg, log=print) -> Path:
+    """The run directory, created empty: fresh by default; an existing non-empty one only with
+    --overwrite, which first moves the old run aside to <dir>.replaced-<time> (never deleted)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     if cfg.output_dir is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{Path(cfg.model).name}-{cfg.dataset.split(':')[0]}"
         path = Path("runs") / name
         for k in range(1, 100):
@@ -204,11 +214,46 @@ def run_dir(cfg) -> Path:
             path = Path("runs") / f"{name}-{k}"
     else:
         path = Path(cfg.output_dir)
-        if path.exists() and any(path.iterdir()) and not cfg.overwrite:
-            raise FileExistsError(f"{path} already holds a run; pass another --output-dir, or "
-                                  "--overwrite to replace it.")
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--output-dir {path} is a file; pass a directory path.")
+    if path.is_dir() and any(path.iterdir()):
+        if not cfg.overwrite:
+            raise RunDirError(f"{path} already holds a run; pass another --output-dir, or "
+                              "--overwrite to replace it (the old run is moved aside).")
+        if not any((path / f).exists() for f in ("config.json", STATUS)):
+            raise RunDirError(f"{path} is not a ttrv run directory (no config.json), so "
+                              "--overwrite will not move it; pass a new or empty --output-dir.")
+        aside = path.with_name(f"{path.name}.replaced-{stamp}")
+        try:
+            path.rename(aside)
+        except OSError as e:
+            raise RunDirError(f"cannot move the old run {path} aside ({e.strerror}); pass a "
+                              "new --output-dir.") from e
+        log(f"moved the earlier run in {path} aside to {aside}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(f"cannot write to {path} ({e.strerror}); pass an --output-dir you can "
+                          "write to.") from e
     return path
+
+
+STATUS = "status.json"  # running / complete / failed / interrupted, and what was saved
+
+
+def mark(out: Path, status: str, error: str = None) -> str:
+    """Write the run's status into out/status.json; return the saved files as one phrase."""
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                   if p.is_file() and p.name != STATUS and "model" not in p.relative_to(out).parts)
+    if (out / "model").is_dir() or any((d / "model").is_dir() for d in out.glob("seed-*")):
+        files.append("model/")
+    (out / STATUS).write_text(json.dumps(dict(status=status, error=error, saved=files), indent=2))
+    saved = [f"{f} ({len((out / f).read_text().splitlines())} steps)"
+             if f.endswith("metrics.jsonl") else f for f in files]
+    return ", ".join(saved) or "nothing"
 
 
 def load_models(cfg, log=print):
@@ -216,7 +261,7 @@ def load_models(cfg, log=print):
     import tiny
     name = (str(tiny.tiny_model_path(log=log)) if cfg.model == "tiny"
             else vlm.resolve_name(cfg.model, log))
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cfg.device == "cuda")
+    bf16 = uses_bf16(cfg)
     # fp32 master weights even under bf16: an AdamW step at lr 5e-7 is far below bf16's resolution.
     policy, processor = vlm.load(name, cfg.device, torch.float32, cfg.allow_cpu)
     ref_model = vlm.load_model(name, cfg.device, torch.bfloat16 if bf16 else torch.float32,
@@ -227,6 +272,20 @@ def load_models(cfg, log=print):
     policy.train()
     autocast = torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=bf16)
     return policy, ref_model, processor, autocast, name
+
+
+# The per-step terminal line: (metrics key, label, format); the full metrics go to metrics.jsonl.
+STEP_LINE = (("reward", "reward", "{:6.3f}"), ("answer_entropy", "H", "{:5.3f}"),
+             ("majority_share", "majority", "{:4.2f}"), ("kl", "kl", "{:8.2e}"),
+             ("clip_frac", "clip", "{:4.2f}"), ("grad_norm", "|g|", "{:7.3g}"),
+             ("lr", "lr", "{:7.1e}"), ("eval_accuracy", "eval acc", "{:6.4f}"),
+             ("seconds", "s", "{:5.1f}"))
+
+
+def step_line(m: dict) -> str:
+    """One short aligned line per step, e.g. 'step   3  reward  0.412  H 0.731  majority 0.67 ...'."""
+    return f"step {m['step']:3d}" + "".join(f"  {label} {fmt.format(m[key])}"
+                                            for key, label, fmt in STEP_LINE if key in m)
 
 
 def run(cfg, out: Path, log=print) -> dict:
@@ -283,8 +342,7 @@ def run(cfg, out: Path, log=print) -> dict:
                 curve.append((m["step"], m["eval_accuracy"]))
             f.write(json.dumps(m) + "\n")
             f.flush()
-            log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in m.items()))
+            log(step_line(m))
         history = adapt(policy, ref_model, processor, examples, cfg, autocast, on_step)
     final = evaluate(test, "adapted", step=len(history))
     if curve[-1][0] != len(history):
@@ -294,45 +352,87 @@ def run(cfg, out: Path, log=print) -> dict:
     trajectory = dict(accuracy=curve, entropy=[(m["step"], m["answer_entropy"]) for m in history])
     results["trajectory"] = trajectory
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    if cfg.save_model:
+    if cfg.save_model:  # in --save-dtype (default: the compute dtype), not always fp32
+        policy.to(torch.bfloat16 if cfg.save_dtype == "bf16" else torch.float32)
         policy.save_pretrained(out / "model")
         processor.save_pretrained(out / "model")
     return results
 
 
+def uses_bf16(cfg) -> bool:
+    """bf16 autocast and reference under --precision bf16, or auto on a GPU."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and cfg.device == "cuda")
+
+
 def main(argv=None) -> int:
+    """The command line: checked settings, a fresh run directory, one run per seed, the results.
+
+    Every ending says what happened in its run directory's status.json (complete, failed,
+    interrupted) and, on failure, on the terminal in one line naming what was saved.
+    """
     cfg = parse_args(argv)
     if cfg.temperature is None:  # --protocol official: the model family's value
         cfg.temperature = vlm.official_settings(cfg.model)["temperature"]
-    cfg.device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    log = (lambda *a: None) if cfg.quiet else print
+    if cfg.device == "auto":
+        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg.save_dtype = cfg.save_dtype or ("bf16" if uses_bf16(cfg) else "fp32")
+    log = (lambda *a: None) if cfg.quiet else tqdm.write   # tqdm.write: above any progress bar
+    vlm.quiet_transformers()
+    if evaluation.needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
+        vlm.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
     try:
-        out = run_dir(cfg)
-        runs = [run(dataclasses.replace(cfg, seed=s, seeds=None),
-                    out / f"seed-{s}" if len(seeds) > 1 else out, log) for s in seeds]
-    except (data.DataError, vlm.ModelError, FileExistsError) as e:
+        out = run_dir(cfg, log)
+    except RunDirError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    mark(out, "running")
+    error = None
+    try:
+        runs = [run(dataclasses.replace(cfg, seed=s, seeds=None),
+                    out / f"seed-{s}" if len(seeds) > 1 else out, log) for s in seeds]
+    except (data.DataError, vlm.ModelError) as e:
+        error = str(e)
     except torch.cuda.OutOfMemoryError:
-        print("error: out of GPU memory; lower --micro-batch, --prompts-per-step, --rollouts, "
-              "--max-new-tokens or --eval-batch-size, or pass --freeze-vision (results so far "
-              "are in the run directory).", file=sys.stderr)
+        error = ("out of GPU memory; lower --micro-batch, --prompts-per-step, --rollouts, "
+                 "--max-new-tokens or --eval-batch-size, or pass --freeze-vision.")
+    except KeyboardInterrupt:
+        print(f"interrupted; {_saved(out, 'interrupted')}", file=sys.stderr)
+        return 130
+    except BaseException as e:        # a bug: marked, then its traceback
+        mark(out, "failed", f"{type(e).__name__}: {e}")
+        raise
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        print(f"run failed; {_saved(out, 'failed', error)}", file=sys.stderr)
         return 1
+    method = "TTRV" if cfg.reward == "ttrv" else f"adapted ({cfg.reward} reward)"
     summary = report.summarize(runs)
-    table = report.paper_table({cfg.eval_dataset or cfg.dataset: summary})
+    table = report.paper_table({cfg.eval_dataset or cfg.dataset: summary}, method=method)
     (out / "results.md").write_text(table + "\n")
     (out / "summary.json").write_text(json.dumps(dict(summary, seeds=seeds), indent=2))
     plotted = report.plot_trajectory([r["trajectory"] for r in runs], out / "trajectory.png")
     for s, r in zip(seeds, runs):
         print(f"seed {s}:" if len(seeds) > 1 else "", report.run_table(r), sep="\n")
-    print(table)
-    print(f"answer entropy over the rollouts (first batch -> last batch, mean over seeds): "
-          f"{np.mean([r['base']['answer_entropy'] for r in runs]):.3f} -> "
-          f"{np.mean([r['adapted']['answer_entropy'] for r in runs]):.3f}")
+    if len(seeds) > 1:
+        print(table)
+    mark(out, "complete")
     print(f"written to {out}" + (" (with trajectory.png)" if plotted else ""))
     return 0
 
 
+def _saved(out: Path, status: str, error: str = None) -> str:
+    """Mark the run `status` and say what it kept; a directory that kept nothing is removed."""
+    saved = mark(out, status, error)
+    if saved == "nothing":
+        shutil.rmtree(out)
+        return f"nothing was saved, so {out} was removed."
+    return f"marked {status} in {out / STATUS}; saved: {saved}."
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:          # before the run directory existed
+        print("interrupted; nothing was saved.", file=sys.stderr)
+        sys.exit(130)

@@ -327,3 +327,39 @@ def pad_token_id(processor) -> int:
 def decode(processor, completion_ids) -> list[str]:
     """Response texts without special tokens."""
     return processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") and
+    its warnings, for the command lines; errors still show. Also silences huggingface_hub's bars."""
+    from transformers.utils import logging
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def work_offline_if_hub_unreachable(log=print, timeout: float = 3.0) -> bool:
+    """Switch huggingface_hub to offline mode when its host cannot be reached, so a hub id fails
+    at once (cached files still load) instead of after five retries and ~25 s of retry lines.
+
+    Skipped when HF_HUB_OFFLINE is already set or a proxy is configured (a direct connection
+    says nothing then). Returns True when it switched.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+    proxies = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+    if os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(p) for p in proxies):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname
+    try:
+        socket.create_connection((host, url.port or (80 if url.scheme == "http" else 443)),
+                                 timeout=timeout).close()
+        return False
+    except OSError:
+        pass
+    os.environ["HF_HUB_OFFLINE"] = "1"              # read at import by huggingface_hub ...
+    from huggingface_hub import constants
+    constants.HF_HUB_OFFLINE = True                 # ... and by is_offline_mode() at call time
+    log(f"note: {host} cannot be reached; working offline (only locally cached files load)")
+    return True

@@ -124,7 +124,7 @@ def test_help_groups_every_flag():
     for group in ("model:", "data:", "rollouts:", "reward:", "optimisation:", "evaluation:",
                   "output:"):
         assert group in text
-    assert "--no-shared-prefix" in text and "(default: 5e-07)" in text
+    assert "--no-shared-prefix" in text and "(default: 5e-07; 0.0001 for --model tiny)" in text
     assert "{ttrv,frequency,diversity,majority,random,dare}" in text
 
 

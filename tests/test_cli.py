@@ -1,0 +1,230 @@
+"""Errors a user can cause on the command line (issue 11): each ends in one sentence, with the
+right exit code and no traceback, before any data or model is loaded; a run never merges into
+an old one, and a failed or interrupted run says so in its directory.
+
+Most tests call ttrv.main in-process with the loaders replaced by ones that fail the test, so a
+check that came too late shows up as "loaded". README's "Errors a user can cause" lists these.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import eval as evaluation
+import ttrv
+import vlm
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--num-samples", "2", "--rollouts", "3", "--prompts-per-step", "2", "--epochs", "1",
+         "--eval-limit", "4", "--max-new-tokens", "2", "--eval-batch-size", "4"]
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Data and model loaders that fail the test: the error must come before them."""
+    def loaded(*a, **k):
+        raise AssertionError("data or model was loaded before the error")
+    monkeypatch.setattr(data, "load_dataset", loaded)
+    monkeypatch.setattr(ttrv, "load_models", loaded)
+
+
+def ends_before_loading(argv, capsys, code):
+    """Run ttrv.main(argv); return stderr after checking the exit code and one clean sentence."""
+    try:
+        result = ttrv.main(argv)
+    except SystemExit as e:         # parse_args ends bad settings the argparse way (exit 2)
+        result = e.code
+    err = capsys.readouterr().err
+    assert result == code, err
+    assert "Traceback" not in err and err.count("error:") == 1
+    return err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--rollouts", "0"], "--rollouts 0 is out of range"),
+    (["--lr", "-1"], "--lr -1.0 is out of range; pass a number > 0"),
+    (["--epochs", "0"], "--epochs 0 is out of range"),
+    (["--prompts-per-step", "0"], "--prompts-per-step 0 is out of range"),
+    (["--train-rollouts", "10", "--rollouts", "4"], "pass K <= N"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0 is out of range"),
+    (["--top-p", "1.5"], "--top-p 1.5 is out of range"),
+    (["--micro-batch", "0"], "--micro-batch 0 is out of range"),
+    (["--seeds", "1", "1"], "repeats a seed"),
+])
+def test_a_setting_out_of_range_ends_in_one_sentence_before_loading(argv, says, tmp_path,
+                                                                    capsys, nothing_loads):
+    out = tmp_path / "run"
+    err = ends_before_loading(argv + ["--output-dir", str(out)], capsys, code=2)
+    assert says in err and not out.exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--device", "foo"], "invalid choice: 'foo'"),
+    (["--device", "cuda"], "torch sees no CUDA GPU"),
+])
+def test_a_device_that_does_not_exist_ends_before_loading(argv, says, tmp_path, capsys,
+                                                          monkeypatch, nothing_loads):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # a machine without CUDA
+    err = ends_before_loading(argv + ["--output-dir", str(tmp_path / "run")], capsys, code=2)
+    assert says in err
+
+
+def test_an_output_dir_that_is_a_file_ends_before_loading(tmp_path, capsys, nothing_loads):
+    (tmp_path / "f").write_text("mine")
+    err = ends_before_loading(["--output-dir", str(tmp_path / "f")], capsys, code=1)
+    assert "is a file" in err and (tmp_path / "f").read_text() == "mine"
+    err = ends_before_loading(["--output-dir", str(tmp_path / "f" / "run")], capsys, code=1)
+    assert "cannot write to" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_output_dir_ends_before_loading(tmp_path, capsys, nothing_loads):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    err = ends_before_loading(["--output-dir", str(locked / "run")], capsys, code=1)
+    assert "cannot write to" in err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--rollouts", "1"], "group advantage of 0"),
+    (["--rollouts", "8", "--train-rollouts", "1"], "group advantage of 0"),
+    (["--temperature", "0"], "every advantage is 0"),
+])
+def test_settings_that_would_learn_nothing_are_refused(argv, says, tmp_path, capsys,
+                                                      nothing_loads):
+    err = ends_before_loading(argv + ["--output-dir", str(tmp_path / "run")], capsys, code=2)
+    assert says in err
+
+
+def test_one_rollout_is_allowed_where_it_can_learn():
+    """With --baseline none (or batch) one response's reward is its advantage."""
+    assert ttrv.parse_args(["--rollouts", "1", "--baseline", "none"]).rollouts == 1
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_eval_limit_below_one_is_refused(limit, tmp_path, capsys, nothing_loads):
+    err = ends_before_loading(["--eval-limit", limit, "--output-dir", str(tmp_path / "r")],
+                              capsys, code=2)
+    assert f"--eval-limit {limit} is out of range" in err
+
+
+def test_eval_given_a_run_directory_evaluates_its_model(tmp_path, tiny_dir, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text('{"status": "complete"}')
+    (run / "model").symlink_to(tiny_dir)
+    args = ["--model", str(run), "--limit", "2", "--max-new-tokens", "2", "--device", "cpu"]
+    assert evaluation.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"evaluating its saved model {run / 'model'}" in out and "accuracy" in out
+    (run / "model").unlink()                                        # --no-save-model
+    assert evaluation.main(args) == 1
+    err = capsys.readouterr().err
+    assert "run directory without a saved model" in err and "Traceback" not in err
+
+
+def test_overwrite_moves_the_old_run_aside_before_writing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    for name in ("config.json", "results.md", "summary.json", "model/model.safetensors"):
+        (out / name).write_text("old")
+
+    def new_run(cfg, out_, log):
+        assert list(out_.iterdir()) == [out_ / "status.json"]     # nothing of the old run
+        raise data.DataError("stop here.")
+    monkeypatch.setattr(ttrv, "run", new_run)
+    assert ttrv.main(["--output-dir", str(out), "--overwrite", "--quiet"]) == 1
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "model" / "model.safetensors").read_text() == "old"
+    assert sorted(p.name for p in aside[0].iterdir()) == [
+        "config.json", "model", "results.md", "summary.json"]
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path, capsys, nothing_loads):
+    (tmp_path / "notes.txt").write_text("mine")
+    err = ends_before_loading(["--output-dir", str(tmp_path), "--overwrite"], capsys, code=1)
+    assert "not a ttrv run directory" in err and (tmp_path / "notes.txt").exists()
+
+
+def test_ctrl_c_during_adaptation_ends_in_one_line_and_marks_the_run(tmp_path, tiny_dir,
+                                                                     capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ttrv, "adapt", interrupted)
+    out = tmp_path / "run"
+    code = ttrv.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--quiet",
+                      "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("interrupted;")
+    assert "predictions_base.jsonl" in err and "config.json" in err and "metrics.jsonl (0 steps)" in err
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "interrupted" and "predictions_base.jsonl" in status["saved"]
+
+
+def test_a_failed_run_is_marked_or_removed(tmp_path, tiny_dir, capsys, monkeypatch):
+    out = tmp_path / "early"                      # fails before anything is saved: removed
+    assert ttrv.main(["--dataset", "nope", "--quiet", "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "nothing was saved" in err and "Traceback" not in err and not out.exists()
+
+    def fails_mid_run(*a, **k):
+        raise data.DataError("corrupt image x.png; replace it.")
+    monkeypatch.setattr(ttrv, "adapt", fails_mid_run)
+    out = tmp_path / "late"                       # fails after the base evaluation: marked
+    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--quiet",
+                      "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "error: corrupt image x.png; replace it."
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"].startswith("corrupt image")
+
+
+def test_a_hub_id_without_network_fails_fast_and_quietly(monkeypatch, capsys):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)      # restored after the test
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")     # nothing listens on port 9
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY",
+                  "http_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    assert vlm.work_offline_if_hub_unreachable(log=print)
+    assert constants.HF_HUB_OFFLINE and "cannot be reached" in capsys.readouterr().out
+    with pytest.raises(vlm.ModelError, match="Could not fetch"):
+        vlm.load_model("Qwen/no-such-model", "cpu", torch.float32, allow_cpu=True)
+    assert "Retry" not in capsys.readouterr().err
+
+
+def test_a_whole_run_prints_short_step_lines_the_results_once_and_saves_in_bf16(
+        tmp_path, tiny_dir, capsys):
+    out = tmp_path / "run"
+    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--reward", "majority",
+                      "--save-dtype", "bf16", "--output-dir", str(out)]) == 0
+    captured = capsys.readouterr()
+    steps = [line for line in captured.out.splitlines() if line.startswith("step ")]
+    assert len(steps) == 1 and len(steps[0]) < 120 and "reward" in steps[0]
+    assert captured.out.count("delta") == 1                        # the results, once
+    assert "Loading weights" not in captured.err and "Writing model" not in captured.err
+    assert "| adapted (majority reward) |" in (out / "results.md").read_text()
+    assert json.loads((out / "status.json").read_text())["status"] == "complete"
+    from safetensors import safe_open
+    with safe_open(str(next((out / "model").glob("*.safetensors"))), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16
+
+
+def test_help_is_fast_imports_no_torch_and_shows_the_tiny_presets():
+    script = ("import runpy, sys\nsys.argv = ['ttrv.py', '--help']\ntry:\n"
+              f"    runpy.run_path({str(ROOT / 'ttrv.py')!r}, run_name='__main__')\n"
+              "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, env=dict(os.environ, COLUMNS="200"))
+    assert "torch imported: False" in proc.stdout
+    assert "(default: 5e-07; 0.0001 for --model tiny)" in proc.stdout
+    assert "(default: None)" not in proc.stdout
+    assert all(line.count("default") <= 1 for line in proc.stdout.splitlines())
