@@ -203,7 +203,7 @@ def check_device(device: str) -> str | None:
 def _help(f, presets: dict) -> str:
     """The field's help text with the default that will apply, said once."""
     text = f.metadata["help"]
-    if f.type is bool:
+    if f.type is bool and f.default is not None:   # None: the help text says what applies
         return text + f" (default: {flag(f.name) if f.default else '--no-' + flag(f.name)[2:]})"
     if "default" in text or f.default is None:
         return text  # the text says it, or None means "not set"

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import data
+import presets
 import eval as evaluation
 import ttrv
 import vlm
@@ -30,7 +31,7 @@ def nothing_loads(monkeypatch):
     """Data and model loaders that fail the test: the error must come before them."""
     def loaded(*a, **k):
         raise AssertionError("data or model was loaded before the error")
-    monkeypatch.setattr(data, "load_dataset", loaded)
+    monkeypatch.setattr(presets, "load_dataset", loaded)
     monkeypatch.setattr(ttrv, "load_models", loaded)
 
 

@@ -53,7 +53,7 @@ def test_explicit_flags_win_over_the_protocol():
 def test_main_fills_the_family_temperature(model, monkeypatch):
     import ttrv
     seen = {}
-    monkeypatch.setattr(ttrv, "run_dir", lambda cfg: (_ for _ in ()).throw(
-        FileExistsError(str(seen.setdefault("t", cfg.temperature)))))
+    monkeypatch.setattr(ttrv, "run_dir", lambda cfg, log=None: (_ for _ in ()).throw(
+        ttrv.RunDirError(str(seen.setdefault("t", cfg.temperature)))))
     assert ttrv.main(["--protocol", "official", "--model", model, "--quiet"]) == 1
     assert seen["t"] == vlm.official_settings(model)["temperature"]
