@@ -113,7 +113,7 @@ def plot_trajectory(trajectories: list[dict], path) -> bool:
     if all("vote_entropy" in t for t in trajectories):
         xs, means, _ = _band([t["vote_entropy"] for t in trajectories])
         axes[1].plot(xs, means, "s--", color="C3", label="same prompts, before/after")
-        axes[1].lines[0].set_label("each batch's rollouts")
+        axes[1].lines[0].set(label="each batch's rollouts (other prompts)", alpha=0.5)
         axes[1].legend(fontsize=8)
     fig.suptitle(f"TTRV over adaptation ({len(trajectories)} run(s), mean ± std)")
     fig.tight_layout()

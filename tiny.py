@@ -1,4 +1,4 @@
-"""A tiny vision-language model built offline, so ttrv runs and tests without the hub.
+"""Tiny vision-language models built offline, so ttrv runs and tests without the hub.
 
 `python ttrv.py` (no arguments) and the test suite need a real Hugging Face VLM, but this
 workplace (and many laptops) cannot download one. This file builds a few-layer Qwen2.5-VL
@@ -9,11 +9,16 @@ writes it with `save_pretrained`. ttrv then loads it back through exactly the sa
 
     build_tiny_model(dir)                 # random weights, seconds
     teach_shapes(dir)                     # brief supervised warm-up on shapes' train split
-    tiny_model_path()                     # both, cached in the user cache directory
+    tiny_model_path("tiny")               # both, cached in the user cache directory
 
-What it leaves out: the tiny model knows nothing of language; it only learns to answer the
-shapes task with one option letter. It is a stand-in that exercises every code path, not a
-model whose numbers mean anything about the paper's.
+Two taught models (RECIPES): "tiny", the default, answers with a sentence instead of a letter
+on purpose, often enough that greedy decoding is scored wrong on most questions although the
+letter is known: a failure of format that TTRV repairs. "tiny-letters" always answers with a
+letter, and TTRV makes it worse. README, "The tiny default run", has the measured figures.
+
+What it leaves out: the tiny models know nothing of language; they only learn the shapes task.
+They are stand-ins that exercise every code path and show one mechanism by which TTRV can gain,
+not models whose numbers say why real VLMs gain.
 """
 
 import os
@@ -133,19 +138,23 @@ def default_cache_dir() -> Path:
 # Teaching the tiny model the shapes task, so `python ttrv.py` starts from a model that is
 # clearly better than chance and clearly worse than perfect (TTRV needs a usable prior).
 #
-# Two recipes, one per model name (config.TINY_MODELS):
-#   "tiny-letters": every target is the option letter. TTRV makes this model worse (README,
-#                   "When TTRV fails": the vote amplifies its shared letter bias).
-#   "tiny" (the default): a documented, built-in failure of format, put there on purpose. On
-#                   NON_ANSWER_SHARE of the training questions, drawn independently of the image,
-#                   the target is a non-answer sentence naming the shape ("the image shows a
-#                   star") instead of its letter. Greedy decoding then often answers with a
-#                   sentence (scored wrong) although the letter is known; among samples at
+# Two recipes, one per model name (config.TINY_MODELS), measured on the shapes test split:
+#   "tiny-letters": every target is the option letter (TEACH). Greedy accuracy 0.600; TTRV
+#                   makes it worse (0.540, 0.445, 0.585 over run seeds 0-2): the vote amplifies
+#                   its shared letter bias (README, "The tiny default run").
+#   "tiny" (the default): a documented failure of format, put there on purpose: on 45% of the
+#                   training questions, drawn independently of the image, the target is a
+#                   sentence naming the shape ("the image shows a star") instead of its letter.
+#                   Greedy decoding then often answers with a sentence (scored wrong: 172 of 200)
+#                   although the letter is known (letter-forced accuracy 0.455); among samples at
 #                   temperature 1 the right letter still wins the vote, so TTRV's reward pushes
-#                   the shared non-answer habit down on 20 images and it transfers to the test
-#                   set. Every phrasing starts with "the" (so greedy decoding's first token is
-#                   often the non-answer's) and they then diverge, so that identical texts cannot
-#                   pool into a winning vote under `--no-answer text`.
+#                   the shared sentence habit down on 20 images and that transfers to the test
+#                   set: 0.135 -> 0.315, 0.330, 0.315 (run seeds 0-2). Every phrasing starts with
+#                   "the" (so that greedy decoding's first token is often the sentence's), then
+#                   they diverge, so that identical texts cannot pool into a winning vote under
+#                   `--no-answer text`. 45% is a knife edge: 40% left only 48 of 200 greedy
+#                   answers unparseable and TTRV gained 2.5 points.
+# Either builds in about 50 s of one core (more on a loaded machine).
 TEACH = dict(steps=300,        # optimizer steps (no early stop: a fixed, seeded recipe)
              batch_size=16,    # questions per step, drawn from the train split only
              lr=3e-3,          # AdamW, constant, no weight decay
@@ -153,8 +162,7 @@ TEACH = dict(steps=300,        # optimizer steps (no early stop: a fixed, seeded
              non_answer_share=0.0)   # share of targets that are a non-answer sentence
 NON_ANSWERS = ["the {shape}", "the image shows a {shape}", "the answer is the {shape}",
                "the option with the {shape}", "the shape is a {shape}", "the one with a {shape}"]
-RECIPES = {"tiny-letters": TEACH,
-           "tiny": dict(TEACH, non_answer_share=0.45)}
+RECIPES = {"tiny-letters": TEACH, "tiny": dict(TEACH, non_answer_share=0.45)}
 
 
 def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH["batch_size"],

@@ -26,8 +26,8 @@ def test_teaching_gives_the_same_weights_whatever_the_thread_count(tmp_path):
 
 def test_both_tiny_models_get_the_tiny_presets_and_their_own_recipe():
     assert set(tiny.RECIPES) == set(config.TINY_MODELS)
-    assert tiny.RECIPES["tiny"]["non_answer_share"] > 0 == tiny.RECIPES["tiny-letters"][
-        "non_answer_share"]
+    assert tiny.RECIPES["tiny-letters"] == tiny.TEACH               # the letters-only recipe
+    assert tiny.RECIPES["tiny"]["non_answer_share"] > tiny.TEACH["non_answer_share"] == 0
     for name in config.TINY_MODELS:
         cfg = config.parse_args(["--model", name])
         assert (cfg.lr, cfg.max_new_tokens) == (config.TINY_PRESETS["lr"],
