@@ -289,8 +289,9 @@ def run(cfg, out: Path, log=print) -> dict:
             latest[step] = r
         if key:  # a full evaluation: predictions and results on disk straight away
             evaluation.write_predictions(out / f"predictions_{key}.jsonl", r)
-            forced = evaluation.letter_forced_accuracy(policy, processor, examples_, autocast=autocast,
-                                                       batch_size=cfg.eval_batch_size)
+            forced = evaluation.letter_forced_accuracy(policy, processor, examples_,
+                                                       batch_size=cfg.eval_batch_size,
+                                                       autocast=autocast)
             results[key] = dict(accuracy=r.accuracy, correct=r.correct, total=r.total,
                                 unparseable=r.unparseable, letter_forced_accuracy=forced)
             (out / "results.json").write_text(json.dumps(results, indent=2))
