@@ -154,7 +154,8 @@ def default_cache_dir() -> Path:
 #                   they diverge, so that identical texts cannot pool into a winning vote under
 #                   `--no-answer text`. 45% is a knife edge: 40% left only 48 of 200 greedy
 #                   answers unparseable and TTRV gained 2.5 points.
-# Either builds in about 50 s of one core (more on a loaded machine).
+# A build took 92-134 s wall on this 2-core machine while other jobs kept the load average at
+# 7-10, about 35-50 s of CPU time (2026-11-23).
 TEACH = dict(steps=300,        # optimizer steps (no early stop: a fixed, seeded recipe)
              batch_size=16,    # questions per step, drawn from the train split only
              lr=3e-3,          # AdamW, constant, no weight decay
