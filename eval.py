@@ -62,6 +62,37 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
                       predictions)
 
 
+@torch.no_grad()
+def letter_forced_accuracy(model, processor, examples, *, batch_size: int = 32,
+                           autocast=None) -> float | None:
+    """Accuracy when the model must pick an option letter: the argmax over the option letters'
+    logits at the first response position (no decoding, so no chance to answer off-format).
+
+    Greedy accuracy below this is lost to format, not to knowledge. None when a question has no
+    options (counting) or an option letter is not a single token of this tokenizer.
+    """
+    if not examples or any(not e.options for e in examples):
+        return None
+    letter_ids = [processor.tokenizer.encode(letter, add_special_tokens=False)
+                  for letter in data.LETTERS[:max(len(e.options) for e in examples)]]
+    if any(len(ids) != 1 for ids in letter_ids):
+        return None
+    letter_ids = torch.tensor([ids[0] for ids in letter_ids])                    # [K]
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start:start + batch_size]
+        inputs = vlm.to_device(vlm.prompt_inputs(processor, [e.image() for e in batch],
+                                                 [e.question for e in batch]), device)
+        with autocast or torch.autocast(device.type, enabled=False):
+            logits = model(**inputs, logits_to_keep=1).logits[:, -1]   # [B, V], left-padded
+        choice = logits.float()[:, letter_ids.to(device)]                            # [B, K]
+        for example, row in zip(batch, choice):
+            k = len(example.options)
+            correct += data.LETTERS[int(row[:k].argmax())] == example.answer
+    return correct / len(examples)
+
+
 def score(text: str, example) -> dict:
     """The extracted prediction and its score: 1/0 for multiple choice; for a counting question
     (no options) 1 - symmetric percentage error, whose mean over a dataset is 1 - sMAPE."""

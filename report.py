@@ -5,8 +5,8 @@
     plot_trajectory(trajectories, "trajectory.png")             # Figure 1 (needs matplotlib)
 
 Accuracies are printed in percent as in the paper. The spread is the sample standard deviation
-over seeds (ddof=1; 0 for a single seed). matplotlib is optional: without it, plot_trajectory
-returns False and everything else works.
+over seeds (ddof=1; 0 for a single seed). matplotlib is in requirements.txt; were it missing,
+plot_trajectory would return False and everything else would still work.
 """
 
 import math
@@ -62,16 +62,19 @@ def paper_table(columns: dict[str, dict], method: str = "TTRV") -> str:
 
 
 def run_table(results: dict) -> str:
-    """The terminal table of one run: accuracy, unparseable answers, answer entropy."""
-    rows = [("", "accuracy", "unparseable", "answer entropy")]
+    """The terminal table of one run: accuracy, unparseable answers, answer entropy (of the
+    vote on the adaptation set, same prompts before and after) and letter-forced accuracy."""
+    rows = [("", "accuracy", "unparseable", "answer entropy", "letter-forced")]
     for key in ("base", "adapted"):
         r = results[key]
-        entropy = r.get("answer_entropy")
+        entropy, forced = r.get("answer_entropy"), r.get("letter_forced_accuracy")
         rows.append((key, f"{r['accuracy']:.4f}", str(r["unparseable"]),
-                     "" if entropy is None else f"{entropy:.3f}"))
+                     "" if entropy is None else f"{entropy:.3f}",
+                     "" if forced is None else f"{forced:.4f}"))
     rows.append(("delta", f"{results['adapted']['accuracy'] - results['base']['accuracy']:+.4f}",
-                 "", ""))
-    return "\n".join(" ".join(c.rjust(w) for c, w in zip(row, (8, 10, 12, 15))) for row in rows)
+                 "", "", ""))
+    return "\n".join(" ".join(c.rjust(w) for c, w in zip(row, (8, 10, 12, 15, 14)))
+                     for row in rows)
 
 
 def _band(series: list[list[tuple[float, float]]]):
@@ -84,7 +87,10 @@ def _band(series: list[list[tuple[float, float]]]):
 def plot_trajectory(trajectories: list[dict], path) -> bool:
     """Figure 1: accuracy and answer entropy against the update step, mean ± std over runs.
 
-    Each trajectory is {"accuracy": [(step, acc), ...], "entropy": [(step, H), ...]}.
+    Each trajectory is {"accuracy": [(step, acc), ...], "entropy": [(step, H), ...]}: the
+    entropy of each batch's vote (each batch holds other prompts, so the line is noisy). An
+    optional "vote_entropy": [(0, H_before), (last step, H_after)], measured on the same
+    adaptation prompts before and after, is drawn as squares joined by a dashed line.
     Returns False (and writes nothing) when matplotlib is not installed.
     """
     try:
@@ -104,6 +110,11 @@ def plot_trajectory(trajectories: list[dict], path) -> bool:
                         [m + s for m, s in zip(means, stds)], alpha=0.25)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
+    if all("vote_entropy" in t for t in trajectories):
+        xs, means, _ = _band([t["vote_entropy"] for t in trajectories])
+        axes[1].plot(xs, means, "s--", color="C3", label="same prompts, before/after")
+        axes[1].lines[0].set(label="each batch's rollouts (other prompts)", alpha=0.5)
+        axes[1].legend(fontsize=8)
     fig.suptitle(f"TTRV over adaptation ({len(trajectories)} run(s), mean ± std)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -1,4 +1,4 @@
-"""A tiny vision-language model built offline, so ttrv runs and tests without the hub.
+"""Tiny vision-language models built offline, so ttrv runs and tests without the hub.
 
 `python ttrv.py` (no arguments) and the test suite need a real Hugging Face VLM, but this
 workplace (and many laptops) cannot download one. This file builds a few-layer Qwen2.5-VL
@@ -9,11 +9,16 @@ writes it with `save_pretrained`. ttrv then loads it back through exactly the sa
 
     build_tiny_model(dir)                 # random weights, seconds
     teach_shapes(dir)                     # brief supervised warm-up on shapes' train split
-    tiny_model_path()                     # both, cached in the user cache directory
+    tiny_model_path("tiny")               # both, cached in the user cache directory
 
-What it leaves out: the tiny model knows nothing of language; it only learns to answer the
-shapes task with one option letter. It is a stand-in that exercises every code path, not a
-model whose numbers mean anything about the paper's.
+Two taught models (RECIPES): "tiny", the default, answers with a sentence instead of a letter
+on purpose, often enough that greedy decoding is scored wrong on most questions although the
+letter is known: a failure of format that TTRV repairs. "tiny-letters" always answers with a
+letter, and TTRV makes it worse. README, "The tiny default run", has the measured figures.
+
+What it leaves out: the tiny models know nothing of language; they only learn the shapes task.
+They are stand-ins that exercise every code path and show one mechanism by which TTRV can gain,
+not models whose numbers say why real VLMs gain.
 """
 
 import os
@@ -233,19 +238,44 @@ def default_cache_dir() -> Path:
 # ---------------------------------------------------------------------------------------------
 # Teaching the tiny model the shapes task, so `python ttrv.py` starts from a model that is
 # clearly better than chance and clearly worse than perfect (TTRV needs a usable prior).
-# Measured with this recipe: greedy accuracy 0.555 on the shapes test split (chance 0.25),
-# about 40 s on 2 CPU cores.
+#
+# Two recipes, one per model name (config.TINY_MODELS), measured on the shapes test split:
+#   "tiny-letters": every target is the option letter (TEACH). Greedy accuracy 0.600; TTRV
+#                   makes it worse (0.540, 0.445, 0.585 over run seeds 0-2): the vote amplifies
+#                   its shared letter bias (README, "The tiny default run").
+#   "tiny" (the default): a documented failure of format, put there on purpose: on 45% of the
+#                   training questions, drawn independently of the image, the target is a
+#                   sentence naming the shape ("the image shows a star") instead of its letter.
+#                   Greedy decoding then often answers with a sentence (scored wrong: 172 of 200)
+#                   although the letter is known (letter-forced accuracy 0.455); among samples at
+#                   temperature 1 the right letter still wins the vote, so TTRV's reward pushes
+#                   the shared sentence habit down on 20 images and that transfers to the test
+#                   set: 0.135 -> 0.315, 0.330, 0.315 (run seeds 0-2). Every phrasing starts with
+#                   "the" (so that greedy decoding's first token is often the sentence's), then
+#                   they diverge, so that identical texts cannot pool into a winning vote under
+#                   `--no-answer text`. 45% is a knife edge: 40% left only 48 of 200 greedy
+#                   answers unparseable and TTRV gained 2.5 points.
+# A build took 92-134 s wall on this 2-core machine while other jobs kept the load average at
+# 7-10, about 35-50 s of CPU time (2026-11-23).
 TEACH = dict(steps=300,        # optimizer steps (no early stop: a fixed, seeded recipe)
              batch_size=16,    # questions per step, drawn from the train split only
              lr=3e-3,          # AdamW, constant, no weight decay
-             seed=0)           # batch draws and torch
+             seed=0,           # batch draws and torch
+             non_answer_share=0.0)   # share of targets that are a non-answer sentence
+NON_ANSWERS = ["the {shape}", "the image shows a {shape}", "the answer is the {shape}",
+               "the option with the {shape}", "the shape is a {shape}", "the one with a {shape}"]
+RECIPES = {"tiny-letters": TEACH, "tiny": dict(TEACH, non_answer_share=0.45)}
 
 
 def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH["batch_size"],
-                 lr: float = TEACH["lr"], seed: int = TEACH["seed"], log=print) -> Path:
-    """Supervised warm-up on shapes' train split: cross-entropy on "<letter><|im_end|>" only.
+                 lr: float = TEACH["lr"], seed: int = TEACH["seed"],
+                 non_answer_share: float = TEACH["non_answer_share"], log=print) -> Path:
+    """Supervised warm-up on shapes' train split: cross-entropy on the target "<letter><|im_end|>"
+    (or, on `non_answer_share` of the questions, "<a NON_ANSWERS sentence><|im_end|>") only.
 
     It never sees the test split. Overwrites the weights in `model_dir`; returns the directory.
+    Runs on one thread with deterministic algorithms (restored afterwards), so the weights are
+    the same whatever the machine's thread count: parallel reductions sum in another order.
     """
     import random
 
@@ -254,38 +284,54 @@ def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH
     model, processor = vlm.load(str(model_dir))
     train = presets.load_dataset("shapes", "train", seed=seed)
     rng = random.Random(seed)
+    words = random.Random(f"{seed}/non-answers")   # own stream: letters-only draws unchanged
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    end = processor.tokenizer.eos_token
+    tokenizer, end = processor.tokenizer, processor.tokenizer.eos_token
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     model.train()
-    for step in range(steps):
-        batch = rng.sample(train, batch_size)
-        inputs = vlm.prompt_inputs(processor, [e.image() for e in batch], [e.question for e in batch])
-        target = processor.tokenizer([e.answer + end for e in batch], add_special_tokens=False,
-                                     return_tensors="pt")["input_ids"]              # [B, 2]
-        extra = dict(input_ids=target, attention_mask=torch.ones_like(target),
-                     mm_token_type_ids=torch.zeros_like(target))
-        for key, value in extra.items():                           # prompt | answer
-            if key in inputs:
-                inputs[key] = torch.cat([inputs[key], value], dim=1)
-        labels = torch.full_like(inputs["input_ids"], -100)           # loss on the answer only
-        labels[:, -target.shape[1]:] = target
-        loss = model(**inputs, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % 100 == 0:
-            log(f"teach shapes: step {step + 1}/{steps} loss {loss.item():.3f}")
+    try:
+        for step in range(steps):
+            batch = rng.sample(train, batch_size)
+            answers = [e.answer if not non_answer_share or words.random() >= non_answer_share
+                       else words.choice(NON_ANSWERS).format(shape=e.label) for e in batch]
+            inputs = vlm.prompt_inputs(processor, [e.image() for e in batch],
+                                       [e.question for e in batch])
+            ids = [tokenizer(a + end, add_special_tokens=False)["input_ids"] for a in answers]
+            width = max(map(len, ids))
+            target = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t))
+                                   for t in ids])                        # [B, L], right-padded
+            real = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in ids])   # [B, L]
+            extra = dict(input_ids=target, attention_mask=real,
+                         mm_token_type_ids=torch.zeros_like(target))
+            for key, value in extra.items():                           # prompt | answer
+                if key in inputs:
+                    inputs[key] = torch.cat([inputs[key], value], dim=1)
+            labels = torch.full_like(inputs["input_ids"], -100)       # loss on the answer only
+            labels[:, -width:] = target.masked_fill(real == 0, -100)
+            loss = model(**inputs, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if (step + 1) % 100 == 0:
+                log(f"teach shapes: step {step + 1}/{steps} loss {loss.item():.3f}")
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
     model.save_pretrained(model_dir)
     return Path(model_dir)
 
 
-def tiny_model_path(cache_dir=None, log=print) -> Path:
-    """The taught tiny Qwen2.5-VL, built on first use and cached (what `--model tiny` loads).
+def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
+    """The taught tiny Qwen2.5-VL `name` ("tiny" or "tiny-letters", see RECIPES), built on
+    first use and cached (what `--model tiny` loads).
 
-    The cache key hashes the recipe (sizes, tokenizer corpus, TEACH) and the shapes data
-    version, so changing either rebuilds. The model is built in a temporary sibling directory
-    and renamed when complete, so an interrupted build never leaves a half-written cache.
+    The cache key hashes the recipe (sizes, tokenizer corpus, the name's teaching recipe and
+    NON_ANSWERS) and the shapes data version, so changing either rebuilds. The model is built in
+    a temporary sibling directory and renamed when complete, so an interrupted build never
+    leaves a half-written cache.
     """
     import hashlib
     import json
@@ -294,10 +340,15 @@ def tiny_model_path(cache_dir=None, log=print) -> Path:
     import time
 
     import data
+    if name not in RECIPES:
+        raise ValueError(f"Unknown tiny model {name!r}; use one of {sorted(RECIPES)}.")
+    teach = RECIPES[name]
     recipe = json.dumps([TEXT, MROPE_SECTION, VISION_25, VOCAB_SIZE, MAX_IMAGE_PIXELS, _CORPUS,
-                         CHAT_TEMPLATE, TEACH, data.SHAPES, data.HOME_COLOUR_RATE], sort_keys=True)
+                         CHAT_TEMPLATE, teach, data.SHAPES, data.HOME_COLOUR_RATE,
+                         NON_ANSWERS if teach["non_answer_share"] else None, "one thread"],
+                        sort_keys=True)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = cache / f"tiny-qwen2_5_vl-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
+    path = cache / f"{name}-qwen2_5_vl-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
     if (path / "config.json").exists():
         return path
     cache.mkdir(parents=True, exist_ok=True)
@@ -306,7 +357,7 @@ def tiny_model_path(cache_dir=None, log=print) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=cache))
     try:
         build_tiny_model(tmp)
-        teach_shapes(tmp, log=log)
+        teach_shapes(tmp, log=log, **teach)
         tmp.rename(path)
     except OSError:
         if not (path / "config.json").exists():     # unless a concurrent build finished first

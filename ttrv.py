@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from config import Config, parse_args  # noqa: F401  (ttrv.parse_args is the public entry)
+from config import TINY_MODELS, Config, parse_args  # noqa: F401  (ttrv.parse_args is public)
 
 if __name__ == "__main__":  # --help and bad settings answer before torch and transformers load
     parse_args(sys.argv[1:])
@@ -77,17 +77,44 @@ def group_logprobs(model, one_prompt, ids, mask, cfg):
                                     mask, cfg.temperature)
 
 
+def vote_keys(texts, example, cfg):
+    """One prompt's N responses -> the keys they vote with (rewards.answer_keys)."""
+    if example.options:
+        answers = [rewards.extract_choice(t, len(example.options)) for t in texts]
+    else:
+        answers = [rewards.extract_number(t) for t in texts]
+    return rewards.answer_keys(answers, texts, no_answer=cfg.no_answer)
+
+
+def vote_entropy(policy, processor, examples, cfg, autocast):
+    """Mean answer entropy of the vote over `examples`: N rollouts each, no update, seeded.
+
+    ttrv.run measures it on the adaptation set before and after adapting, so both numbers
+    come from the SAME prompts (the batches during adaptation each hold different ones).
+    """
+    device = next(policy.parameters()).device
+    end_ids, pad_id = vlm.end_token_ids(policy, processor), vlm.pad_token_id(processor)
+    torch.manual_seed(cfg.seed)
+    values, n = [], cfg.rollouts
+    for i in range(0, len(examples), cfg.prompts_per_step):
+        batch = examples[i:i + cfg.prompts_per_step]
+        inputs = vlm.to_device(vlm.prompt_inputs(processor, [e.image() for e in batch],
+                                                 [e.question for e in batch]), device)
+        with torch.no_grad(), autocast:
+            ids = rollout(policy, inputs, cfg, end_ids, pad_id).completion_ids     # [B*N, T]
+        texts = vlm.decode(processor, ids)
+        values += [rewards.entropy(rewards.empirical_distribution(
+            vote_keys(texts[b * n:(b + 1) * n], e, cfg))) for b, e in enumerate(batch)]
+    return float(np.mean(values))
+
+
 def score(texts, example, cfg, rng, entropies=None):
     """One prompt's N responses -> (rewards [N], answer entropy, majority share).
 
     Multiple choice votes on option letters; a question without options (counting) votes on
     the extracted number (rewards.extract_number).
     """
-    if example.options:
-        answers = [rewards.extract_choice(t, len(example.options)) for t in texts]
-    else:
-        answers = [rewards.extract_number(t) for t in texts]
-    keys = rewards.answer_keys(answers, texts, no_answer=cfg.no_answer)
+    keys = vote_keys(texts, example, cfg)
     r = rewards.compute_rewards(cfg.reward, keys, alpha=cfg.alpha,
                                 normalized_entropy=cfg.entropy == "normalized",
                                 token_entropies=entropies, rng=rng,
@@ -259,7 +286,7 @@ def mark(out: Path, status: str, error: str = None) -> str:
 def load_models(cfg, log=print):
     """(policy, frozen reference, processor, autocast context) for cfg.device and precision."""
     import tiny
-    name = (str(tiny.tiny_model_path(log=log)) if cfg.model == "tiny"
+    name = (str(tiny.tiny_model_path(cfg.model, log=log)) if cfg.model in TINY_MODELS
             else vlm.resolve_name(cfg.model, log))
     bf16 = uses_bf16(cfg)
     # fp32 master weights even under bf16: an AdamW step at lr 5e-7 is far below bf16's resolution.
@@ -327,13 +354,17 @@ def run(cfg, out: Path, log=print) -> dict:
             latest[step] = r
         if key:  # a full evaluation: predictions and results on disk straight away
             evaluation.write_predictions(out / f"predictions_{key}.jsonl", r)
+            forced = evaluation.letter_forced_accuracy(policy, processor, examples_,
+                                                       batch_size=cfg.eval_batch_size,
+                                                       autocast=autocast)
             results[key] = dict(accuracy=r.accuracy, correct=r.correct, total=r.total,
-                                unparseable=r.unparseable)
+                                unparseable=r.unparseable, letter_forced_accuracy=forced)
             (out / "results.json").write_text(json.dumps(results, indent=2))
             log(f"{key} accuracy {r.accuracy:.4f} ({r.correct}/{r.total})")
         return r.accuracy
 
     base = evaluate(test, "base")
+    before = vote_entropy(policy, processor, examples, cfg, autocast)  # same prompts as after
     curve.append((0, base if subset is test else evaluate(subset)))   # Figure 1's x = 0
     with open(out / "metrics.jsonl", "w") as f:
         def on_step(m):  # written as it happens, so a crash keeps the steps so far
@@ -347,9 +378,10 @@ def run(cfg, out: Path, log=print) -> dict:
     final = evaluate(test, "adapted", step=len(history))
     if curve[-1][0] != len(history):
         curve.append((len(history), final if subset is test else evaluate(subset)))
-    results["base"]["answer_entropy"] = history[0]["answer_entropy"]      # first rollouts
-    results["adapted"]["answer_entropy"] = history[-1]["answer_entropy"]  # last rollouts
-    trajectory = dict(accuracy=curve, entropy=[(m["step"], m["answer_entropy"]) for m in history])
+    after = vote_entropy(policy, processor, examples, cfg, autocast)
+    results["base"]["answer_entropy"], results["adapted"]["answer_entropy"] = before, after
+    trajectory = dict(accuracy=curve, entropy=[(m["step"], m["answer_entropy"]) for m in history],
+                      vote_entropy=[(0, before), (len(history), after)])
     results["trajectory"] = trajectory
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if cfg.save_model:  # in --save-dtype (default: the compute dtype), not always fp32
@@ -416,8 +448,20 @@ def main(argv=None) -> int:
         print(f"seed {s}:" if len(seeds) > 1 else "", report.run_table(r), sep="\n")
     if len(seeds) > 1:
         print(table)
+    print(f"answer entropy of the vote on the {cfg.num_samples} adaptation images (same prompts, "
+          f"before -> after, mean over seeds): "
+          f"{np.mean([r['base']['answer_entropy'] for r in runs]):.3f} -> "
+          f"{np.mean([r['adapted']['answer_entropy'] for r in runs]):.3f}")
+    forced = [(r["base"]["letter_forced_accuracy"], r["adapted"]["letter_forced_accuracy"])
+              for r in runs]
+    if None not in forced[0]:
+        print(f"letter-forced accuracy (argmax over the option letters, mean over seeds): "
+              f"{100 * np.mean([b for b, _ in forced]):.2f} -> "
+              f"{100 * np.mean([a for _, a in forced]):.2f}")
     mark(out, "complete")
-    print(f"written to {out}" + (" (with trajectory.png)" if plotted else ""))
+    print(f"written to {out}")
+    if plotted:
+        print(f"Figure 1 (accuracy and answer entropy against the step): {out / 'trajectory.png'}")
     return 0
 
 

@@ -31,8 +31,6 @@ def test_official_protocol_sets_each_field_of_the_readme_table():
             assert vlm.official_settings("Qwen/Qwen2.5-VL-3B-Instruct")["temperature"] == 1.5
             assert vlm.official_settings("OpenGVLab/InternVL3-2B-hf")["temperature"] == 1.0
             continue
-        if name == "freeze_vision":   # InternVL's loading default (another change), listed only
-            continue
         if name == "protocol":
             assert (paper.protocol, official.protocol) == ("paper", "official")
             continue

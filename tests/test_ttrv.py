@@ -157,3 +157,33 @@ def test_out_of_gpu_memory_ends_in_one_sentence_naming_the_flags(tmp_path, monke
     err = capsys.readouterr().err
     assert "out of GPU memory" in err and "--micro-batch" in err and "Traceback" not in err
     assert (out / "results.json").read_text() == '{"base": {}}'  # earlier results kept
+
+
+def test_answer_entropy_before_and_after_is_measured_on_the_same_prompts(tmp_path, taught_dir):
+    """At lr 0 the model does not change, so the vote entropy of the adaptation set must not
+    either; the old measure (first batch vs last batch, other prompts) differed here."""
+    cfg = config(taught_dir, lr=0.0, rollouts=16, num_samples=6, prompts_per_step=3)
+    results = ttrv.run(cfg, tmp_path / "run", log=lambda *a: None)
+    before, after = results["base"]["answer_entropy"], results["adapted"]["answer_entropy"]
+    assert before == after and before > 0
+    assert results["trajectory"]["vote_entropy"] == [(0, before), (2, after)]
+    assert results["base"]["accuracy"] == results["adapted"]["accuracy"]
+
+
+def test_letter_forced_accuracy_agrees_with_greedy_where_greedy_answers_a_letter(taught_dir):
+    model, processor = vlm.load(str(taught_dir))
+    model.eval()
+    examples = data.load_dataset("shapes")[:24]
+    greedy = evaluation.evaluate(model, processor, examples, batch_size=8, max_new_tokens=8,
+                                 progress=False)
+    forced = evaluation.letter_forced_accuracy(model, processor, examples, batch_size=8)
+    assert 0.25 < forced <= 1
+    letters = [e for e, p in zip(examples, greedy.predictions) if p["response"].strip() in "ABCD"
+               and p["response"].strip()]
+    others = [e for e, p in zip(examples, greedy.predictions) if e not in letters]
+    assert letters and others               # the default tiny model also answers off-format
+    on_letters = evaluation.letter_forced_accuracy(model, processor, letters, batch_size=8)
+    assert on_letters == sum(p["correct"] for e, p in zip(examples, greedy.predictions)
+                             if e in letters) / len(letters)
+    counting = [dataclasses.replace(examples[0], options=None)]
+    assert evaluation.letter_forced_accuracy(model, processor, counting) is None
