@@ -173,7 +173,7 @@ def test_answer_entropy_before_and_after_is_measured_on_the_same_prompts(tmp_pat
 def test_letter_forced_accuracy_agrees_with_greedy_where_greedy_answers_a_letter(taught_dir):
     model, processor = vlm.load(str(taught_dir))
     model.eval()
-    examples = data.load_dataset("shapes")[:24]
+    examples = presets.load_dataset("shapes")[:24]
     greedy = evaluation.evaluate(model, processor, examples, batch_size=8, max_new_tokens=8,
                                  progress=False)
     forced = evaluation.letter_forced_accuracy(model, processor, examples, batch_size=8)

@@ -1,4 +1,4 @@
-"""benchmarks.py as a spec: each preset's rows (in the dataset's real columns) -> Examples with the
+"""presets.py as a spec: each preset's rows (in the dataset's real columns) -> Examples with the
 Appendix C prompts, the counting score, the generic hub loader and its name syntax, and the
 download path (monkeypatched: no test touches the network). Parquet-only tests skip without
 pyarrow; every preset is covered without it (in-memory rows and .jsonl copies)."""
