@@ -64,7 +64,7 @@ class Config:
     micro_batch: int = opt(None, "rollouts", "responses per forward/backward chunk (lowers "
                            "memory; default the whole group)")
     temperature: float = opt(1.0, "rollouts", "sampling temperature (--protocol official: "
-                             "per model family, vlm.official_settings)")
+                             "per model family, vlm.official_temperature)")
     top_p: float = opt(1.0, "rollouts", "nucleus sampling threshold")
     max_new_tokens: int = opt(1024, "rollouts", "longest response, in tokens")
     prompts_per_step: int = opt(4, "rollouts", "prompts whose rollouts are drawn together "
@@ -113,7 +113,7 @@ class Config:
 
 
 # --protocol official: the official runs' settings (README "Protocols"; issue 12). Family-
-# dependent values (temperature) are None here and filled by vlm.official_settings in ttrv.main.
+# dependent values (temperature) are None here and filled by vlm.official_temperature in ttrv.run once the model is loaded.
 OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer="text",
                 adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)
 

@@ -333,6 +333,8 @@ def run(cfg, out: Path, log=print) -> dict:
     subset = (random.Random(cfg.data_seed).sample(test, min(cfg.eval_subset, len(test)))
               if cfg.eval_subset else test)                           # for --eval-every
     policy, ref_model, processor, autocast, name = load_models(cfg, log)
+    if cfg.temperature is None:  # --protocol official: the family's value, known once loaded
+        cfg = dataclasses.replace(cfg, temperature=vlm.official_temperature(policy))
     (out / "config.json").write_text(json.dumps(
         dict(dataclasses.asdict(cfg), resolved_model=name), indent=2))
     log(f"run directory: {out}")
@@ -403,8 +405,6 @@ def main(argv=None) -> int:
     interrupted) and, on failure, on the terminal in one line naming what was saved.
     """
     cfg = parse_args(argv)
-    if cfg.temperature is None:  # --protocol official: the model family's value
-        cfg.temperature = vlm.official_settings(cfg.model)["temperature"]
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg.save_dtype = cfg.save_dtype or ("bf16" if uses_bf16(cfg) else "fp32")

@@ -51,7 +51,10 @@ CPU_PARAM_LIMIT = 1_000_000_000  # above this, refuse to train on a CPU unless a
 # not listed get the defaults (vision trains, the template's own system prompt, the
 # processor's own image settings).
 FAMILIES = {
+    # Every Qwen2.5-VL log of the official runs samples at 1.5 (run.sh and the paper say 1.0).
+    "qwen2_5_vl": dict(official_temperature=1.5),
     "internvl": dict(
+        official_temperature=1.0,          # the InternVL logs sample at 1.0
         # The official code freezes InternVL's vision tower (the projector trains).
         freeze_vision=True,
         # Up to 12 tiles plus a thumbnail, as InternVL3 was trained and evaluated (the
@@ -85,17 +88,6 @@ def resolve_name(name: str, log=print) -> str:
         log(f"note: {name} is not a hub id; using {ALIASES[name]}")
         return ALIASES[name]
     return name
-
-
-def official_settings(name: str) -> dict:
-    """Family-dependent settings of the official runs (--protocol official), by model name:
-    every Qwen2.5-VL log samples at temperature 1.5, InternVL at 1.0 (run.sh's 1.0 otherwise).
-    InternVL's frozen vision tower is its loading default (issue 8), not set here.
-
-    >>> official_settings("Qwen/Qwen2.5-VL-3B-Instruct"), official_settings("OpenGVLab/InternVL3-2B-hf")
-    ({'temperature': 1.5}, {'temperature': 1.0})
-    """
-    return {"temperature": 1.5 if "qwen2.5-vl" in name.lower() else 1.0}
 
 
 def _looks_local(name: str) -> bool:
@@ -166,6 +158,12 @@ def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
 def family(model) -> dict:
     """The protocol entries of FAMILIES for this model ({} when its family has none)."""
     return FAMILIES.get(getattr(model.config, "model_type", None), {})
+
+
+def official_temperature(model) -> float:
+    """The sampling temperature of the official runs for this model's family (--protocol
+    official): 1.5 for Qwen2.5-VL, 1.0 for InternVL and, as run.sh says, for any other."""
+    return family(model).get("official_temperature", 1.0)
 
 
 def freeze_vision(model, freeze=None) -> bool:

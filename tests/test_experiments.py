@@ -177,3 +177,14 @@ def test_eval_every_does_not_evaluate_the_final_model_twice(tmp_path, tiny_dir, 
     results = json.loads((out / "results.json").read_text())
     assert results["trajectory"]["accuracy"][-1] == [2, results["adapted"]["accuracy"]]
     assert (out / "predictions_adapted.jsonl").exists()
+
+
+def test_official_protocol_samples_at_the_loaded_family_s_temperature(tmp_path, tiny_dir):
+    """--protocol official leaves the temperature to the family: the tiny model is a Qwen2.5-VL,
+    so the run samples (and records in config.json) at 1.5; an explicit flag still wins."""
+    cfg = cfg_for(tiny_dir, "--protocol", "official", "--train-rollouts", "2")
+    assert cfg.temperature is None
+    ttrv.run(cfg, tmp_path / "official")
+    assert json.loads((tmp_path / "official" / "config.json").read_text())["temperature"] == 1.5
+    cfg = cfg_for(tiny_dir, "--protocol", "official", "--train-rollouts", "2", "--temperature", "0.7")
+    assert cfg.temperature == 0.7

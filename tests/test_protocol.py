@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import pytest
 
 import vlm
@@ -26,10 +28,8 @@ def test_official_protocol_sets_each_field_of_the_readme_table():
     for field, paper_cell, official_cell in rows:
         name = re.match(r"`(\w+)`", field).group(1)
         assert name in fields, name
-        if name == "temperature":     # per family, filled by vlm.official_settings in ttrv.main
+        if name == "temperature":     # per family, filled by vlm.official_temperature in ttrv.run
             assert official.temperature is None and paper.temperature == 1.0
-            assert vlm.official_settings("Qwen/Qwen2.5-VL-3B-Instruct")["temperature"] == 1.5
-            assert vlm.official_settings("OpenGVLab/InternVL3-2B-hf")["temperature"] == 1.0
             continue
         if name == "protocol":
             assert (paper.protocol, official.protocol) == ("paper", "official")
@@ -47,11 +47,8 @@ def test_explicit_flags_win_over_the_protocol():
     assert cfg.entropy == "normalized" and cfg.no_answer == "text"
 
 
-@pytest.mark.parametrize("model", ["tiny", "Qwen/Qwen2.5-VL-3B-Instruct"])
-def test_main_fills_the_family_temperature(model, monkeypatch):
-    import ttrv
-    seen = {}
-    monkeypatch.setattr(ttrv, "run_dir", lambda cfg, log=None: (_ for _ in ()).throw(
-        ttrv.RunDirError(str(seen.setdefault("t", cfg.temperature)))))
-    assert ttrv.main(["--protocol", "official", "--model", model, "--quiet"]) == 1
-    assert seen["t"] == vlm.official_settings(model)["temperature"]
+@pytest.mark.parametrize("model_type, temperature",
+                         [("qwen2_5_vl", 1.5), ("internvl", 1.0), ("qwen2_vl", 1.0)])
+def test_the_official_temperature_is_the_loaded_family_s(model_type, temperature):
+    model = SimpleNamespace(config=SimpleNamespace(model_type=model_type))
+    assert vlm.official_temperature(model) == temperature
