@@ -97,16 +97,17 @@ def _keeps_logits(model) -> bool:
 
 
 # Tokens whose logits exist at once while scoring responses. The result does not depend on it
-# (a memory/speed knob, not a hyperparameter): [1024, 151,936] fp32 logits are 0.6 GB, so the
-# peak is bounded by the chunk whatever rows x T is, and a chunk is big enough that the per-chunk
-# overhead is negligible next to its [1024, H] x [H, V] matmul.
-LOGPROB_CHUNK = 1024
+# (a memory/speed knob, not a hyperparameter, hence a constant): with V = 151,936 one chunk's
+# fp32 log-softmax is 0.16 GB and the forward + backward of a chunk peaks at ~0.5 GB
+# (`python bench.py --logprob-memory`), whatever rows x T is; a [256, H] x [H, V] matmul
+# is still large enough that the per-chunk overhead does not matter.
+LOGPROB_CHUNK = 256
 
 
 def _chunk_logprobs(project, hidden, targets, temperature):
     """[C, H] hidden states -> log softmax(project(hidden) / temperature)[targets]: [C]."""
-    logits = project(hidden).float() / temperature                               # [C, V]
-    return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+    logp = torch.log_softmax(project(hidden).float() / temperature, dim=-1)      # [C, V]
+    return logp.gather(-1, targets[:, None]).squeeze(-1)
 
 
 def token_logprobs(project, hidden, targets, temperature=1.0, chunk=None):
@@ -116,10 +117,9 @@ def token_logprobs(project, hidden, targets, temperature=1.0, chunk=None):
     logits exist at a time, so memory is bounded by `chunk`, not by R x T x V. With grad enabled
     each chunk is activation-checkpointed (non-reentrant): its logits are recomputed in the
     backward instead of being kept, so the backward does not hold R x T x V either.
-    log softmax(x)_y is computed as x_y - logsumexp(x): the same value, one [C, V] tensor fewer.
 
     Example: R = 32 responses x T = 1,024 tokens, V = 151,936: the full log_softmax held
-    32 x 1,024 x 151,936 x 4 B = 20 GB; chunks of 1,024 tokens hold 0.6 GB at a time.
+    32 x 1,024 x 151,936 x 4 B = 20 GB; a chunk of 256 tokens holds 0.16 GB.
     """
     R, T, H = hidden.shape
     chunk = chunk or LOGPROB_CHUNK

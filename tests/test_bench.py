@@ -35,3 +35,10 @@ def test_bench_markdown_table(tiny_dir, capsys):
     out = capsys.readouterr().out
     assert "| phase (ms per step) | shared-prefix | plain | plain/shared |" in out
     assert re.search(r"\| full step \(sum\) \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", out)
+
+
+def test_bench_logprob_memory_table(capsys):
+    assert bench.main(["--logprob-memory", "--logprob-lens", "8", "--logprob-rows", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "vocabulary 151,936" in out and "chunked peak (GB)" in out
+    assert re.search(r"^\s+8\s+0\.00\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), out
