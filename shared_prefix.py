@@ -60,6 +60,7 @@ import torch
 from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+import distributed
 import grpo
 
 
@@ -272,7 +273,7 @@ def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_tok
         steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive,
                       entropy * alive, alive.long()))
         alive = alive & ~torch.isin(token, eos)
-        if not alive.any() or t + 1 == max_new_tokens:
+        if not distributed.any_rank(alive.any()) or t + 1 == max_new_tokens:  # FSDP: all ranks
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
         logits = model(input_ids=steps[-1][0][:, None], attention_mask=attention_mask,
