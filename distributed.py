@@ -78,10 +78,13 @@ def shard(model, bf16: bool):
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if bf16 else MixedPrecisionPolicy())
     blocks = set(getattr(model, "_no_split_modules", None) or [])
+    # reshard after every forward, the root too (FSDP's default keeps the root gathered after a
+    # forward: then an evaluation before training would leave full tensors in parameters()).
+    options = dict(mesh=mesh, mp_policy=policy, reshard_after_forward=True)
     for module in list(model.modules()):
         if type(module).__name__ in blocks:
-            fully_shard(module, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+            fully_shard(module, **options)
+    fully_shard(model, **options)
     model._is_fsdp_managed_module = True   # transformers' generate then syncs ranks (synced_gpus)
     # generate would encode the images by calling the vision tower directly, outside the root's
     # forward, where the root's own parameters (e.g. the patch embedding) are still sharded; this

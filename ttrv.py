@@ -118,7 +118,8 @@ def update(policy, ref_model, one_prompt, ids, mask, old_logp, advantages, cfg, 
                  else torch.tensor(ids[part].shape[0] / rows_total))
         (loss * share * scale).backward()
         stats.append((float(share), s))
-    return {k: sum(w * s[k] for w, s in stats) for k in stats[0][1]}
+    weight = sum(w for w, _ in stats)      # 1 unless `total` spans several groups
+    return {k: sum(w * s[k] for w, s in stats) / weight for k in stats[0][1]}
 
 
 def apply_update(policy, ref_model, optimizer, params, groups, cfg, autocast):
