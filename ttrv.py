@@ -18,6 +18,8 @@ Where this departs from the paper / official code (each also said where it happe
 - Unparseable responses are each an answer of their own (--no-answer; official: their text).
 - Each prompt is encoded once per group (shared_prefix.py), the same maths as N copies.
 - Mixed precision: fp32 master weights with bf16 autocast, instead of verl's FSDP bf16 setup.
+- torchrun (distributed.py): one AdamW update per K prompts, one per process, as the official
+  code; --prompts-per-update K gives the same update in one process.
 - The tiny model's presets (lr, lengths) differ from the paper's; see config.TINY_PRESETS.
 - Answer extraction does not read the article "a" as option A (rewards.extract_choice).
 """
