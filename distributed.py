@@ -180,8 +180,8 @@ def share(items: list, pad=None) -> list:
     """This rank's share of `items`, item i going to rank i % K, padded with `pad` (a zero-weight
     stand-in) so every rank gets ceil(len / K). One process: `items` itself.
 
-    >>> share([10, 11, 12])       # K = 2: rank 0 [10, 12], rank 1 [11, pad]
-    [10, 11, 12]
+    Example, K = 2: share([10, 11, 12]) is [10, 12] on rank 0 and [11, None] on rank 1;
+    in one process it is [10, 11, 12].
     """
     K = world()
     mine = items[rank()::K]
@@ -202,7 +202,8 @@ def gather_share(mine: list, total: int) -> list:
 
 
 def same_length(tensors, fills):
-    """Pad [rows, T] tensors on the right to the longest T over the ranks (masked columns)."""
+    """Pad [rows, T] tensors on the right to the longest T over the ranks (masked columns);
+    None stays None."""
     T = max_over_ranks(tensors[0].shape[1])
-    return [torch.nn.functional.pad(t, (0, T - t.shape[1]), value=v) if t.shape[1] < T else t
-            for t, v in zip(tensors, fills)]
+    return [torch.nn.functional.pad(t, (0, T - t.shape[1]), value=v)
+            if t is not None and t.shape[1] < T else t for t, v in zip(tensors, fills)]
