@@ -133,9 +133,9 @@ def apply_update(policy, ref_model, optimizer, params, groups, cfg, autocast):
     def size(mask):
         return float(mask.sum()) if cfg.loss_agg == "token_mean" else mask.shape[0]
     total = distributed.all_sum(sum(size(g[2]) for g in groups if g[5]))
-    stats = [update(policy, ref_model, *g[:5], cfg, autocast,
-                    total=None if len(groups) == distributed.world() == 1 else total,
-                    scale=distributed.world() * float(g[5])) for g in groups]
+    total = None if len(groups) == distributed.world() == 1 else total   # 1 group: as before
+    stats = [update(policy, ref_model, *g[:5], cfg, autocast, total,
+                    distributed.world() * float(g[5])) for g in groups]
     s = {key: float(np.mean([x[key] for x, g in zip(stats, groups) if g[5]] or [0.0]))
          for key in stats[0]}
     s["grad_norm"] = grpo.clip_grad_norm(params, cfg.max_grad_norm)
