@@ -401,6 +401,62 @@ def report(env, args, L, res):
     return lines
 
 
+# ------------------------------------------------------------------ log-prob memory (--logprob-memory)
+
+def full_logprobs(head, hidden, targets, temperature=1.0):
+    """The computation before chunking, kept here only as the reference: [R, T, V] logits."""
+    logp = torch.log_softmax(head(hidden).float() / temperature, dim=-1)          # [R, T, V]
+    return logp.gather(-1, targets[..., None]).squeeze(-1)                        # [R, T]
+
+
+def _proc_bytes(key):
+    """A /proc/self/status entry (VmRSS, VmHWM) in bytes."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def peak_rss_of(fn):
+    """(bytes, seconds): the process's peak RSS while fn() runs, above its RSS before (CPU).
+
+    Linux resets the peak (VmHWM) when 5 is written to /proc/self/clear_refs; glibc returns
+    large tensors to the system on free, so RSS follows torch's CPU allocations.
+    """
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before, t0 = _proc_bytes("VmRSS"), time.perf_counter()
+    fn()
+    return _proc_bytes("VmHWM") - before, time.perf_counter() - t0
+
+
+def logprob_memory(args):
+    """Peak memory of log-probs + backward, full [R, T, V] vs grpo.token_logprobs, per length."""
+    vocab, hidden_size, rows = QWEN3B_TEXT["vocab_size"], 64, args.logprob_rows
+    head = torch.nn.Linear(hidden_size, vocab, bias=False)
+    ways = dict(full=lambda h, t: full_logprobs(head, h, t),
+                chunked=lambda h, t: grpo.token_logprobs(head, h, t))
+    lines = [f"log-prob memory on the CPU: {rows} response(s) x T tokens, vocabulary {vocab:,}, "
+             f"hidden {hidden_size}, fp32, forward + backward; chunk {grpo.LOGPROB_CHUNK} tokens",
+             f"{'T':>6}  {'[R, T, V] fp32 (GB)':>20}  {'full peak (GB)':>15}  "
+             f"{'chunked peak (GB)':>18}  {'full s':>7}  {'chunked s':>9}"]
+    for L in args.logprob_lens:
+        hidden = torch.randn(rows, L, hidden_size, requires_grad=True)            # [R, T, H]
+        targets = torch.randint(0, vocab, (rows, L))
+        got = {}
+        for name, way in ways.items():
+            head.weight.grad = hidden.grad = None
+            way(hidden[:, :1], targets[:, :1]).sum().backward()                   # warm-up
+            head.weight.grad = hidden.grad = None
+            got[name] = peak_rss_of(lambda: way(hidden, targets).sum().backward())
+        lines.append(f"{L:>6}  {rows * L * vocab * 4 / 1e9:>20.2f}  {got['full'][0] / 1e9:>15.2f}  "
+                     f"{got['chunked'][0] / 1e9:>18.2f}  {got['full'][1]:>7.2f}  "
+                     f"{got['chunked'][1]:>9.2f}")
+    lines.append("peak = highest RSS during the call minus RSS before it (/proc/self VmHWM after "
+                 "a reset), so it includes the head's weight gradient (hidden x V x 4 B).")
+    return lines
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arch", choices=["tiny", "qwen2.5-vl-3b", "internvl3-2b", "internvl3-8b"],
@@ -416,11 +472,19 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--tiny-dir", default=None, help="reuse a built tiny model directory")
+    p.add_argument("--logprob-memory", action="store_true",
+                   help="only the peak memory of the log-probs, full vs chunked (CPU, Linux)")
+    p.add_argument("--logprob-lens", type=int, nargs="+", default=[16, 256, 1024],
+                   help="response lengths T for --logprob-memory")
+    p.add_argument("--logprob-rows", type=int, default=2, help="responses for --logprob-memory")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.logprob_memory:
+        print("\n".join(logprob_memory(args)))
+        return 0
     if args.device == "meta":
         if args.arch == "tiny":
             print("error: --device meta counts a real architecture's parameters; pass --arch "

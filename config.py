@@ -95,6 +95,9 @@ class Config:
                         ["token_mean", "sequence_mean", "dr_grpo"])
     max_grad_norm: float = opt(1.0, "optimisation", "gradient-norm clip")
     epochs: int = opt(2, "optimisation", "passes over the adaptation examples")
+    prompts_per_update: int = opt(None, "optimisation", "prompts whose groups make one AdamW "
+                                  "update, token mean over all of them (default 1; under torchrun"
+                                  " one per process: K processes, K prompts per update)")
     # evaluation
     eval_batch_size: int = opt(32, "evaluation", "prompts per greedy evaluation batch")
     eval_limit: int = opt(None, "evaluation", "evaluate only the first N test examples")

@@ -30,7 +30,7 @@ import inspect
 import math
 
 import torch
-import torch.nn.functional as F
+import torch.utils.checkpoint
 
 # ----------------------------------------------------------------------------- advantages
 
@@ -99,6 +99,85 @@ def _keeps_logits(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+# Tokens whose logits exist at once while scoring responses. The result does not depend on it
+# (a memory/speed knob, not a hyperparameter, hence a constant): with V = 151,936 one chunk's
+# fp32 log-softmax is 0.16 GB and the forward + backward of a chunk peaks at ~0.5 GB
+# (`python bench.py --logprob-memory`), whatever rows x T is; a [256, H] x [H, V] matmul
+# is still large enough that the per-chunk overhead does not matter.
+LOGPROB_CHUNK = 256
+
+
+def _chunk_logprobs(project, hidden, targets, temperature):
+    """[C, H] hidden states -> log softmax(project(hidden) / temperature)[targets]: [C]."""
+    logp = torch.log_softmax(project(hidden).float() / temperature, dim=-1)      # [C, V]
+    return logp.gather(-1, targets[:, None]).squeeze(-1)
+
+
+def token_logprobs(project, hidden, targets, temperature=1.0, chunk=None):
+    """log pi_T(targets) from hidden states [R, T, H], `chunk` tokens at a time: [R, T].
+
+    `project` maps [C, H] -> logits [C, V] (the model's output head). Only one chunk's [C, V]
+    logits exist at a time, so memory is bounded by `chunk`, not by R x T x V. With grad enabled
+    each chunk is activation-checkpointed (non-reentrant): its logits are recomputed in the
+    backward instead of being kept, so the backward does not hold R x T x V either.
+
+    Example: R = 32 responses x T = 1,024 tokens, V = 151,936: the full log_softmax held
+    32 x 1,024 x 151,936 x 4 B = 20 GB; a chunk of 256 tokens holds 0.16 GB.
+    """
+    R, T, H = hidden.shape
+    chunk = chunk or LOGPROB_CHUNK
+    flat, ids = hidden.reshape(R * T, H), targets.reshape(R * T).to(hidden.device)
+    checkpointed = torch.is_grad_enabled()
+    parts = []
+    for c in range(0, R * T, chunk):
+        args = (project, flat[c:c + chunk], ids[c:c + chunk], temperature)
+        parts.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False)
+                     if checkpointed else _chunk_logprobs(*args))
+    return torch.cat(parts).reshape(R, T) if parts else hidden.new_zeros(R, T)
+
+
+class _HeadScorer(torch.nn.Module):
+    """Stands in for the output head: hidden states [R, L, H] -> log-probs of `targets` [R, T].
+
+    Scores the last T positions (or those before the last one, skip_last=True) with
+    `token_logprobs`, calling the real head (its hooks included) one chunk at a time.
+    """
+
+    def __init__(self, head, targets, temperature, skip_last):
+        super().__init__()
+        object.__setattr__(self, "head", head)       # not a submodule: no second copy of it
+        self.targets, self.temperature, self.skip_last, self.calls = (targets, temperature,
+                                                                      skip_last, [])
+
+    def forward(self, hidden):                                                   # [R, L, H]
+        end, T = hidden.shape[1] - int(self.skip_last), self.targets.shape[1]
+        self.calls.append(token_logprobs(self.head, hidden[:, end - T:end], self.targets,
+                                         self.temperature))
+        return self.calls[-1]
+
+
+def scored_forward(model, targets, temperature=1.0, skip_last=False, **inputs):
+    """model(**inputs) with its output head scoring `targets`: log pi_T [R, T], no [R, T, V].
+
+    The head (`get_output_embeddings()`, e.g. lm_head, any family) is swapped for `_HeadScorer`
+    for this one forward (`set_output_embeddings`), so it receives the model's own last hidden
+    states. Running inside the model's forward, rather than on model.model's output, keeps
+    FSDP's parameter gathering and hooks as they are. A family that post-processes the head's
+    output (softcapping, scaling) would change the result: that is checked and refused.
+    """
+    head = model.get_output_embeddings()
+    scorer = _HeadScorer(head, targets, temperature, skip_last)
+    model.set_output_embeddings(scorer)
+    try:
+        logits = model(**inputs).logits
+    finally:
+        model.set_output_embeddings(head)
+    if len(scorer.calls) != 1 or logits is not scorer.calls[0]:
+        raise RuntimeError(f"{type(model).__name__} changes its head's output (or calls the "
+                           "head twice); token log-probs cannot be computed from the head here.")
+    return logits
+
+
 def completion_logprobs(model, prompt_inputs: dict, completion_ids: torch.Tensor,
                         completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log pi(y_t | x, y_<t) of every completion token under a Hugging Face VLM: [B, T].
@@ -110,11 +189,12 @@ def completion_logprobs(model, prompt_inputs: dict, completion_ids: torch.Tensor
     [B, P, ...] tensors (mm_token_type_ids: completion tokens are text, 0) are zero-padded over
     the completion, everything else (pixel_values, image_grid_thw) is passed through.
 
-    Logits exist only for the last T+1 positions (logits_to_keep); the logit at position P-1+t
-    predicts completion token t, the final one predicts past the end and is dropped. They are
-    divided by the sampling temperature, so the log-probs are those of the distribution the
-    tokens were sampled from. Values at positions where completion_mask is 0 are finite but
-    meaningless; callers multiply by the mask. Grad flows if called with grad enabled.
+    The head runs only on the last T+1 positions (logits_to_keep); position P-1+t predicts
+    completion token t, the final one predicts past the end and is skipped. Log-probs come from
+    the hidden states in chunks (`scored_forward`, `token_logprobs`), never as [B, T, V]. The
+    logits are divided by the sampling temperature, so the log-probs are those of the
+    distribution the tokens were sampled from. Values at positions where completion_mask is 0
+    are finite but meaningless; callers multiply by the mask. Grad flows if called with grad.
 
     Positions: Qwen2-VL/2.5-VL compute 3D rope positions from input_ids, mm_token_type_ids and
     image_grid_thw; transformers 5 recomputes them whenever no KV cache is passed, so the
@@ -132,14 +212,10 @@ def completion_logprobs(model, prompt_inputs: dict, completion_ids: torch.Tensor
             inputs[key] = torch.cat([value, zeros], dim=1)                  # [B, P+T, ...]
     inputs["input_ids"] = torch.cat([ids, completion_ids.to(ids.device)], dim=1)        # [B, P+T]
     inputs["attention_mask"] = torch.cat([attn, completion_mask.to(attn.device, attn.dtype)], dim=1)
-
-    if _keeps_logits(model):
-        logits = model(**inputs, use_cache=False, logits_to_keep=T + 1).logits    # [B, T+1, V]
-    else:  # older forwards: slice after the head (still no softmax over prompt positions)
-        logits = model(**inputs, use_cache=False).logits[:, -(T + 1):]
-    logits = logits[:, :-1].float() / temperature                                 # [B, T, V]
-    logp = F.log_softmax(logits, dim=-1)                                          # [B, T, V]
-    return logp.gather(-1, completion_ids.to(logp.device).unsqueeze(-1)).squeeze(-1)  # [B, T]
+    if _keeps_logits(model):      # older forwards: the head sees every position, we slice it
+        inputs["logits_to_keep"] = T + 1
+    return scored_forward(model, completion_ids, temperature, skip_last=True, use_cache=False,
+                          **inputs)                                                  # [B, T]
 
 
 # ----------------------------------------------------------------------------- the loss

@@ -60,6 +60,9 @@ import torch
 from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+import distributed
+import grpo
+
 
 @dataclass
 class Rollouts:
@@ -178,7 +181,10 @@ def shared_prefix_logprobs(model, prompt_inputs, completion_ids, completion_mask
     layers, owners = _cache_layers(model)
     with _patched(layers + owners, gradient_checkpointing=False):
         cache, last_logits, start = _prefill(model, prompt_inputs)
-    logits = last_logits.repeat_interleave(n, dim=0)[:, None]        # [B*n, 1, V]
+    # token 0: the prompt's last logits [B, V], scored per prompt and picked for its n rows
+    first = torch.log_softmax(last_logits.float() / _tempered(temperature), dim=-1)  # [B, V]
+    prompt_of_row = torch.arange(first.shape[0], device=first.device).repeat_interleave(n)
+    token_logp = first[prompt_of_row, completion_ids[:, 0]][:, None]          # [B*n, 1]
     if T > 1:
         kv = [(l.keys.repeat_interleave(n, dim=0), l.values.repeat_interleave(n, dim=0))
               for l in cache.layers]                                 # autograd sums the n copies
@@ -188,14 +194,15 @@ def shared_prefix_logprobs(model, prompt_inputs, completion_ids, completion_mask
         prefix = _PrefixCache(kv)
         with _patched(owners, gradient_checkpointing=False), \
                 _patched(layers, **_completion_checkpointing(layers)):
-            # use_cache=False: nothing new is stored; the layers still read the cache passed in
-            out = model(input_ids=completion_ids[:, :-1], attention_mask=attention_mask,
-                        position_ids=positions, past_key_values=prefix, use_cache=False)
+            # use_cache=False: nothing new is stored; the layers still read the cache passed in.
+            # The head scores tokens 1..T-1 in chunks (grpo.scored_forward): no [B*n, T, V].
+            rest = grpo.scored_forward(model, completion_ids[:, 1:], _tempered(temperature),
+                                       input_ids=completion_ids[:, :-1],
+                                       attention_mask=attention_mask, position_ids=positions,
+                                       past_key_values=prefix, use_cache=False)  # [B*n, T-1]
         if prefix.reads < len(kv):
             raise RuntimeError("The completion forward did not attend to the prompt's cache.")
-        logits = torch.cat([logits, out.logits], dim=1)              # [B*n, T, V]
-    logp = torch.log_softmax(logits.float() / _tempered(temperature), dim=-1)
-    token_logp = logp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)   # [B*n, T]
+        token_logp = torch.cat([token_logp, rest], dim=1)            # [B*n, T]
     return token_logp.masked_fill(completion_mask == 0, 0.0)
 
 
@@ -268,7 +275,7 @@ def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_tok
         steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive,
                       entropy * alive, alive.long()))
         alive = alive & ~torch.isin(token, eos)
-        if not alive.any() or t + 1 == max_new_tokens:
+        if not distributed.any_rank(alive.any()) or t + 1 == max_new_tokens:  # FSDP: all ranks
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
         logits = model(input_ids=steps[-1][0][:, None], attention_mask=attention_mask,

@@ -19,6 +19,8 @@ Where this departs from the paper / official code (each also said where it happe
 - Each prompt is encoded once per group (shared_prefix.py), the same maths as N copies.
 - Mixed precision: fp32 master weights with bf16 autocast (verl's FSDP also keeps fp32 masters).
 - --protocol official sets the official runs' settings (README "The two protocols").
+- torchrun (distributed.py): one AdamW update per K prompts, one per process, as the official
+  code; --prompts-per-update K gives the same update in one process.
 - The tiny model's presets (lr, lengths) differ from the paper's; see config.TINY_PRESETS.
 - Answer extraction does not read the article "a" as option A (rewards.extract_choice).
 """
@@ -42,6 +44,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import data  # noqa: E402
+import distributed  # noqa: E402
 import eval as evaluation  # noqa: E402
 import grpo  # noqa: E402
 import presets  # noqa: E402
@@ -123,15 +126,19 @@ def score(texts, example, cfg, rng, entropies=None):
     return r, rewards.entropy(dist), max(dist.values())
 
 
-def update(policy, ref_model, one_prompt, ids, mask, old_logp, advantages, cfg, autocast):
+def update(policy, ref_model, one_prompt, ids, mask, old_logp, advantages, cfg, autocast,
+           total=None, scale=1.0):
     """Loss and backward for one prompt's group, in micro-batches of cfg.micro_batch rows.
 
-    Each chunk's loss is weighted by its share (tokens for token_mean, rows otherwise), so the
-    accumulated gradient equals that of the whole group at once. Returns the loss statistics.
+    Each chunk's loss is weighted by its share of `total` (tokens for token_mean, rows
+    otherwise; default this group's), so the accumulated gradient equals that of all groups of
+    the update at once. `scale` multiplies the loss (0: a stand-in group that only keeps the
+    ranks' forwards in step). Returns the loss statistics.
     """
     rows = ids.shape[0]
     size = cfg.micro_batch or rows
-    total_tokens = mask.sum()
+    total_tokens = mask.sum() if total is None else total
+    rows_total = rows if total is None else total
     stats = []
     for c in range(0, rows, size):
         part = slice(c, c + size)
@@ -144,10 +151,31 @@ def update(policy, ref_model, one_prompt, ids, mask, old_logp, advantages, cfg, 
                                  beta=cfg.beta, dual_clip=cfg.dual_clip,
                                  aggregation=cfg.loss_agg, max_len=ids.shape[1])
         share = (mask[part].sum() / total_tokens if cfg.loss_agg == "token_mean"
-                 else torch.tensor(ids[part].shape[0] / rows))
-        (loss * share).backward()
+                 else torch.tensor(ids[part].shape[0] / rows_total))
+        (loss * share * scale).backward()
         stats.append((float(share), s))
-    return {k: sum(w * s[k] for w, s in stats) for k in stats[0][1]}
+    weight = sum(w for w, _ in stats)      # 1 unless `total` spans several groups
+    return {k: sum(w * s[k] for w, s in stats) / weight for k in stats[0][1]}
+
+
+def apply_update(policy, ref_model, optimizer, params, groups, cfg, autocast):
+    """One AdamW update over `groups`: this rank's (prompt, ids, mask, old_logp, advantages,
+    real) of the update's prompts. The loss is the token mean (or row mean) over the real groups
+    of all ranks: their count is all-reduced. FSDP averages gradients over the K ranks, so each
+    rank's loss is scaled by K to make that a sum. A group with real=False weighs 0.
+    """
+    def size(mask):
+        return float(mask.sum()) if cfg.loss_agg == "token_mean" else mask.shape[0]
+    total = distributed.all_sum(sum(size(g[2]) for g in groups if g[5]))
+    total = None if len(groups) == distributed.world() == 1 else total   # 1 group: as before
+    stats = [update(policy, ref_model, *g[:5], cfg, autocast, total,
+                    distributed.world() * float(g[5])) for g in groups]
+    s = {key: float(np.mean([x[key] for x, g in zip(stats, groups) if g[5]] or [0.0]))
+         for key in stats[0]}
+    s["grad_norm"] = grpo.clip_grad_norm(params, cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return s
 
 
 # ------------------------------------------------------------------------------- adaptation
@@ -173,19 +201,26 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999),
                                   weight_decay=cfg.weight_decay)
-    torch.manual_seed(cfg.seed)           # rollouts are drawn from torch's global generator
+    torch.manual_seed(cfg.seed + distributed.rank())   # rollouts: torch's global generator
     batches = schedule(len(examples), cfg)
+    per_update = cfg.prompts_per_update or distributed.world()   # prompts per AdamW update
     updates = 0
     n, k = cfg.rollouts, cfg.train_rollouts or cfg.rollouts   # votes; trained responses
     reward_rng = np.random.default_rng(cfg.seed)
     history = []
     for step, idx in enumerate(tqdm(batches, desc="adapt", disable=cfg.quiet)):
         t0 = time.time()
-        batch = [examples[i] for i in idx]
+        # this rank's prompts of each update (None: a zero-weight stand-in, under torchrun only)
+        shares = [distributed.share(idx[u:u + per_update]) for u in range(0, len(idx), per_update)]
+        real = [i is not None for part in shares for i in part]
+        batch = [examples[idx[0] if i is None else i] for part in shares for i in part]
         inputs = vlm.prompt_inputs(processor, [e.image() for e in batch], [e.question for e in batch])
         inputs = vlm.to_device(inputs, device)
         with autocast:                                   # 1. rollouts, from the policy before
             roll = rollout(policy, inputs, cfg, end_ids, pad_id)        # this batch's updates
+        if distributed.active():    # same T on every rank: the same number of forwards
+            roll = shared_prefix.Rollouts(*distributed.same_length(
+                [roll.completion_ids, roll.logprobs, roll.entropies, roll.mask], [pad_id, 0, 0, 0]))
         texts, mask = vlm.decode(processor, roll.completion_ids), roll.mask.float()   # [B*N, T]
         token_entropy = (None if roll.entropies is None else                          # [B*N]
                          ((roll.entropies * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
@@ -196,26 +231,30 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
         # 3. advantages (eq. 2) over the k trained responses; frequencies used all n votes.
         advantages = grpo.group_advantages(r[:, :k], baseline=cfg.baseline,
                                            ddof=cfg.adv_ddof).to(device)                # [B, k]
-        stats = []
         # verl steps its scheduler once per batch of prompts (fsdp_workers.py:553): lr constant
         # within a batch; warmup int(0.03 * batches) = 0 on short runs, so batch 1 is at the peak.
         lr = grpo.cosine_lr(step, len(batches), cfg.lr, cfg.warmup_ratio)
         grpo.set_lr(optimizer, lr)
-        for b, one in enumerate(vlm.split_inputs(inputs)):   # 4. one AdamW update per prompt
-            rows = slice(b * n, b * n + k)
-            s = update(policy, ref_model, one, roll.completion_ids[rows], mask[rows],
-                       roll.logprobs[rows].float(), advantages[b], cfg, autocast)
-            s["grad_norm"] = grpo.clip_grad_norm(params, cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        stats, prompts, b = [], vlm.split_inputs(inputs), 0
+        for part in shares:                 # 4. one AdamW update per `per_update` prompts
+            groups = [(prompts[j], roll.completion_ids[j * n:j * n + k], mask[j * n:j * n + k],
+                       roll.logprobs[j * n:j * n + k].float(), advantages[j], real[j])
+                      for j in range(b, b + len(part))]
+            b += len(part)
+            s = apply_update(policy, ref_model, optimizer, params, groups, cfg, autocast)
             stats.append(dict(s, lr=lr))
             updates += 1
+        if not all(real):                     # metrics of real prompts only (torchrun)
+            r, scored = r[torch.tensor(real)], [x for x, ok in zip(scored, real) if ok]
         m = dict(step=step + 1, updates=updates, reward=float(r.mean()),
                  answer_entropy=float(np.mean([s[1] for s in scored])),
                  majority_share=float(np.mean([s[2] for s in scored])),
                  response_tokens=float(mask.sum(1).mean()),
                  **{key: float(np.mean([s[key] for s in stats])) for key in stats[0]},
                  seconds=time.time() - t0)
+        if distributed.active():              # each rank's means, averaged over the ranks
+            m = {key: float(np.mean([x[key] for x in distributed.gather(m)]))
+                 if isinstance(v, float) else v for key, v in m.items()}
         history.append(m)
         if on_step:
             on_step(m)
@@ -286,7 +325,8 @@ def mark(out: Path, status: str, error: str = None) -> str:
 def load_models(cfg, log=print):
     """(policy, frozen reference, processor, autocast context) for cfg.device and precision."""
     import tiny
-    name = (str(tiny.tiny_model_path(cfg.model, log=log)) if cfg.model in TINY_MODELS
+    name = (str(distributed.on_main(lambda: tiny.tiny_model_path(cfg.model, log=log)))
+            if cfg.model in TINY_MODELS
             else vlm.resolve_name(cfg.model, log))
     bf16 = uses_bf16(cfg)
     # fp32 master weights even under bf16: an AdamW step at lr 5e-7 is far below bf16's resolution.
@@ -297,6 +337,8 @@ def load_models(cfg, log=print):
     if cfg.gradient_checkpointing:
         policy.activation_checkpointing_enable({"use_reentrant": False})  # ("gradient checkpointing")
     policy.train()
+    if distributed.active():   # FSDP2: bf16 compute from fp32 masters; reference sharded too
+        distributed.shard(policy, bf16), distributed.shard(ref_model, bf16=False)
     autocast = torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=bf16)
     return policy, ref_model, processor, autocast, name
 
@@ -313,6 +355,13 @@ def step_line(m: dict) -> str:
     """One short aligned line per step, e.g. 'step   3  reward  0.412  H 0.731  majority 0.67 ...'."""
     return f"step {m['step']:3d}" + "".join(f"  {label} {fmt.format(m[key])}"
                                             for key, label, fmt in STEP_LINE if key in m)
+
+
+def gathered_result(predictions) -> evaluation.EvalResult:
+    """An EvalResult from all ranks' predictions (the sums of evaluation.evaluate)."""
+    correct = sum(p["correct"] for p in predictions)
+    return evaluation.EvalResult(correct / max(len(predictions), 1), correct, len(predictions),
+                                 sum(p["prediction"] is None for p in predictions), predictions)
 
 
 def run(cfg, out: Path, log=print) -> dict:
@@ -347,11 +396,14 @@ def run(cfg, out: Path, log=print) -> dict:
             r = latest[step]            # --eval-every already evaluated this model on it
         else:
             policy.eval()
-            r = evaluation.evaluate(policy, processor, examples_, batch_size=cfg.eval_batch_size,
+            r = evaluation.evaluate(policy, processor, distributed.contiguous_share(examples_),
+                                    batch_size=cfg.eval_batch_size,
                                     autocast=autocast, progress=not cfg.quiet,
                                     desc=f"eval {key or ''}",
                                     max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
             policy.train()
+            if distributed.active():   # every rank's share, gathered in dataset order
+                r = gathered_result(distributed.gather_share(r.predictions, len(examples_)))
         if examples_ is test:
             latest[step] = r
         if key:  # a full evaluation: predictions and results on disk straight away
@@ -388,7 +440,7 @@ def run(cfg, out: Path, log=print) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if cfg.save_model:  # in --save-dtype (default: the compute dtype), not always fp32
         policy.to(torch.bfloat16 if cfg.save_dtype == "bf16" else torch.float32)
-        policy.save_pretrained(out / "model")
+        distributed.save_pretrained(policy, out / "model")  # gathered under FSDP
         processor.save_pretrained(out / "model")
     return results
 
@@ -408,32 +460,43 @@ def main(argv=None) -> int:
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg.save_dtype = cfg.save_dtype or ("bf16" if uses_bf16(cfg) else "fp32")
+    main_rank = not distributed.init(cfg.device) or distributed.is_main()
+    if not main_rank:
+        cfg.quiet = True                      # rank 0 alone logs, marks and draws progress bars
     log = (lambda *a: None) if cfg.quiet else tqdm.write   # tqdm.write: above any progress bar
     vlm.quiet_transformers()
     if evaluation.needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
         vlm.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
     try:
-        out = run_dir(cfg, log)
+        out = distributed.on_main(run_dir, cfg, log)
     except RunDirError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    mark(out, "running")
+    local = distributed.scratch_dir(out)      # ranks > 0 write only into a scratch directory
+    if main_rank:
+        mark(out, "running")
     error = None
     try:
         runs = [run(dataclasses.replace(cfg, seed=s, seeds=None),
-                    out / f"seed-{s}" if len(seeds) > 1 else out, log) for s in seeds]
+                    local / f"seed-{s}" if len(seeds) > 1 else local, log) for s in seeds]
     except (data.DataError, vlm.ModelError) as e:
         error = str(e)
     except torch.cuda.OutOfMemoryError:
         error = ("out of GPU memory; lower --micro-batch, --prompts-per-step, --rollouts, "
                  "--max-new-tokens or --eval-batch-size, or pass --freeze-vision.")
     except KeyboardInterrupt:
-        print(f"interrupted; {_saved(out, 'interrupted')}", file=sys.stderr)
+        if main_rank:
+            print(f"interrupted; {_saved(out, 'interrupted')}", file=sys.stderr)
         return 130
     except BaseException as e:        # a bug: marked, then its traceback
-        mark(out, "failed", f"{type(e).__name__}: {e}")
+        if main_rank:
+            mark(out, "failed", f"{type(e).__name__}: {e}")
         raise
+    finally:
+        distributed.remove_scratch(local, out)
+    if not main_rank:
+        return 1 if error else 0
     if error:
         print(f"error: {error}", file=sys.stderr)
         print(f"run failed; {_saved(out, 'failed', error)}", file=sys.stderr)

@@ -55,3 +55,10 @@ def test_bench_resisc_prompt_from_the_real_qwen_files_is_166_to_172_tokens():
     _, inputs = bench.real_prompts("qwen2.5-vl-3b-instruct", 45)
     lengths = inputs["attention_mask"].sum(1)
     assert 166 <= lengths.min() and lengths.max() <= 172
+
+
+def test_bench_logprob_memory_table(capsys):
+    assert bench.main(["--logprob-memory", "--logprob-lens", "8", "--logprob-rows", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "vocabulary 151,936" in out and "chunked peak (GB)" in out
+    assert re.search(r"^\s+8\s+0\.00\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), out
