@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import data  # noqa: E402
+import presets  # noqa: E402
 import distributed  # noqa: E402
 import shared_prefix  # noqa: E402
 import ttrv  # noqa: E402
@@ -33,7 +33,7 @@ def main(model_dir, out):
     cfg = Config(model=model_dir, device="cpu", precision="fp32", rollouts=4, lr=1e-3,
                  prompts_per_update=2, max_grad_norm=1e9, beta=0.01)
     policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    examples = data.load_dataset("shapes", "test")[:2]
+    examples = presets.load_dataset("shapes", "test")[:2]
     prompts = vlm.split_inputs(vlm.prompt_inputs(processor, [e.image() for e in examples],
                                                  [e.question for e in examples]))
     g = torch.Generator().manual_seed(1)
