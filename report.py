@@ -120,3 +120,17 @@ def plot_trajectory(trajectories: list[dict], path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+# The per-step terminal line: (metrics key, label, format); the full metrics go to metrics.jsonl.
+STEP_LINE = (("reward", "reward", "{:6.3f}"), ("answer_entropy", "H", "{:5.3f}"),
+             ("majority_share", "majority", "{:4.2f}"), ("kl", "kl", "{:8.2e}"),
+             ("clip_frac", "clip", "{:4.2f}"), ("grad_norm", "|g|", "{:7.3g}"),
+             ("lr", "lr", "{:7.1e}"), ("eval_accuracy", "eval acc", "{:6.4f}"),
+             ("seconds", "s", "{:5.1f}"))
+
+
+def step_line(m: dict) -> str:
+    """One short aligned line per step, e.g. 'step   3  reward  0.412  H 0.731  majority 0.67 ...'."""
+    return f"step {m['step']:3d}" + "".join(f"  {label} {fmt.format(m[key])}"
+                                            for key, label, fmt in STEP_LINE if key in m)

@@ -26,10 +26,8 @@ Where this departs from the paper / official code (each also said where it happe
 """
 
 import dataclasses
-import datetime
 import json
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,6 +47,7 @@ import eval as evaluation  # noqa: E402
 import grpo  # noqa: E402
 import presets  # noqa: E402
 import report  # noqa: E402
+import rundir  # noqa: E402
 import rewards  # noqa: E402
 import shared_prefix  # noqa: E402
 import vlm  # noqa: E402
@@ -263,65 +262,6 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
 
 # ------------------------------------------------------------------------------- setup
 
-class RunDirError(Exception):
-    """The run directory cannot be used; the message says what to pass instead."""
-
-
-def run_dir(cfg, log=print) -> Path:
-    """The run directory, created empty: fresh by default; an existing non-empty one only with
-    --overwrite, which first moves the old run aside to <dir>.replaced-<time> (never deleted)."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if cfg.output_dir is None:
-        name = f"{stamp}-{Path(cfg.model).name}-{cfg.dataset.split(':')[0]}"
-        path = Path("runs") / name
-        for k in range(1, 100):
-            if not path.exists():
-                break
-            path = Path("runs") / f"{name}-{k}"
-    else:
-        path = Path(cfg.output_dir)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"--output-dir {path} is a file; pass a directory path.")
-    if path.is_dir() and any(path.iterdir()):
-        if not cfg.overwrite:
-            raise RunDirError(f"{path} already holds a run; pass another --output-dir, or "
-                              "--overwrite to replace it (the old run is moved aside).")
-        if not any((path / f).exists() for f in ("config.json", STATUS)):
-            raise RunDirError(f"{path} is not a ttrv run directory (no config.json), so "
-                              "--overwrite will not move it; pass a new or empty --output-dir.")
-        aside = path.with_name(f"{path.name}.replaced-{stamp}")
-        try:
-            path.rename(aside)
-        except OSError as e:
-            raise RunDirError(f"cannot move the old run {path} aside ({e.strerror}); pass a "
-                              "new --output-dir.") from e
-        log(f"moved the earlier run in {path} aside to {aside}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise RunDirError(f"cannot write to {path} ({e.strerror}); pass an --output-dir you can "
-                          "write to.") from e
-    return path
-
-
-STATUS = "status.json"  # running / complete / failed / interrupted, and what was saved
-
-
-def mark(out: Path, status: str, error: str = None) -> str:
-    """Write the run's status into out/status.json; return the saved files as one phrase."""
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                   if p.is_file() and p.name != STATUS and "model" not in p.relative_to(out).parts)
-    if (out / "model").is_dir() or any((d / "model").is_dir() for d in out.glob("seed-*")):
-        files.append("model/")
-    (out / STATUS).write_text(json.dumps(dict(status=status, error=error, saved=files), indent=2))
-    saved = [f"{f} ({len((out / f).read_text().splitlines())} steps)"
-             if f.endswith("metrics.jsonl") else f for f in files]
-    return ", ".join(saved) or "nothing"
-
-
 def load_models(cfg, log=print):
     """(policy, frozen reference, processor, autocast context) for cfg.device and precision."""
     import tiny
@@ -341,20 +281,6 @@ def load_models(cfg, log=print):
         distributed.shard(policy, bf16), distributed.shard(ref_model, bf16=False)
     autocast = torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=bf16)
     return policy, ref_model, processor, autocast, name
-
-
-# The per-step terminal line: (metrics key, label, format); the full metrics go to metrics.jsonl.
-STEP_LINE = (("reward", "reward", "{:6.3f}"), ("answer_entropy", "H", "{:5.3f}"),
-             ("majority_share", "majority", "{:4.2f}"), ("kl", "kl", "{:8.2e}"),
-             ("clip_frac", "clip", "{:4.2f}"), ("grad_norm", "|g|", "{:7.3g}"),
-             ("lr", "lr", "{:7.1e}"), ("eval_accuracy", "eval acc", "{:6.4f}"),
-             ("seconds", "s", "{:5.1f}"))
-
-
-def step_line(m: dict) -> str:
-    """One short aligned line per step, e.g. 'step   3  reward  0.412  H 0.731  majority 0.67 ...'."""
-    return f"step {m['step']:3d}" + "".join(f"  {label} {fmt.format(m[key])}"
-                                            for key, label, fmt in STEP_LINE if key in m)
 
 
 def gathered_result(predictions) -> evaluation.EvalResult:
@@ -427,7 +353,7 @@ def run(cfg, out: Path, log=print) -> dict:
                 curve.append((m["step"], m["eval_accuracy"]))
             f.write(json.dumps(m) + "\n")
             f.flush()
-            log(step_line(m))
+            log(report.step_line(m))
         history = adapt(policy, ref_model, processor, examples, cfg, autocast, on_step)
     final = evaluate(test, "adapted", step=len(history))
     if curve[-1][0] != len(history):
@@ -469,13 +395,13 @@ def main(argv=None) -> int:
         vlm.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
     try:
-        out = distributed.on_main(run_dir, cfg, log)
-    except RunDirError as e:
+        out = distributed.on_main(rundir.run_dir, cfg, log)
+    except rundir.RunDirError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     local = distributed.scratch_dir(out)      # ranks > 0 write only into a scratch directory
     if main_rank:
-        mark(out, "running")
+        rundir.mark(out, "running")
     error = None
     try:
         runs = [run(dataclasses.replace(cfg, seed=s, seeds=None),
@@ -487,11 +413,11 @@ def main(argv=None) -> int:
                  "--max-new-tokens or --eval-batch-size, or pass --freeze-vision.")
     except KeyboardInterrupt:
         if main_rank:
-            print(f"interrupted; {_saved(out, 'interrupted')}", file=sys.stderr)
+            print(f"interrupted; {rundir.ending(out, 'interrupted')}", file=sys.stderr)
         return 130
     except BaseException as e:        # a bug: marked, then its traceback
         if main_rank:
-            mark(out, "failed", f"{type(e).__name__}: {e}")
+            rundir.mark(out, "failed", f"{type(e).__name__}: {e}")
         raise
     finally:
         distributed.remove_scratch(local, out)
@@ -499,7 +425,7 @@ def main(argv=None) -> int:
         return 1 if error else 0
     if error:
         print(f"error: {error}", file=sys.stderr)
-        print(f"run failed; {_saved(out, 'failed', error)}", file=sys.stderr)
+        print(f"run failed; {rundir.ending(out, 'failed', error)}", file=sys.stderr)
         return 1
     method = "TTRV" if cfg.reward == "ttrv" else f"adapted ({cfg.reward} reward)"
     summary = report.summarize(runs)
@@ -521,20 +447,11 @@ def main(argv=None) -> int:
         print(f"letter-forced accuracy (argmax over the option letters, mean over seeds): "
               f"{100 * np.mean([b for b, _ in forced]):.2f} -> "
               f"{100 * np.mean([a for _, a in forced]):.2f}")
-    mark(out, "complete")
+    rundir.mark(out, "complete")
     print(f"written to {out}")
     if plotted:
         print(f"Figure 1 (accuracy and answer entropy against the step): {out / 'trajectory.png'}")
     return 0
-
-
-def _saved(out: Path, status: str, error: str = None) -> str:
-    """Mark the run `status` and say what it kept; a directory that kept nothing is removed."""
-    saved = mark(out, status, error)
-    if saved == "nothing":
-        shutil.rmtree(out)
-        return f"nothing was saved, so {out} was removed."
-    return f"marked {status} in {out / STATUS}; saved: {saved}."
 
 
 if __name__ == "__main__":
