@@ -22,6 +22,8 @@ not models whose numbers say why real VLMs gain.
 """
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -335,8 +337,6 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     """
     import hashlib
     import json
-    import shutil
-    import tempfile
     import time
 
     import data
@@ -351,18 +351,26 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     path = cache / f"{name}-qwen2_5_vl-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
     if (path / "config.json").exists():
         return path
-    cache.mkdir(parents=True, exist_ok=True)
     log(f"building the tiny offline model in {path} (first run only, about a minute)")
     start = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=cache))
+    build_cached(path, lambda tmp: (build_tiny_model(tmp), teach_shapes(tmp, log=log, **teach)))
+    log(f"built the tiny model in {time.time() - start:.0f} s")
+    return path
+
+
+def build_cached(path: Path, build) -> Path:
+    """`build(tmp)` in a temporary sibling directory, renamed to `path` when complete, so an
+    interrupted build never leaves a half-written cache; nothing is built when `path` exists."""
+    if (path / "config.json").exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
     try:
-        build_tiny_model(tmp)
-        teach_shapes(tmp, log=log, **teach)
+        build(tmp)
         tmp.rename(path)
     except OSError:
         if not (path / "config.json").exists():     # unless a concurrent build finished first
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"built the tiny model in {time.time() - start:.0f} s")
     return path

@@ -10,8 +10,6 @@ Skipped in a clone without ../shared/fixtures.
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,18 +42,7 @@ def _built(name):
     for f in sorted(src.iterdir()):
         key.update(f.name.encode() + f.read_bytes())
     path = tiny.default_cache_dir() / f"real-{name}-{key.hexdigest()[:10]}"
-    if not (path / "config.json").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
-        try:
-            tiny.build_from_files(src, tmp)
-            tmp.rename(path)
-        except OSError:
-            if not (path / "config.json").exists():   # unless a concurrent build finished first
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return tiny.build_cached(path, lambda tmp: tiny.build_from_files(src, tmp))
 
 
 @pytest.fixture(scope="session")
