@@ -32,7 +32,8 @@ Presets (repo @ pinned revision; columns; what becomes of them). Sources are in 
                letter; images coco/val2017/ (from COCO) and abnormal_images/ next to it.
   imagenet, imagenet-a, imagenet-sketch, food101: image + class -> 4-way MC, recognition
                prompt; ImageNet names = the first WordNet lemma of each synset ("tench").
-               Repos/columns NOT confirmed (Preset.confirmed False; see PRESETS' comments).
+               Repos/columns NOT confirmed for imagenet, imagenet-a and imagenet-sketch's columns
+               (Preset.confirmed False; see PRESETS' comments); food101 confirmed.
   imagenet-v2  local only: the extracted matched-frequency folder (0..999) + classes.txt.
 seed, capture and the unconfirmed presets use revision "main". --max-image-side N (Table 8:
 1000) drops larger images for any dataset; no preset turns it on by itself.
@@ -336,10 +337,10 @@ PRESETS = {
     # (0000..0016.parquet, its only split); columns image + ClassLabel label NOT confirmed.
     "imagenet-sketch": Preset("nateraw/imagenet-sketch", "c865ba0d88b38e01e242c97ed9d9dddbd0342287",
                               {"label": "label"}, {"test": "train"}, lemma=True, confirmed=False),
-    # NOT confirmed (from memory): ethz/food101, image + ClassLabel label ("apple_pie", 101),
-    # validation 25,250 = the official test split.
-    "food101": Preset("ethz/food101", "main", {"label": "label"}, {"test": "validation"},
-                      confirmed=False),
+    # Confirmed: the hub viewer of ethz/food101 shows splits train (75.8k) and validation
+    # (25.3k = the official test split, 250 per class); its loading script's dataset_infos give
+    # image + ClassLabel label, 101 names ("apple_pie", ...). Revision not pinned ("main").
+    "food101": Preset("ethz/food101", "main", {"label": "label"}, {"test": "validation"}),
 }
 # hf_hub_download of both files: VLMEvalKit's CAPTURe loader; entries: the authors' repo.
 CAPTURE_REPO, CAPTURE_FILES = "atinp/CAPTURe", ["real_metadata.json", "real_dataset.zip"]
