@@ -25,7 +25,7 @@ def summarize(runs: list[dict]) -> dict:
 
     >>> summarize([{"base": {"accuracy": .5}, "adapted": {"accuracy": .7}},
     ...            {"base": {"accuracy": .5}, "adapted": {"accuracy": .5}}])["delta"]
-    (0.09999999999999998, 0.1414213562373095)
+    (0.09999999999999998, 0.14142135623730948)
     """
     base = [r["base"]["accuracy"] for r in runs]
     adapted = [r["adapted"]["accuracy"] for r in runs]
