@@ -34,14 +34,29 @@ class EvalResult:
     total: int
     unparseable: int
     predictions: list[dict] = field(repr=False)  # one dict per example, in dataset order
+    letter_forced: float | None = None  # see letter_forced_accuracy; None: not defined here
+
+    @classmethod
+    def of(cls, predictions: list[dict]) -> "EvalResult":
+        """The sums over per-example predictions (also over all ranks' gathered predictions)."""
+        correct = sum(p["correct"] for p in predictions)
+        forced = [p.get("letter_forced") for p in predictions]
+        return cls(correct / max(len(predictions), 1), correct, len(predictions),
+                   sum(p["prediction"] is None for p in predictions), predictions,
+                   None if not forced or None in forced else sum(forced) / len(forced))
 
 
 @torch.no_grad()
 def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens: int = 1024,
              autocast=None, progress: bool = True, desc: str = "eval") -> EvalResult:
-    """Greedy answers for every example; accuracy over all of them (unparseable = wrong)."""
+    """Greedy answers for every example; accuracy over all of them (unparseable = wrong).
+
+    The same generate call keeps the option letters' logits of its first step, so the
+    letter-forced accuracy (`EvalResult.letter_forced`) costs no second forward.
+    """
     device = next(model.parameters()).device
     end_ids, pad_id = vlm.end_token_ids(model, processor), vlm.pad_token_id(processor)
+    letters = letter_token_ids(processor, examples)                               # [K] or None
     predictions = []
     for start in tqdm(range(0, len(examples), batch_size), desc=desc, disable=not progress,
                       leave=False):
@@ -49,17 +64,31 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
         inputs = vlm.to_device(vlm.prompt_inputs(processor, [e.image() for e in batch],
                                                  [e.question for e in batch]), device)
         with autocast or torch.autocast(device.type, enabled=False):
-            ids = grpo.sample(model, inputs, temperature=0.0, top_p=1.0,
+            out = grpo.sample(model, inputs, temperature=0.0, top_p=1.0,
                               max_new_tokens=max_new_tokens, eos_token_ids=end_ids,
-                              pad_token_id=pad_id,
-                              suppress_token_ids=vlm.placeholder_token_ids(model))  # [B, T]
-        for example, text in zip(batch, vlm.decode(processor, ids)):
+                              pad_token_id=pad_id, first_step_ids=letters,
+                              suppress_token_ids=vlm.placeholder_token_ids(model))
+        ids, first = out if letters is not None else (out, None)  # [B, T], [B, K]
+        for i, (example, text) in enumerate(zip(batch, vlm.decode(processor, ids))):
+            forced = {} if first is None else dict(letter_forced=forced_correct(first[i], example))
             predictions.append(dict(id=example.id, response=text, answer=example.answer,
-                                    **score(text, example)))
-    correct = sum(p["correct"] for p in predictions)
-    unparseable = sum(p["prediction"] is None for p in predictions)
-    return EvalResult(correct / max(len(predictions), 1), correct, len(predictions), unparseable,
-                      predictions)
+                                    **score(text, example), **forced))
+    return EvalResult.of(predictions)
+
+
+def letter_token_ids(processor, examples) -> list[int] | None:
+    """The token ids of the option letters A, B, ... (as many as the most options), or None
+    when a question has no options (counting) or a letter is not a single token."""
+    if not examples or any(not e.options for e in examples):
+        return None
+    ids = [processor.tokenizer.encode(letter, add_special_tokens=False)
+           for letter in data.LETTERS[:max(len(e.options) for e in examples)]]
+    return None if any(len(i) != 1 for i in ids) else [i[0] for i in ids]
+
+
+def forced_correct(letter_logits, example) -> bool:
+    """Whether the argmax over this question's own option letters' logits [K] is its answer."""
+    return data.LETTERS[int(letter_logits[:len(example.options)].argmax())] == example.answer
 
 
 @torch.no_grad()
@@ -69,15 +98,14 @@ def letter_forced_accuracy(model, processor, examples, *, batch_size: int = 32,
     logits at the first response position (no decoding, so no chance to answer off-format).
 
     Greedy accuracy below this is lost to format, not to knowledge. None when a question has no
-    options (counting) or an option letter is not a single token of this tokenizer.
+    options (counting) or an option letter is not a single token of this tokenizer. `evaluate`
+    gets the same number from its own decode (EvalResult.letter_forced); this one needs no
+    decode at all.
     """
-    if not examples or any(not e.options for e in examples):
+    letters = letter_token_ids(processor, examples)
+    if letters is None:
         return None
-    letter_ids = [processor.tokenizer.encode(letter, add_special_tokens=False)
-                  for letter in data.LETTERS[:max(len(e.options) for e in examples)]]
-    if any(len(ids) != 1 for ids in letter_ids):
-        return None
-    letter_ids = torch.tensor([ids[0] for ids in letter_ids])                    # [K]
+    letters = torch.tensor(letters)                                              # [K]
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(examples), batch_size):
@@ -86,10 +114,8 @@ def letter_forced_accuracy(model, processor, examples, *, batch_size: int = 32,
                                                  [e.question for e in batch]), device)
         with autocast or torch.autocast(device.type, enabled=False):
             logits = model(**inputs, logits_to_keep=1).logits[:, -1]   # [B, V], left-padded
-        choice = logits.float()[:, letter_ids.to(device)]                            # [B, K]
-        for example, row in zip(batch, choice):
-            k = len(example.options)
-            correct += data.LETTERS[int(row[:k].argmax())] == example.answer
+        choice = logits.float()[:, letters.to(device)]                               # [B, K]
+        correct += sum(forced_correct(row, example) for example, row in zip(batch, choice))
     return correct / len(examples)
 
 

@@ -347,9 +347,13 @@ def clip_grad_norm(parameters, max_norm: float) -> float:
 
 @torch.no_grad()
 def sample(model, prompt_inputs: dict, *, temperature: float, top_p: float, max_new_tokens: int,
-           eos_token_ids: list[int], pad_token_id: int,
-           suppress_token_ids: list[int] = ()) -> torch.Tensor:
+           eos_token_ids: list[int], pad_token_id: int, suppress_token_ids: list[int] = (),
+           first_step_ids: list[int] | None = None):
     """Completions for already-repeated prompt rows, from ONE generate call: LongTensor [B, T].
+
+    With `first_step_ids` it returns (completions, logits [B, K] of the FIRST step at those K
+    token ids), kept by `_FirstStep` during the same generate call: eval.evaluate reads the
+    option letters' logits there (letter-forced accuracy) without a second forward.
 
     Only the new tokens are returned (the P prompt columns are cut); each row is pad_token_id
     after its first end token; T <= max_new_tokens is the longest row. temperature == 0 is greedy
@@ -380,8 +384,10 @@ def sample(model, prompt_inputs: dict, *, temperature: float, top_p: float, max_
                        suppress_tokens=list(suppress_token_ids) or None)
         if temperature > 0:
             options.update(temperature=temperature, top_p=top_p, top_k=0)
+        first = _FirstStep(first_step_ids) if first_step_ids is not None else None
         out = model.generate(**prompt_inputs, **options, max_new_tokens=max_new_tokens,
                              eos_token_id=list(eos_token_ids), pad_token_id=pad_token_id,
+                             logits_processor=[first] if first else None,
                              use_cache=True)                                       # [B, P+T]
     finally:
         for m, flag in flags.items():
@@ -389,4 +395,18 @@ def sample(model, prompt_inputs: dict, *, temperature: float, top_p: float, max_
         model.train(was_training)
     completion = out[:, prompt_inputs["input_ids"].shape[1]:]                      # [B, T]
     keep = completion_mask(completion, eos_token_ids).bool()
-    return torch.where(keep, completion, torch.full_like(completion, pad_token_id))
+    completion = torch.where(keep, completion, torch.full_like(completion, pad_token_id))
+    return completion if first is None else (completion, first.logits)
+
+
+class _FirstStep:
+    """A generate logits processor that keeps the first step's logits at `ids` ([B, K], float32)
+    and changes nothing. Only K columns of one step are kept, never [B, V] per step."""
+
+    def __init__(self, ids):
+        self.ids, self.logits = torch.as_tensor(list(ids), dtype=torch.long), None
+
+    def __call__(self, input_ids, scores):                                          # [B, V]
+        if self.logits is None:
+            self.logits = scores[:, self.ids.to(scores.device)].float()             # [B, K]
+        return scores

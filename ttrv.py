@@ -283,13 +283,6 @@ def load_models(cfg, log=print):
     return policy, ref_model, processor, autocast, name
 
 
-def gathered_result(predictions) -> evaluation.EvalResult:
-    """An EvalResult from all ranks' predictions (the sums of evaluation.evaluate)."""
-    correct = sum(p["correct"] for p in predictions)
-    return evaluation.EvalResult(correct / max(len(predictions), 1), correct, len(predictions),
-                                 sum(p["prediction"] is None for p in predictions), predictions)
-
-
 def run(cfg, out: Path, log=print) -> dict:
     """One seed: base evaluation, adaptation, adapted evaluation; all written under `out`."""
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
@@ -329,16 +322,14 @@ def run(cfg, out: Path, log=print) -> dict:
                                     max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
             policy.train()
             if distributed.active():   # every rank's share, gathered in dataset order
-                r = gathered_result(distributed.gather_share(r.predictions, len(examples_)))
+                r = evaluation.EvalResult.of(distributed.gather_share(r.predictions,
+                                                                   len(examples_)))
         if examples_ is test:
             latest[step] = r
         if key:  # a full evaluation: predictions and results on disk straight away
             evaluation.write_predictions(out / f"predictions_{key}.jsonl", r)
-            forced = evaluation.letter_forced_accuracy(policy, processor, examples_,
-                                                       batch_size=cfg.eval_batch_size,
-                                                       autocast=autocast)
             results[key] = dict(accuracy=r.accuracy, correct=r.correct, total=r.total,
-                                unparseable=r.unparseable, letter_forced_accuracy=forced)
+                                unparseable=r.unparseable, letter_forced_accuracy=r.letter_forced)
             (out / "results.json").write_text(json.dumps(results, indent=2))
             log(f"{key} accuracy {r.accuracy:.4f} ({r.correct}/{r.total})")
         return r.accuracy

@@ -187,3 +187,21 @@ def test_letter_forced_accuracy_agrees_with_greedy_where_greedy_answers_a_letter
                              if e in letters) / len(letters)
     counting = [dataclasses.replace(examples[0], options=None)]
     assert evaluation.letter_forced_accuracy(model, processor, counting) is None
+
+
+def test_evaluate_reads_the_letter_forced_accuracy_from_its_own_decode(taught_dir):
+    """The greedy decode keeps its first step's letter logits (no second forward); that must be
+    the separate prompt forward's figure, per example too, with padding in the batch."""
+    model, processor = vlm.load(str(taught_dir))
+    model.eval()
+    examples = presets.load_dataset("shapes")[:24]
+    greedy = evaluation.evaluate(model, processor, examples, batch_size=8, max_new_tokens=8,
+                                 progress=False)
+    assert greedy.letter_forced == evaluation.letter_forced_accuracy(model, processor, examples,
+                                                                     batch_size=8)
+    for example, p in zip(examples, greedy.predictions):
+        assert p["letter_forced"] == (evaluation.letter_forced_accuracy(
+            model, processor, [example]) == 1.0)
+    counting = [dataclasses.replace(examples[0], options=[], answer="3")]
+    assert evaluation.evaluate(model, processor, counting, max_new_tokens=2,
+                               progress=False).letter_forced is None
