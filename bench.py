@@ -47,7 +47,7 @@ import torch
 
 import data
 import grpo
-import presets
+from harness import presets
 import shared_prefix
 import ttrv
 import vlm
@@ -168,7 +168,7 @@ def setup(args):
     """Policy (fp32, train mode, checkpointing), frozen reference, AdamW, prompts, eval batches."""
     device = torch.device(args.device)
     if args.arch == "tiny":
-        import tiny
+        from harness import tiny
         model_dir = args.tiny_dir or tiny.build_tiny_model(tempfile.mkdtemp(prefix="bench-tiny-"))
         policy, processor = vlm.load(str(model_dir), args.device, torch.float32, allow_cpu=True)
         examples = presets.load_dataset("shapes", "test")[:max(args.prompts, args.eval_images)]

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import config
+from harness import config
 import data
 import grpo
-import presets
+from harness import presets
 import rewards
 import vlm
 

@@ -60,7 +60,7 @@ import torch
 from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-import distributed
+from harness import distributed
 import grpo
 
 

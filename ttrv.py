@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from config import TINY_MODELS, Config, parse_args  # noqa: F401  (ttrv.parse_args is public)
+from harness.config import TINY_MODELS, Config, parse_args  # noqa: F401  (ttrv.parse_args is public)
 
 if __name__ == "__main__":  # --help and bad settings answer before torch and transformers load
     parse_args(sys.argv[1:])
@@ -42,12 +42,12 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import data  # noqa: E402
-import distributed  # noqa: E402
+from harness import distributed  # noqa: E402
 import eval as evaluation  # noqa: E402
 import grpo  # noqa: E402
-import presets  # noqa: E402
-import report  # noqa: E402
-import rundir  # noqa: E402
+from harness import presets  # noqa: E402
+from harness import report  # noqa: E402
+from harness import rundir  # noqa: E402
 import rewards  # noqa: E402
 import shared_prefix  # noqa: E402
 import vlm  # noqa: E402
@@ -264,7 +264,7 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
 
 def load_models(cfg, log=print):
     """(policy, frozen reference, processor, autocast context) for cfg.device and precision."""
-    import tiny
+    from harness import tiny
     name = (str(distributed.on_main(lambda: tiny.tiny_model_path(cfg.model, log=log)))
             if cfg.model in TINY_MODELS
             else vlm.resolve_name(cfg.model, log))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tiny import build_tiny_model
+from harness.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")

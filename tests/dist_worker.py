@@ -15,12 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import presets  # noqa: E402
-import distributed  # noqa: E402
+from harness import presets  # noqa: E402
+from harness import distributed  # noqa: E402
 import shared_prefix  # noqa: E402
 import ttrv  # noqa: E402
 import vlm  # noqa: E402
-from config import Config  # noqa: E402
+from harness.config import Config  # noqa: E402
 
 
 def full(t):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import data
-import presets
+from harness import presets
 import eval as evaluation
 import ttrv
 import vlm

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 import data
-import presets
+from harness import presets
 from data import (DTD_PROMPT, LETTERS, RECOGNITION_PROMPT, DataError, Example, draw_adaptation_set,
                   make_choice_question, strip_labels)
-from presets import DATASETS, RESISC45_CLASSES, load_dataset
+from harness.presets import DATASETS, RESISC45_CLASSES, load_dataset
 
 # Appendix C as quoted in the paper notes (section 3), "\n" written as in the paper.
 APPENDIX_C = (r"<image> \n Look at the given image and identify what it shows. Choose the correct "

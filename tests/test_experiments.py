@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import data
-import presets
+from harness import presets
 import grpo
-import report
+from harness import report
 import ttrv
 import vlm
 

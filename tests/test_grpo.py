@@ -450,7 +450,7 @@ def test_huge_masked_log_ratio_gives_finite_gradient():
 def test_lr_steps_once_per_batch_and_the_first_batch_runs_at_the_peak(tiny_dir):
     """verl's schedule: one scheduler step per batch of prompts (2 batches of 2 prompts here);
     per-update stepping would give the first batch lrs 1 and 0.85 of the peak (mean 0.93)."""
-    import presets
+    from harness import presets
     import ttrv
     cfg = ttrv.parse_args(["--model", str(tiny_dir), "--num-samples", "4", "--rollouts", "3",
                            "--prompts-per-step", "2", "--epochs", "1", "--max-new-tokens", "2",

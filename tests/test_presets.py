@@ -14,11 +14,11 @@ import zipfile
 import pytest
 from PIL import Image
 
-import hub
-import presets as B
+from harness import hub
+from harness import presets as B
 import data
 from data import DTD_PROMPT, RECOGNITION_PROMPT, DataError, Example, strip_labels
-from presets import load_dataset
+from harness.presets import load_dataset
 
 TAIL = " Please respond with only the corresponding option letter ({}). Do not include any " \
        "explanation or extra text. \n Options:\n"

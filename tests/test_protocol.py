@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import vlm
-from config import OFFICIAL, Config, parse_args
+from harness.config import OFFICIAL, Config, parse_args
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

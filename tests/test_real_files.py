@@ -21,7 +21,7 @@ from PIL import Image
 import eval as evaluation
 import grpo
 import shared_prefix
-import tiny
+from harness import tiny
 import ttrv
 import vlm
 

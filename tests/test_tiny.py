@@ -2,8 +2,8 @@
 
 import torch
 
-import config
-import tiny
+from harness import config
+from harness import tiny
 import vlm
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import data
-import presets
+from harness import presets
 import eval as evaluation
 import ttrv
 import vlm
@@ -24,7 +24,7 @@ SMALL = ["--num-samples", "4", "--rollouts", "6", "--prompts-per-step", "2", "--
 @pytest.fixture(scope="session")
 def taught_dir(tmp_path_factory):
     """The tiny model as `--model tiny` gets it: built, taught shapes, cached."""
-    import tiny
+    from harness import tiny
     return tiny.tiny_model_path(cache_dir=tmp_path_factory.mktemp("cache"), log=lambda *a: None)
 
 

@@ -281,7 +281,7 @@ def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH
     """
     import random
 
-    import presets
+    from harness import presets
     import vlm
     model, processor = vlm.load(str(model_dir))
     train = presets.load_dataset("shapes", "train", seed=seed)

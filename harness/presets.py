@@ -56,7 +56,7 @@ from typing import Any, Callable
 from data import (DTD_PROMPT, LETTERS, PROMPTS, RECOGNITION_PROMPT, DataError, Example,
                   _open_zip, _questions, display_name, drop_large_images, load_folder, load_jsonl,
                   load_shapes)
-from hub import (FREEFORM_PROMPT, LETTERED_PROMPT, _download, _fill, _needed, hub_examples,
+from harness.hub import (FREEFORM_PROMPT, LETTERED_PROMPT, _download, _fill, _needed, hub_examples,
                  lettered_example, load_hub, make_example, parse_hub_name, read_rows)
 
 MATHVISTA_PROMPT = ("Hint: Please answer the question and provide the correct option letter, "
