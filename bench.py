@@ -5,15 +5,15 @@
     python bench.py --arch qwen2.5-vl-3b --device cuda  # the real 3B architecture, random weights
     python bench.py --arch qwen2.5-vl-3b --device meta  # build it on the meta device, count params
 
-What it measures, per step of B prompts x N rollouts, for the shared-prefix path
-(shared_prefix.py) and the plain path (vlm.repeat_inputs + grpo.sample/completion_logprobs), as
-ttrv.adapt runs them: (1) sampling; (1b) old-policy log-probs (plain only, a second no-grad
-forward; the shared sampler returns them); then per prompt (one AdamW update per prompt):
-(2) reference log-probs under no_grad; (3) policy forward + GRPO loss + backward, gradient
-checkpointing on (non-reentrant); (4) grad-norm clip + AdamW step + zero_grad; (5) greedy
-evaluation throughput (images/s) on batches of --eval-batch prompts: plain = grpo.sample (HF
-generate, what eval.py runs), shared = sample_shared with n=1 (at n=1 nothing is shared: that row
-compares the two decoders); and the preprocessing throughput of the eval inputs on the CPU
+What it measures, per step of B prompts x N rollouts, for the shared-prefix path (rollout.py)
+and the plain path (harness/plain.py), through the loop's own calls: (1) `sampler.sample`
+(plain: generate, then the old-policy log-probs in a second no-grad forward; the shared sampler
+returns them); then per prompt (one AdamW update per prompt): (2) `ttrv.experience`, the
+reference log-probs under no_grad; (3) `ttrv.update`: policy forward + GRPO loss + backward,
+gradient checkpointing on (non-reentrant), grad-norm clip; (4) its AdamW step, timed apart;
+(5) greedy evaluation throughput (images/s) on batches of --eval-batch prompts: plain =
+eval.generate (HF generate, what eval.py runs), shared = rollout.sample with n=1 (at n=1
+nothing is shared: that row compares the two decoders); and the preprocessing throughput of the eval inputs on the CPU
 (tiny: the processor, text + image; 3B: the Qwen2-VL image processor only).
 Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the process's peak RSS (whole run,
 both paths, from resource.getrusage). Times: one warm-up step, then --repeats steps; the repeat
@@ -46,9 +46,11 @@ from types import SimpleNamespace
 import torch
 
 import data
+import eval as evaluation
 import grpo
 from harness import presets
-import shared_prefix
+import rollout
+from harness import plain
 import ttrv
 import vlm
 
@@ -77,8 +79,7 @@ INTERNVL3_8B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_l
                          num_attention_heads=28, num_key_value_heads=4, vocab_size=151674)
 PROTOCOL = dict(groups=40, rollouts=32, questions=4500)  # 20 samples x 2 epochs; RESISC45 test
 GOALS = dict(ttrv_s=60.0, eval_s=60.0, peak_gb=70.0, cpu_speedup=5.0)
-PHASES = ["sampling", "old-policy log-probs", "reference log-probs", "policy forward+backward",
-          "AdamW step (+ grad clip)"]
+PHASES = ["sampling", "reference log-probs", "policy forward+backward", "AdamW step"]
 
 
 def qwen25_vl_3b(device):
@@ -249,44 +250,38 @@ def synthetic_prompts(batch, pixels, gen):
                 image_grid_thw=pixels["image_grid_thw"].repeat(batch, 1))
 
 
-def logprobs(model, one_prompt, ids, mask, shared):
-    """The loop's own per-group log-probs (ttrv.group_logprobs), on either path."""
-    return ttrv.group_logprobs(model, one_prompt, ids, mask,
-                               SimpleNamespace(shared_prefix=shared, temperature=1.0))
-
-
 def ttrv_step(env, shared, L, n, advantages):
-    """One step as ttrv.adapt runs it; returns seconds per phase."""
+    """One step through the loop's own calls (the sampler, ttrv.experience, ttrv.update);
+    returns seconds per phase."""
     t, dev = {}, env.device
+    sampler = rollout if shared else plain
+    cfg = SimpleNamespace(temperature=1.0, beta=0.001, micro_batch=None, clip_eps=0.2,
+                          dual_clip=3.0, loss_agg="token_mean", max_grad_norm=1.0)
     opts = dict(temperature=1.0, top_p=1.0, max_new_tokens=L, eos_token_ids=env.end_ids,
                 pad_token_id=env.pad_id, suppress_token_ids=env.suppress)
     with clock(t, "sampling", dev), env.autocast:
-        if shared:
-            roll = shared_prefix.sample_shared(env.policy, env.prompts, n, **opts)
-            ids, old, mask = roll.completion_ids, roll.logprobs, roll.mask.float()
-        else:
-            repeated = vlm.repeat_inputs(env.prompts, n)
-            ids = grpo.sample(env.policy, repeated, **opts)
-            mask = grpo.completion_mask(ids, env.end_ids)
-    if not shared:
-        with clock(t, "old-policy log-probs", dev), env.autocast, torch.no_grad():
-            old = grpo.completion_logprobs(env.policy, repeated, ids, mask)
+        roll = sampler.sample(env.policy, env.prompts, n, **opts)
+    ids, mask = roll.completion_ids, roll.mask.float()
     if ids.shape[1] != L or not bool(mask.all()):
         raise RuntimeError(f"response length not forced: got {ids.shape[1]} tokens, expected {L}")
-    for b, one in enumerate(vlm.split_inputs(env.prompts)):
-        rows = slice(b * n, (b + 1) * n)
-        with clock(t, "reference log-probs", dev), env.autocast, torch.no_grad():
-            ref = logprobs(env.ref, one, ids[rows], mask[rows], shared)
-        with clock(t, "policy forward+backward", dev):
-            with env.autocast:
-                logp = logprobs(env.policy, one, ids[rows], mask[rows], shared)
-            loss, _ = grpo.grpo_loss(logp.float(), old[rows].float(), ref.float(), advantages[b],
-                                     mask[rows])
-            loss.backward()
-        with clock(t, "AdamW step (+ grad clip)", dev):
-            torch.nn.utils.clip_grad_norm_(env.params, 1.0)
-            env.optimizer.step()
-            env.optimizer.zero_grad(set_to_none=True)
+    step = env.optimizer.step
+
+    def timed_step(*a, **kw):                  # the AdamW step inside ttrv.update, timed apart
+        with clock(t, "AdamW step", dev):
+            return step(*a, **kw)
+    env.optimizer.step = timed_step
+    try:
+        for b, one in enumerate(vlm.split_inputs(env.prompts)):
+            rows = slice(b * n, (b + 1) * n)
+            with clock(t, "reference log-probs", dev):
+                group = ttrv.experience(env.ref, one, ids[rows], mask[rows], roll.logprobs[rows],
+                                        advantages[b], 1.0, cfg, env.autocast, sampler)
+            with clock(t, "update", dev):
+                ttrv.update(env.policy, env.optimizer, env.params, [group], cfg, env.autocast,
+                            sampler)
+    finally:
+        del env.optimizer.step
+    t["policy forward+backward"] = t.pop("update") - t["AdamW step"]
     return {k: t.get(k, 0.0) for k in PHASES}
 
 
@@ -300,9 +295,9 @@ def eval_seconds(env, shared, L):
         for batch in env.eval_inputs:
             with env.autocast:
                 if shared:
-                    shared_prefix.sample_shared(env.policy, batch, 1, **opts)
+                    rollout.sample(env.policy, batch, 1, **opts)
                 else:
-                    grpo.sample(env.policy, batch, **opts)
+                    evaluation.generate(env.policy, batch, **opts)
     env.policy.train()
     return t["eval"]
 
@@ -346,7 +341,7 @@ def report(env, args, L, res):
     ratio = lambda a, b: f"{a / b:.2f}x" if a > 0 and b > 0 else "-"
     row = lambda name, a, b, r, f="{:.1f}": (name, f.format(a), f.format(b), r)
     rows = [row(k, 1e3 * s[k], 1e3 * p[k], ratio(p[k], s[k])) for k in PHASES + ["step"]]
-    rows[1] = ("old-policy log-probs (plain only)", "0 (sampler)", rows[1][2], "-")
+    rows[0] = ("sampling (plain: + old log-probs)",) + rows[0][1:]
     rows[-1] = ("full step (sum)",) + rows[-1][1:]
     rows.append(row("eval greedy decode, img/s", s["eval_ips"], p["eval_ips"],
                     ratio(s["eval_ips"], p["eval_ips"])))

@@ -1,6 +1,6 @@
 """The model seam: every line that knows what kind of vision-language model we run.
 
-The algorithm (grpo.py, shared_prefix.py, ttrv.py) sees a Hugging Face model and a dict of
+The algorithm (grpo.py, rollout.py, ttrv.py) sees a Hugging Face model and a dict of
 prompt tensors. Everything family-specific stays here: resolving a model name, loading it
 through the Auto classes, each family's protocol (which parameters train, how images are cut),
 turning (image, question) pairs into chat-formatted, left-padded prompt tensors, repeating and

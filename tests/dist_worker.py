@@ -4,7 +4,7 @@
     python -m torch.distributed.run --nproc-per-node 2 tests/dist_worker.py MODEL_DIR OUT.pt
 
 Two prompts with 4 fixed completions each (the same on every rank), advantages fixed; one
-update with prompts_per_update = 2 through ttrv.apply_update: one process takes both groups,
+update with prompts_per_update = 2 through ttrv.update: one process takes both groups,
 two processes (FSDP2, gloo) one each. Rank 0 saves the full gradients just before the AdamW
 step, the full parameters after it, and the loss statistics.
 """
@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from harness import presets  # noqa: E402
 from harness import distributed  # noqa: E402
-import shared_prefix  # noqa: E402
+import rollout  # noqa: E402
 import ttrv  # noqa: E402
 import vlm  # noqa: E402
 from harness.config import Config  # noqa: E402
@@ -28,11 +28,11 @@ def full(t):
 
 
 def main(model_dir, out):
-    distributed.init("cpu")
+    procs = distributed.Ranks() if distributed.init("cpu") else distributed.ONE
     torch.manual_seed(0)
     cfg = Config(model=model_dir, device="cpu", precision="fp32", rollouts=4, lr=1e-3,
                  prompts_per_update=2, max_grad_norm=1e9, beta=0.01)
-    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
+    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None, procs=procs)
     examples = presets.load_dataset("shapes", "test")[:2]
     prompts = vlm.split_inputs(vlm.prompt_inputs(processor, [e.image() for e in examples],
                                                  [e.question for e in examples]))
@@ -42,11 +42,12 @@ def main(model_dir, out):
     mask[0, 1, 2] = mask[1, 3, 1:] = 0                                  # different token counts
     advantages, noise = torch.randn(2, 4, generator=g), 0.01 * torch.randn(2, 4, 3, generator=g)
     groups = []
-    for j in distributed.share([0, 1]):                                 # this rank's prompts
+    for j in procs.updates([0, 1], 2)[0]:                               # this rank's prompts
         with torch.no_grad():
-            old = shared_prefix.shared_prefix_logprobs(policy, prompts[j], ids[j], mask[j], 4)
-        groups.append((prompts[j], ids[j], mask[j], old + noise[j],
-                       advantages[j], True))
+            old = rollout.logprobs(policy, prompts[j], ids[j], mask[j])
+            ref_logp = rollout.logprobs(ref, prompts[j], ids[j], mask[j])
+        groups.append(rollout.Experience(prompts[j], ids[j], mask[j], old + noise[j], ref_logp,
+                                         advantages[j]))
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     grads, step = {}, optimizer.step
@@ -55,10 +56,10 @@ def main(model_dir, out):
         grads.update({n: full(p.grad) for n, p in policy.named_parameters() if p.grad is not None})
         return step(*a, **kw)
     optimizer.step = recording_step
-    stats = ttrv.apply_update(policy, ref, optimizer, params, groups, cfg, autocast)
+    stats, grad_norm = ttrv.update(policy, optimizer, params, groups, cfg, autocast, rollout, procs)
     weights = {n: full(p) for n, p in policy.named_parameters()}
     if distributed.is_main():
-        torch.save(dict(grads=grads, weights=weights, stats=stats), out)
+        torch.save(dict(grads=grads, weights=weights, stats=dict(grad_norm=grad_norm)), out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""shared_prefix.py against the plain forward over repeated, concatenated sequences (fp32, CPU).
+"""rollout.py against the plain forward over repeated, concatenated sequences (fp32, CPU).
 
 The plain reference is written out here: repeat each prompt (and its image's pixel rows) n
 times, append the completion, one ordinary `model(**inputs)` forward, log_softmax(logits / T)
@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from shared_prefix import sample_shared, shared_prefix_logprobs
+from rollout import sample as sample_shared, shared_prefix_logprobs
+import eval as evaluation
 
 QUESTIONS = ["What?", "What is shown in this image? Answer A or B.", "Name the shape."]
 SIZES = [(56, 56), (112, 84), (84, 112)]   # (h, w): 16, 48, 48 patches -> 4, 12, 12 image tokens
@@ -268,7 +269,7 @@ def test_placeholder_tokens_are_never_sampled_by_either_sampler(tiny_dir):
     r = sample_shared(model, inputs, 4, suppress_token_ids=banned, **kw)
     assert not torch.isin(r.completion_ids, torch.tensor(banned)).any()
     assert (r.logprobs[r.mask.bool()] < -20).all()      # drawn tokens: full-distribution logp
-    ids = grpo.sample(model, inputs, suppress_token_ids=banned, **kw)
+    ids = evaluation.generate(model, inputs, suppress_token_ids=banned, **kw)
     assert not torch.isin(ids, torch.tensor(banned)).any()
 
 

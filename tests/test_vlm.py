@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import vlm
+from harness import cli
 
 
 def _prompts(processor):
@@ -191,5 +192,5 @@ def test_eval_py_refuses_a_large_cpu_model_unless_allow_cpu(tiny_dir, monkeypatc
     import eval as evaluation
     monkeypatch.setattr(vlm, "CPU_PARAM_LIMIT", 1000)          # the tiny model counts as "large"
     argv = ["--model", str(tiny_dir), "--limit", "1", "--max-new-tokens", "1", "--device", "cpu"]
-    assert evaluation.main(argv) == 1 and "--allow-cpu" in capsys.readouterr().err
-    assert evaluation.main(argv + ["--allow-cpu"]) == 0
+    assert cli.eval_main(argv) == 1 and "--allow-cpu" in capsys.readouterr().err
+    assert cli.eval_main(argv + ["--allow-cpu"]) == 0
