@@ -68,9 +68,9 @@ def test_completion_and_shared_logprobs_match_full_reference(fixture, request, m
     repeated = vlm.repeat_inputs(inputs, n)
     ref = full_reference(model, repeated, ids, mask, temperature)
     ref_grads = grads(model, ref, mask)
-    plain = plain.completion_logprobs(model, repeated, ids, mask, temperature)
+    plain_logp = plain.completion_logprobs(model, repeated, ids, mask, temperature)
     shared = rollout.shared_prefix_logprobs(model, inputs, ids, mask, n, temperature)
-    for got in (plain, shared):
+    for got in (plain_logp, shared):
         torch.testing.assert_close(got * mask, ref * mask, rtol=0, atol=1e-5)
         got_grads = grads(model, got, mask)
         assert got_grads.keys() == ref_grads.keys()

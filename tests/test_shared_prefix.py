@@ -278,7 +278,7 @@ def test_top_p_nucleus_is_built_after_suppression_as_generate_does():
     away, as in `generate` (suppress_tokens runs before the top-p warper)."""
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    from shared_prefix import _sample_top_p
+    from rollout import _sample_top_p
     # token 0 (a placeholder, suppressed) holds half the mass; the rest 0.3, 0.15, 0.05
     logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
     drawable = logp.index_fill(-1, torch.tensor([0]), float("-inf"))      # as _decode builds it
