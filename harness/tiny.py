@@ -339,12 +339,12 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     import json
     import time
 
-    import data
+    from harness import shapes
     if name not in RECIPES:
         raise ValueError(f"Unknown tiny model {name!r}; use one of {sorted(RECIPES)}.")
     teach = RECIPES[name]
     recipe = json.dumps([TEXT, MROPE_SECTION, VISION_25, VOCAB_SIZE, MAX_IMAGE_PIXELS, _CORPUS,
-                         CHAT_TEMPLATE, teach, data.SHAPES, data.HOME_COLOUR_RATE,
+                         CHAT_TEMPLATE, teach, shapes.SHAPES, shapes.HOME_COLOUR_RATE,
                          NON_ANSWERS if teach["non_answer_share"] else None, "one thread"],
                         sort_keys=True)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
