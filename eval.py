@@ -22,6 +22,7 @@ from tqdm import tqdm
 from harness import config
 import data
 import grpo
+from harness import models
 from harness import presets
 import rewards
 import vlm
@@ -187,15 +188,15 @@ def main(argv=None) -> int:
         p.error(problem)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    vlm.quiet_transformers()
+    models.quiet_transformers()
     try:
         name = model_path(args.model)
         if needs_hub(name, args.dataset):
-            vlm.work_offline_if_hub_unreachable()
+            models.work_offline_if_hub_unreachable()
         examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
                                         seed=args.seed)[:args.limit]
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, processor = vlm.load(vlm.resolve_name(name), args.device, dtype,
+        model, processor = vlm.load(models.resolve_name(name), args.device, dtype,
                                    allow_cpu=args.allow_cpu)
         model.eval()
         result = evaluate(model, processor, examples, batch_size=args.batch_size,

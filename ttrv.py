@@ -45,6 +45,7 @@ import data  # noqa: E402
 from harness import distributed  # noqa: E402
 import eval as evaluation  # noqa: E402
 import grpo  # noqa: E402
+from harness import models  # noqa: E402
 from harness import presets  # noqa: E402
 from harness import report  # noqa: E402
 from harness import rundir  # noqa: E402
@@ -267,7 +268,7 @@ def load_models(cfg, log=print):
     from harness import tiny
     name = (str(distributed.on_main(lambda: tiny.tiny_model_path(cfg.model, log=log)))
             if cfg.model in TINY_MODELS
-            else vlm.resolve_name(cfg.model, log))
+            else models.resolve_name(cfg.model, log))
     bf16 = uses_bf16(cfg)
     # fp32 master weights even under bf16: an AdamW step at lr 5e-7 is far below bf16's resolution.
     policy, processor = vlm.load(name, cfg.device, torch.float32, cfg.allow_cpu)
@@ -381,9 +382,9 @@ def main(argv=None) -> int:
     if not main_rank:
         cfg.quiet = True                      # rank 0 alone logs, marks and draws progress bars
     log = (lambda *a: None) if cfg.quiet else tqdm.write   # tqdm.write: above any progress bar
-    vlm.quiet_transformers()
+    models.quiet_transformers()
     if evaluation.needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
-        vlm.work_offline_if_hub_unreachable(log)
+        models.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
     try:
         out = distributed.on_main(rundir.run_dir, cfg, log)
