@@ -58,6 +58,7 @@ class ModelError(Exception):
 
 
 def _looks_local(name: str) -> bool:
+    """A path on this machine rather than a hub id."""
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
