@@ -48,6 +48,7 @@ import torch
 import data
 import grpo
 from harness import presets
+from harness import resisc45
 import shared_prefix
 import ttrv
 import vlm
@@ -147,8 +148,8 @@ def real_prompts(name, k, size=RESISC_IMAGE):
     processor = AutoProcessor.from_pretrained(FIXTURES / name)
     processor.tokenizer.padding_side = "left"
     rng, gen = random.Random(0), torch.Generator().manual_seed(0)
-    questions = [data.make_choice_question(c, presets.RESISC45_CLASSES, rng)[0]
-                 for c in rng.sample(presets.RESISC45_CLASSES, k)]
+    questions = [data.make_choice_question(c, resisc45.RESISC45_CLASSES, rng)[0]
+                 for c in rng.sample(resisc45.RESISC45_CLASSES, k)]
     noise = torch.randint(0, 256, (size, size, 3), generator=gen).byte().numpy()
     return processor, vlm.prompt_inputs(processor, [Image.fromarray(noise)] * k, questions)
 
