@@ -50,7 +50,7 @@ import eval as evaluation
 import grpo
 from harness import presets
 import rollout
-from harness import plain
+from harness import plain, resisc45
 import ttrv
 import vlm
 
@@ -148,8 +148,8 @@ def real_prompts(name, k, size=RESISC_IMAGE):
     processor = AutoProcessor.from_pretrained(FIXTURES / name)
     processor.tokenizer.padding_side = "left"
     rng, gen = random.Random(0), torch.Generator().manual_seed(0)
-    questions = [data.make_choice_question(c, presets.RESISC45_CLASSES, rng)[0]
-                 for c in rng.sample(presets.RESISC45_CLASSES, k)]
+    questions = [data.make_choice_question(c, resisc45.RESISC45_CLASSES, rng)[0]
+                 for c in rng.sample(resisc45.RESISC45_CLASSES, k)]
     noise = torch.randint(0, 256, (size, size, 3), generator=gen).byte().numpy()
     return processor, vlm.prompt_inputs(processor, [Image.fromarray(noise)] * k, questions)
 

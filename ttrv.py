@@ -47,7 +47,7 @@ import grpo
 import rewards
 import rollout
 import vlm
-from harness import plain, presets, report
+from harness import models, plain, presets, report
 from harness.distributed import ONE   # one process; torchrun: harness.distributed.Ranks
 from harness.config import TINY_MODELS, Config, parse_args  # noqa: F401  (ttrv.parse_args)
 
@@ -262,7 +262,7 @@ def load_models(cfg, log=print, procs=ONE):
     """(policy, frozen reference, processor, autocast context, resolved name)."""
     from harness import tiny
     name = (str(procs.on_main(lambda: tiny.tiny_model_path(cfg.model, log=log)))
-            if cfg.model in TINY_MODELS else vlm.resolve_name(cfg.model, log))
+            if cfg.model in TINY_MODELS else models.resolve_name(cfg.model, log))
     bf16 = uses_bf16(cfg)
     # fp32 master weights even under bf16: an AdamW step at lr 5e-7 is far below bf16's resolution.
     policy, processor = vlm.load(name, cfg.device, torch.float32, cfg.allow_cpu)

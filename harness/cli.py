@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     import data
     import ttrv
     import vlm
-    from harness import distributed, report, rundir
+    from harness import distributed, models, report, rundir
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg.save_dtype = cfg.save_dtype or ("bf16" if ttrv.uses_bf16(cfg) else "fp32")
@@ -41,9 +41,9 @@ def main(argv=None) -> int:
     if not main_rank:
         cfg.quiet = True                      # rank 0 alone logs, marks and draws progress bars
     log = (lambda *a: None) if cfg.quiet else tqdm.write   # tqdm.write: above any progress bar
-    vlm.quiet_transformers()
+    models.quiet_transformers()
     if needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
-        vlm.work_offline_if_hub_unreachable(log)
+        models.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
     try:
         out = distributed.on_main(rundir.run_dir, cfg, log)
@@ -164,18 +164,18 @@ def eval_main(argv=None) -> int:
     import data
     import eval as evaluation
     import vlm
-    from harness import presets
+    from harness import models, presets
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    vlm.quiet_transformers()
+    models.quiet_transformers()
     try:
         name = model_path(args.model)
         if needs_hub(name, args.dataset):
-            vlm.work_offline_if_hub_unreachable()
+            models.work_offline_if_hub_unreachable()
         examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
                                         seed=args.seed)[:args.limit]
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, processor = vlm.load(vlm.resolve_name(name), args.device, dtype,
+        model, processor = vlm.load(models.resolve_name(name), args.device, dtype,
                                    allow_cpu=args.allow_cpu)
         model.eval()
         result = evaluation.evaluate(model, processor, examples, batch_size=args.batch_size,

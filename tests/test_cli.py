@@ -18,6 +18,7 @@ import torch
 import data
 from harness import presets
 import eval as evaluation
+from harness import models
 import ttrv
 import vlm
 from harness import cli
@@ -196,7 +197,7 @@ def test_a_hub_id_without_network_fails_fast_and_quietly(monkeypatch, capsys):
     for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY",
                   "http_proxy"):
         monkeypatch.delenv(proxy, raising=False)
-    assert vlm.work_offline_if_hub_unreachable(log=print)
+    assert models.work_offline_if_hub_unreachable(log=print)
     assert constants.HF_HUB_OFFLINE and "cannot be reached" in capsys.readouterr().out
     with pytest.raises(vlm.ModelError, match="Could not fetch"):
         vlm.load_model("Qwen/no-such-model", "cpu", torch.float32, allow_cpu=True)

@@ -11,7 +11,7 @@ import data
 from harness import presets
 import grpo
 import rollout
-from harness import report
+from harness import report, shapes
 import ttrv
 import vlm
 from harness import cli
@@ -118,7 +118,7 @@ def test_adapt_on_one_dataset_and_evaluate_on_another(tmp_path, tiny_dir):
     images.mkdir()
     lines = []
     for i in range(3):
-        data.draw_shape("circle", __import__("random").Random(i)).save(images / f"{i}.png")
+        shapes.draw_shape("circle", __import__("random").Random(i)).save(images / f"{i}.png")
         lines.append(json.dumps(dict(image=f"imgs/{i}.png", question="Which?",
                                      options=["circle", "star"], answer="A")))
     (tmp_path / "q.jsonl").write_text("\n".join(lines))
