@@ -115,7 +115,7 @@ class Config:
     quiet: bool = opt(False, "output", "no progress bars or per-step logs")
 
 
-# --protocol official: the official runs' settings (README "Protocols"; issue 12). Family-
+# --protocol official: the official runs' settings (docs/protocols.md). Family-
 # dependent values (temperature) are None here and filled by vlm.official_temperature in ttrv.run once the model is loaded.
 OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer="text",
                 adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)

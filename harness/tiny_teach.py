@@ -18,7 +18,7 @@ Two recipes, one per model name (config.TINY_MODELS); tiny.tiny_model_path build
                   they diverge, so that identical texts cannot pool into a winning vote under
                   `--no-answer text`. The share is a tuned choice: a smaller one leaves fewer
                   answers unparseable, so less for TTRV to repair.
-What the tiny model does under each recipe, measured: README, "The tiny default run".
+What the tiny model does under each recipe, measured: docs/tiny-run.md.
 """
 
 from pathlib import Path

@@ -3,7 +3,7 @@ right exit code and no traceback, before any data or model is loaded; a run neve
 an old one, and a failed or interrupted run says so in its directory.
 
 Most tests call ttrv.main in-process with the loaders replaced by ones that fail the test, so a
-check that came too late shows up as "loaded". README's "Errors a user can cause" lists these.
+check that came too late shows up as "loaded". docs/errors.md lists these.
 """
 
 import json
