@@ -221,6 +221,7 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
             roll = shared_prefix.Rollouts(*distributed.same_length(
                 [roll.completion_ids, roll.logprobs, roll.entropies, roll.mask], [pad_id, 0, 0, 0]))
         texts, mask = vlm.decode(processor, roll.completion_ids), roll.mask.float()   # [B*N, T]
+        # DARE's u: each response's mean token entropy, already divided by ln V (Rollouts)
         token_entropy = (None if roll.entropies is None else                          # [B*N]
                          ((roll.entropies * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
         scored = [score(texts[b * n:(b + 1) * n], e, cfg, reward_rng,                 # 2. rewards
