@@ -49,6 +49,7 @@ Tested on CPU with sdpa attention (tiny Qwen2.5-VL, Qwen2-VL, InternVL), not fla
 """
 
 import inspect
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -64,7 +65,8 @@ class Rollouts:
     """N sampled completions per prompt; row b*n + j is sample j of prompt b."""
     completion_ids: torch.Tensor  # [B*n, T] long, pad_token_id after each row's first eos
     logprobs: torch.Tensor        # [B*n, T] float32, log pi_T(token) of the drawn token; 0 where mask 0
-    entropies: torch.Tensor       # [B*n, T] float32, entropy of pi_T at that step; 0 where mask 0
+    entropies: torch.Tensor       # [B*n, T] float32, H(pi_T) / ln V at that step (V: the logits'
+                                  # size), in [0, 1]: DARE's u scale (ours; its paper states none)
     mask: torch.Tensor            # [B*n, T] long, 1 up to and including the first eos
 
 
@@ -325,7 +327,8 @@ def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_tok
         token = (_sample_top_p(drawable, top_p, generator) if temperature > 0
                  else drawable.argmax(-1))
         token_logp = logp.gather(-1, token[:, None]).squeeze(-1)
-        entropy = torch.special.entr(logp.exp()).sum(-1)             # -sum p log p, 0 log 0 = 0
+        # -sum p log p (0 log 0 = 0) over ln V, its largest value: in [0, 1], DARE's u scale
+        entropy = torch.special.entr(logp.exp()).sum(-1) / math.log(logp.shape[-1])
         steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive,
                       entropy * alive, alive.long()))
         alive = alive & ~torch.isin(token, eos)

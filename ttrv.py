@@ -107,6 +107,7 @@ def collect(policy, ref_model, processor, batch, weights, cfg, autocast, sampler
                                  options["pad_token_id"])                      # [B*N, T]
     n, k = cfg.rollouts, cfg.train_rollouts or cfg.rollouts   # votes; trained responses
     texts, mask = vlm.decode(processor, roll.completion_ids), roll.mask.float()   # [B*N, T]
+    # DARE's u: each response's mean token entropy, already divided by ln V (rollout.Rollouts)
     token_entropy = (None if roll.entropies is None else                          # [B*N]
                      ((roll.entropies * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
     scored = [score(texts[b * n:(b + 1) * n], e, cfg, rng,                     # 2. rewards

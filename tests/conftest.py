@@ -1,9 +1,28 @@
-"""Shared fixtures: tiny models built offline once per test session."""
+"""Shared fixtures: tiny models built offline once per test session; `shared_path`, the one way
+tests find ../shared (the paper notes, the real checkpoints' files)."""
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from harness.tiny import build_tiny_model
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"   # beside the repository
+
+
+def shared_path(*parts) -> Path:
+    """The path ../shared/<parts> beside the repository. When it is absent the calling test (or
+    fixture) skips with a one-line reason, unless the environment variable CI is "true": there
+    it fails, so CI cannot pass by skipping."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        reason = f"{path} is absent (../shared beside the repository)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI=true needs it", pytrace=False)
+        pytest.skip(reason)
+    return path
 
 
 @pytest.fixture(scope="session")

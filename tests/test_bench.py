@@ -7,6 +7,7 @@ import re
 import torch
 
 import bench
+from conftest import shared_path
 
 
 def test_bench_tiny_prints_every_phase_with_a_ratio(tiny_dir, capsys):
@@ -38,9 +39,7 @@ def test_bench_markdown_table(tiny_dir, capsys):
 
 
 def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
-    import pytest
-    if not bench.FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures (real checkpoint files) is absent")
+    assert shared_path("fixtures").resolve() == bench.FIXTURES.resolve()   # bench reads them
     assert bench.main(["--arch", "internvl3-2b", "--device", "meta"]) == 0
     assert bench.main(["--arch", "internvl3-8b", "--device", "meta"]) == 0
     out = capsys.readouterr().out
@@ -49,9 +48,7 @@ def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
 
 
 def test_bench_resisc_prompt_from_the_real_qwen_files_is_166_to_172_tokens():
-    import pytest
-    if not (bench.FIXTURES / "qwen2.5-vl-3b-instruct").is_dir():
-        pytest.skip("../shared/fixtures (real checkpoint files) is absent")
+    shared_path("fixtures", "qwen2.5-vl-3b-instruct")
     _, inputs = bench.real_prompts("qwen2.5-vl-3b-instruct", 45)
     lengths = inputs["attention_mask"].sum(1)
     assert 166 <= lengths.min() and lengths.max() <= 172

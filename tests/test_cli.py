@@ -6,6 +6,7 @@ Most tests call ttrv.main in-process with the loaders replaced by ones that fail
 check that came too late shows up as "loaded". docs/errors.md lists these.
 """
 
+import errno
 import json
 import os
 import subprocess
@@ -86,12 +87,21 @@ def test_an_output_dir_that_is_a_file_ends_before_loading(tmp_path, capsys, noth
     assert "cannot write to" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_a_read_only_output_dir_ends_before_loading(tmp_path, capsys, nothing_loads):
+def test_a_directory_that_refuses_writes_ends_before_loading(tmp_path, capsys, nothing_loads,
+                                                            monkeypatch):
+    """An existing empty directory the OS will not write into (read-only to a user; root ignores
+    the permission bits, so the refusal is made here, at every write into it)."""
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    err = ends_before_loading(["--output-dir", str(locked / "run")], capsys, code=1)
-    assert "cannot write to" in err
+    locked.mkdir()
+    real = Path.write_text
+
+    def refuse(path, *a, **k):
+        if locked in path.parents:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, *a, **k)
+    monkeypatch.setattr(Path, "write_text", refuse)
+    err = ends_before_loading(["--output-dir", str(locked)], capsys, code=1)
+    assert f"cannot write to {locked} (Permission denied)" in err and not any(locked.iterdir())
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -10,15 +10,14 @@ import json
 import os
 import pickle
 import random
-import time
 import zipfile
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 import data
 from harness import presets, resisc45, shapes
+from conftest import shared_path
 from data import (DTD_PROMPT, LETTERS, RECOGNITION_PROMPT, DataError, Example, draw_adaptation_set,
                   make_choice_question, strip_labels)
 from harness.presets import DATASETS, load_dataset
@@ -29,7 +28,6 @@ APPENDIX_C = (r"<image> \n Look at the given image and identify what it shows. C
               r"answer from the options below and respond with only the corresponding option "
               r"letter (A, B, C, or D). Do not include any explanation or extra text. \n Options:"
               r"\nA. {o1}\nB. {o2}\nC. {o3}\nD. {o4}")
-NOTES = Path("/work/shared/paper-notes.md")
 
 
 def _unescape(text):
@@ -44,9 +42,9 @@ def test_recognition_prompt_is_appendix_c_verbatim_without_the_image_tag():
     assert RECOGNITION_PROMPT.endswith("extra text. \n Options:\nA. {o1}\nB. {o2}\nC. {o3}\nD. {o4}")
 
 
-@pytest.mark.skipif(not NOTES.exists(), reason="paper notes not on this machine")
 def test_recognition_prompt_matches_the_notes_file():
-    line = next(l.strip() for l in NOTES.read_text().splitlines() if l.strip().startswith("<image>"))
+    notes = shared_path("paper-notes.md").read_text(encoding="utf-8")
+    line = next(l.strip() for l in notes.splitlines() if l.strip().startswith("<image>"))
     assert "<image> \n " + RECOGNITION_PROMPT == _unescape(line)
 
 
@@ -115,9 +113,7 @@ def test_strip_labels_removes_answer_and_label_only():
 
 
 def test_shapes_splits_sizes_classes_and_images():
-    t0 = time.perf_counter()
     train, test = load_dataset("shapes", "train"), load_dataset("shapes", "test")
-    assert time.perf_counter() - t0 < 5  # ~0.4 s on a laptop
     assert (len(train), len(test)) == (400, 200)
     names = set(map(data.display_name, shapes.SHAPES))
     assert len(names) == 4

@@ -14,6 +14,7 @@ import zipfile
 import pytest
 from PIL import Image
 
+from conftest import shared_path
 from harness import benchmarks, hub
 from harness import presets as B
 import data
@@ -38,7 +39,7 @@ def hub_image(colour=(200, 30, 30)):
 # ---------------------------------------------------------------- prompts
 
 def test_prompts_follow_appendix_c_as_quoted_in_the_notes():
-    notes = open("/work/shared/paper-notes.md", encoding="utf-8").read().replace("\n", " ")
+    notes = shared_path("paper-notes.md").read_text(encoding="utf-8").replace("\n", " ")
     hint = ("Hint: Please answer the question and provide the correct option letter, e.g., A, B, "
             "C, D, at the end.")
     assert B.MATHVISTA_PROMPT.startswith(hint + "\nDo not include any explanation or extra text."

@@ -5,12 +5,11 @@ What a user's `--model Qwen/Qwen2.5-VL-3B` or `--model InternVL3-2B` meets: the 
 the image tokens, the end tokens, a full ttrv run on both paths, eval.py. And the issue's "done
 when": images of 256x256, 512x256, 300x500 and 640x480 on the InternVL files (1, 3, 7 and 13
 tiles), one batch through both paths, the same first-update gradient norm.
-Skipped in a clone without ../shared/fixtures.
+Skipped in a clone without ../shared/fixtures (a failure under CI=true: conftest.shared_path).
 """
 
 import hashlib
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,9 +26,8 @@ import vlm
 from harness import cli
 from harness import plain
 
-FIXTURES = Path(__file__).resolve().parent.parent / ".." / "shared" / "fixtures"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(),
-                                reason="../shared/fixtures (real checkpoint files) is absent")
+from conftest import shared_path
+
 QWEN, INTERNVL = "qwen2.5-vl-3b-instruct", "internvl3-2b-hf"
 DONE_WHEN_SIZES = [(256, 256), (512, 256), (300, 500), (640, 480)]   # (w, h) -> 1, 3, 7, 13 tiles
 
@@ -38,7 +36,7 @@ def _built(name):
     """The shrunk model next to fixture `name`, built once and cached under $TTRV_CACHE, keyed by
     the fixture files, the shrink recipe and the transformers version."""
     import transformers
-    src = FIXTURES / name
+    src = shared_path("fixtures", name)       # skipped without it (a failure under CI=true)
     key = hashlib.sha256(json.dumps([tiny.SHRINK_TEXT, tiny.SHRINK_VISION,
                                      transformers.__version__]).encode())
     for f in sorted(src.iterdir()):

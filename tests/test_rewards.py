@@ -1,6 +1,7 @@
 """Spec for rewards.py: equations (3)-(7), answer extraction, and the compared rewards."""
 import doctest
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -370,6 +371,29 @@ def test_dare_keeps_all_answers_tied_for_most_probable():
 def test_dare_needs_one_entropy_per_response():
     with pytest.raises(ValueError):
         dare_reward(PAPER, [0.1, 0.2])
+
+
+def dare_bonus(keys, u):
+    """b(y) of each rollout: reward at alpha = 1 minus reward at alpha = 0 (p does not depend on
+    alpha), nothing pruned (tau = 0)."""
+    return dare_reward(keys, u, alpha=1.0, tau=0.0) - dare_reward(keys, u, alpha=0.0, tau=0.0)
+
+
+def test_dare_bonus_is_never_negative_and_favours_rarer_answers_for_u_in_unit_interval():
+    """The scale the loop feeds (token entropy / ln V, in [0, 1]): b >= 0, and at equal u an
+    answer given by fewer rollouts gets a larger bonus (strictly, unless u = 1)."""
+    rng = np.random.default_rng(0)
+    for keys in random_answer_lists(200):
+        u = rng.choice([0.0, 1.0, *rng.random(6)], size=len(keys))     # ends of [0, 1] included
+        assert (dare_bonus(keys, u) >= -1e-12).all()
+        same = rng.random()                                             # one u for every rollout
+        bonus = dict(zip(keys, dare_bonus(keys, [same] * len(keys))))
+        count = Counter(keys)
+        for a in count:
+            for b in count:
+                if count[a] < count[b]:
+                    assert bonus[a] > bonus[b], (keys, a, b)
+    assert np.allclose(dare_bonus(["A", "B"], [1.0, 1.0]), 0.0)        # u = 1: no bonus at all
 
 
 # ----------------------------------------------------------------------------- registry
