@@ -7,6 +7,7 @@ import re
 import torch
 
 import bench
+from harness import bench_models
 
 
 def test_bench_tiny_prints_every_phase_with_a_ratio(tiny_dir, capsys):
@@ -39,7 +40,7 @@ def test_bench_markdown_table(tiny_dir, capsys):
 
 def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
     import pytest
-    if not bench.FIXTURES.is_dir():
+    if not bench_models.FIXTURES.is_dir():
         pytest.skip("../shared/fixtures (real checkpoint files) is absent")
     assert bench.main(["--arch", "internvl3-2b", "--device", "meta"]) == 0
     assert bench.main(["--arch", "internvl3-8b", "--device", "meta"]) == 0
@@ -50,9 +51,9 @@ def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
 
 def test_bench_resisc_prompt_from_the_real_qwen_files_is_166_to_172_tokens():
     import pytest
-    if not (bench.FIXTURES / "qwen2.5-vl-3b-instruct").is_dir():
+    if not (bench_models.FIXTURES / "qwen2.5-vl-3b-instruct").is_dir():
         pytest.skip("../shared/fixtures (real checkpoint files) is absent")
-    _, inputs = bench.real_prompts("qwen2.5-vl-3b-instruct", 45)
+    _, inputs = bench_models.real_prompts("qwen2.5-vl-3b-instruct", 45)
     lengths = inputs["attention_mask"].sum(1)
     assert 166 <= lengths.min() and lengths.max() <= 172
 
