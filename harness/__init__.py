@@ -6,5 +6,6 @@ config (the settings and their checks), cli (the command line and its endings), 
 (several GPUs under torchrun), models (model-card names, the hub's reachability), presets
 (`load_dataset`, benchmarks by name) with hub, benchmarks and resisc45 beneath it, shapes and
 local_data (datasets that need no hub), rundir (the run directory), report (tables and the
-plot), tiny and tiny_teach (the offline models), bench.
+plot), tiny and tiny_teach (the offline models), bench_models and bench_logprob (what
+bench.py builds and measures).
 """

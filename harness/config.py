@@ -126,7 +126,7 @@ OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer=
 # --model tiny or tiny-letters, for settings the command line leaves at their default; an
 # evaluation every 5 steps gives Figure 1 (trajectory.png) a middle point.
 TINY_PRESETS = dict(lr=1e-4, max_new_tokens=8, eval_every=5)
-# The offline tiny models (tiny.RECIPES): "tiny" has a built-in failure of format (it often
+# The offline tiny models (tiny_teach.RECIPES): "tiny" has a built-in failure of format (it often
 # answers with a sentence), "tiny-letters" always answers with a letter.
 TINY_MODELS = ("tiny", "tiny-letters")
 

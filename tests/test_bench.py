@@ -8,6 +8,7 @@ import torch
 
 import bench
 from conftest import shared_path
+from harness import bench_models
 
 
 def test_bench_tiny_prints_every_phase_with_a_ratio(tiny_dir, capsys):
@@ -39,7 +40,7 @@ def test_bench_markdown_table(tiny_dir, capsys):
 
 
 def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
-    assert shared_path("fixtures").resolve() == bench.FIXTURES.resolve()   # bench reads them
+    assert shared_path("fixtures").resolve() == bench_models.FIXTURES.resolve()   # bench reads them
     assert bench.main(["--arch", "internvl3-2b", "--device", "meta"]) == 0
     assert bench.main(["--arch", "internvl3-8b", "--device", "meta"]) == 0
     out = capsys.readouterr().out
@@ -49,7 +50,7 @@ def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
 
 def test_bench_resisc_prompt_from_the_real_qwen_files_is_166_to_172_tokens():
     shared_path("fixtures", "qwen2.5-vl-3b-instruct")
-    _, inputs = bench.real_prompts("qwen2.5-vl-3b-instruct", 45)
+    _, inputs = bench_models.real_prompts("qwen2.5-vl-3b-instruct", 45)
     lengths = inputs["attention_mask"].sum(1)
     assert 166 <= lengths.min() and lengths.max() <= 172
 
