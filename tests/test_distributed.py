@@ -56,7 +56,7 @@ def test_two_processes_make_the_single_process_update(worker_runs):
             assert two["stats"][key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
 
 
-def test_an_odd_prompt_count_gives_the_single_process_metrics_and_update(worker_runs):
+def test_an_odd_prompt_count_gives_the_single_process_metrics_and_update(worker_runs, tiny_dir):
     """3 prompts per step, then 1, over 2 processes: rank 1 has a stand-in in step 1's second
     update and nothing real in step 2. The metrics are sums and counts over the ranks, so
     they equal one process's (a mean of the ranks' means is NaN in step 2 and biased in step 1)."""
@@ -66,6 +66,9 @@ def test_an_odd_prompt_count_gives_the_single_process_metrics_and_update(worker_
     # the fixed completions: prompt 3's four-way tie (in step 1) gives A = 0, the others do not
     assert all(0 < m["adv_abs"] for m in one["history"])
     assert sorted(m["adv_nonzero_share"] for m in one["history"]) == [pytest.approx(2 / 3), 1.0]
+    import vlm
+    initial = dict(vlm.load_model(str(tiny_dir), "cpu", torch.float32).named_parameters())
+    assert any(not torch.equal(w, initial[k]) for k, w in one["weights"].items())  # decay is 0
     for two in twos:
         assert [(m["step"], k) for m in two["history"] for k, v in m.items()
                 if not math.isfinite(v)] == []

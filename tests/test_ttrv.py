@@ -86,11 +86,12 @@ def test_labels_are_never_read_during_adaptation(taught_dir):
 
 
 def test_one_update_at_the_paper_lr_changes_weights_under_bf16_autocast(taught_dir):
-    """fp32 master weights keep a 5e-7 step that bf16 weights would round away."""
+    """fp32 master weights keep a 5e-7 step that bf16 weights would round away. No weight decay
+    and no KL term: only the policy gradient of non-zero advantages can move them."""
     w = torch.tensor([0.5, 1.0, -2.0])
     assert torch.equal((w.bfloat16() - 5e-7).float(), w.bfloat16().float())  # the bf16 trap
     cfg = config(taught_dir, lr=5e-7, precision="bf16", epochs=1, num_samples=1,
-                 prompts_per_step=1, weight_decay=0.0)
+                 prompts_per_step=1, weight_decay=0.0, beta=0.0)
     before = params(vlm.load_model(str(taught_dir), "cpu", torch.float32))
     policy, history = run_adapt(cfg, data.draw_adaptation_set(presets.load_dataset("shapes"), 1, 3))
     assert history[0]["updates"] == 1 and history[0]["adv_abs"] > 0    # a gradient, not decay
