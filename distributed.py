@@ -18,7 +18,8 @@ spread over the ranks, its loss normalised by the token count of all of them (al
 verl does), so the update equals the single-process update over the same prompts. Every rank
 must run the same number of forwards (FSDP gathers weights collectively): ranks with fewer
 prompts in an update run a zero-weight copy, response lengths are padded to the longest over
-the ranks (masked), and decoding loops stop only when every rank is done.
+the ranks (masked), and decoding loops stop only when every rank is done. The step's metrics
+are sums and counts over the ranks, divided once (`mean_over_ranks`; a stand-in counts 0).
 
 What it leaves out: tensor/sequence parallelism, CPU offload, multi-node launch details
 (torchrun handles them), sharded checkpoints (we save one ordinary save_pretrained checkpoint).
@@ -135,6 +136,26 @@ def max_over_ranks(x: int) -> int:
     t = torch.tensor(int(x), device=_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t)
+
+
+def mean_over_ranks(pairs: dict) -> dict:
+    """{key: (sum, count)} of this rank -> {key: sum over ranks / count over ranks}.
+
+    The mean over every rank's items, where a rank with none (only zero-weight stand-ins)
+    counts 0; not the mean of the ranks' means, which is NaN when a rank has nothing and is
+    biased when the ranks hold different counts. NaN for a key no rank has any item of. One
+    process: sum / count. Every rank must pass the same keys in the same order (collective).
+
+    >>> mean_over_ranks(dict(reward=(1.5, 3), entropy=(0.0, 0)))
+    {'reward': 0.5, 'entropy': nan}
+    """
+    t = torch.tensor([float(v) for pair in pairs.values() for v in pair], dtype=torch.float64)
+    if active():
+        t = t.to(_device())
+        dist.all_reduce(t)
+        t = t.cpu()
+    sums, counts = t[0::2].tolist(), t[1::2].tolist()
+    return {key: s / c if c else float("nan") for key, s, c in zip(pairs, sums, counts)}
 
 
 def gather(obj) -> list:

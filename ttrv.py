@@ -161,7 +161,8 @@ def apply_update(policy, ref_model, optimizer, params, groups, cfg, autocast):
     """One AdamW update over `groups`: this rank's (prompt, ids, mask, old_logp, advantages,
     real) of the update's prompts. The loss is the token mean (or row mean) over the real groups
     of all ranks: their count is all-reduced. FSDP averages gradients over the K ranks, so each
-    rank's loss is scaled by K to make that a sum. A group with real=False weighs 0.
+    rank's loss is scaled by K to make that a sum. A group with real=False weighs 0. The
+    returned statistics are means over the real groups of all ranks (the same on every rank).
     """
     def size(mask):
         return float(mask.sum()) if cfg.loss_agg == "token_mean" else mask.shape[0]
@@ -169,8 +170,8 @@ def apply_update(policy, ref_model, optimizer, params, groups, cfg, autocast):
     total = None if len(groups) == distributed.world() == 1 else total   # 1 group: as before
     stats = [update(policy, ref_model, *g[:5], cfg, autocast, total,
                     distributed.world() * float(g[5])) for g in groups]
-    s = {key: float(np.mean([x[key] for x, g in zip(stats, groups) if g[5]] or [0.0]))
-         for key in stats[0]}
+    s = distributed.mean_over_ranks({key: (sum(x[key] for x, g in zip(stats, groups) if g[5]),
+                                           sum(g[5] for g in groups)) for key in stats[0]})
     s["grad_norm"] = grpo.clip_grad_norm(params, cfg.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -190,7 +191,10 @@ def schedule(n_examples, cfg):
 
 def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
     """Test-time RL on unlabeled `examples`; returns one metrics dict per batch of prompts
-    (each also passed to `on_step` as soon as the batch is done).
+    (each also passed to `on_step` as soon as the batch is done). Besides the rewards and the
+    loss statistics: `adv_abs`, the mean |A| over the trained responses, and
+    `adv_nonzero_share`, the share of prompts whose advantages are not all 0 (a group of equal
+    rewards has A = 0 and gives the policy-gradient term nothing to learn from).
 
     Labels are never read here: ttrv.run passes examples drawn by data.draw_adaptation_set,
     which strips them (tests/test_ttrv.py checks that labelled examples give the same updates).
@@ -244,17 +248,20 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None):
             s = apply_update(policy, ref_model, optimizer, params, groups, cfg, autocast)
             stats.append(dict(s, lr=lr))
             updates += 1
-        if not all(real):                     # metrics of real prompts only (torchrun)
-            r, scored = r[torch.tensor(real)], [x for x, ok in zip(scored, real) if ok]
-        m = dict(step=step + 1, updates=updates, reward=float(r.mean()),
-                 answer_entropy=float(np.mean([s[1] for s in scored])),
-                 majority_share=float(np.mean([s[2] for s in scored])),
-                 response_tokens=float(mask.sum(1).mean()),
+        # metrics of the real prompts of all ranks: this rank's sums and counts (a stand-in
+        # counts 0), divided once summed over the ranks; the update statistics already are.
+        keep = torch.tensor(real)                                                      # [B]
+        rows, trained = keep.repeat_interleave(n), advantages[keep.to(device)]   # [B*N], [b, k]
+        kept = [x for x, ok in zip(scored, real) if ok]
+        m = dict(step=step + 1, updates=updates, **distributed.mean_over_ranks(dict(
+                 reward=(r[keep].double().sum(), r[keep].numel()),
+                 answer_entropy=(sum(x[1] for x in kept), len(kept)),
+                 majority_share=(sum(x[2] for x in kept), len(kept)),
+                 adv_abs=(trained.double().abs().sum(), trained.numel()),          # mean |A|
+                 adv_nonzero_share=((trained != 0).any(1).sum(), len(kept)),  # groups that learn
+                 response_tokens=(mask[rows.to(mask.device)].sum(), rows.sum()))),
                  **{key: float(np.mean([s[key] for s in stats])) for key in stats[0]},
                  seconds=time.time() - t0)
-        if distributed.active():              # each rank's means, averaged over the ranks
-            m = {key: float(np.mean([x[key] for x in distributed.gather(m)]))
-                 if isinstance(v, float) else v for key, v in m.items()}
         history.append(m)
         if on_step:
             on_step(m)

@@ -1,22 +1,30 @@
-"""Run by tests/test_distributed.py, alone or under torchrun: one AdamW update on fixed rollouts.
+"""Run by tests/test_distributed.py, alone or under torchrun: updates on fixed rollouts.
 
-    python tests/dist_worker.py MODEL_DIR OUT.pt            # one process, both prompts
-    python -m torch.distributed.run --nproc-per-node 2 tests/dist_worker.py MODEL_DIR OUT.pt
+    python tests/dist_worker.py MODEL_DIR OUT_PREFIX        # one process
+    python -m torch.distributed.run --nproc-per-node 2 tests/dist_worker.py MODEL_DIR OUT_PREFIX
 
-Two prompts with 4 fixed completions each (the same on every rank), advantages fixed; one
-update with prompts_per_update = 2 through ttrv.apply_update: one process takes both groups,
-two processes (FSDP2, gloo) one each. Rank 0 saves the full gradients just before the AdamW
-step, the full parameters after it, and the loss statistics.
+(1) `one_update`: two prompts with 4 fixed completions each (the same on every rank),
+advantages fixed; one update with prompts_per_update = 2 through ttrv.apply_update: one process
+takes both groups, two processes (FSDP2, gloo) one each. It keeps the full gradients just before
+the AdamW step, the full parameters after it, and the loss statistics.
+(2) `adapt_with_stand_ins`: ttrv.adapt itself on 4 prompts, 3 per step (steps of 3 prompts and
+1), with ttrv.rollout replaced by fixed completions per prompt (option letters that disagree, so
+the advantages are not 0): under 2 processes rank 1 holds a zero-weight stand-in in the second
+update of step 1 and only a stand-in in step 2. It keeps the per-step metrics and the weights.
+Every rank saves OUT_PREFIX.rank<r>.pt.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import dataclasses  # noqa: E402
+
 import torch  # noqa: E402
 
-import presets  # noqa: E402
 import distributed  # noqa: E402
+import grpo  # noqa: E402
+import presets  # noqa: E402
 import shared_prefix  # noqa: E402
 import ttrv  # noqa: E402
 import vlm  # noqa: E402
@@ -27,8 +35,7 @@ def full(t):
     return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().clone()
 
 
-def main(model_dir, out):
-    distributed.init("cpu")
+def one_update(model_dir):
     torch.manual_seed(0)
     cfg = Config(model=model_dir, device="cpu", precision="fp32", rollouts=4, lr=1e-3,
                  prompts_per_update=2, max_grad_norm=1e9, beta=0.01)
@@ -57,8 +64,50 @@ def main(model_dir, out):
     optimizer.step = recording_step
     stats = ttrv.apply_update(policy, ref, optimizer, params, groups, cfg, autocast)
     weights = {n: full(p) for n, p in policy.named_parameters()}
-    if distributed.is_main():
-        torch.save(dict(grads=grads, weights=weights, stats=stats), out)
+    return dict(grads=grads, weights=weights, stats=stats)
+
+
+# each prompt's 4 completions: 0 and 1 disagree (A != 0), 2 has an unparseable answer and other
+# lengths, 3 is a four-way tie (the ttrv reward equal in the group: A = 0)
+COMPLETIONS = [["A", "A", "B", "A"], ["B", "C", "B", "D"], ["D", "D", "no idea at all", "C"],
+               ["A", "B", "C", "D"]]
+
+
+def adapt_with_stand_ins(model_dir):
+    torch.manual_seed(0)
+    cfg = Config(model=model_dir, device="cpu", precision="fp32", rollouts=4, lr=1e-3,
+                 prompts_per_step=3, prompts_per_update=2, epochs=1, beta=0.01,
+                 weight_decay=0.0, quiet=True)
+    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
+    examples = [dataclasses.replace(e, question=f"Question {i}. {e.question}")
+                for i, e in enumerate(presets.load_dataset("shapes", "test")[:4])]
+    tok = processor.tokenizer
+
+    def fixed_rollout(policy, inputs, cfg, end_ids, pad_id):
+        """COMPLETIONS of each prompt (found by its question) with the policy's log-probs."""
+        prompts, texts = vlm.split_inputs(inputs), tok.batch_decode(inputs["input_ids"])
+        found = [next(i for i in range(4) if f"Question {i}." in t) for t in texts]
+        rows = [tok(c + tok.eos_token, add_special_tokens=False)["input_ids"]
+                for i in found for c in COMPLETIONS[i]]
+        T = max(map(len, rows))
+        ids = torch.tensor([r + [pad_id] * (T - len(r)) for r in rows])          # [B*n, T]
+        mask = grpo.completion_mask(ids, end_ids).long()                          # [B*n, T]
+        with torch.no_grad():
+            logp = torch.cat([shared_prefix.shared_prefix_logprobs(
+                policy, one, ids[b * 4:(b + 1) * 4], mask[b * 4:(b + 1) * 4], 4, cfg.temperature)
+                for b, one in enumerate(prompts)])                                # [B*n, T]
+        return shared_prefix.Rollouts(ids, logp, None, mask)
+    ttrv.rollout = fixed_rollout
+    history = ttrv.adapt(policy, ref, processor, examples, cfg, autocast)
+    weights = {n: full(p) for n, p in policy.named_parameters()}
+    return dict(history=history, weights=weights)
+
+
+def main(model_dir, out):
+    distributed.init("cpu")
+    results = dict(one_update=one_update(model_dir),
+                   adapt_with_stand_ins=adapt_with_stand_ins(model_dir))
+    torch.save(results, f"{out}.rank{distributed.rank()}.pt")
 
 
 if __name__ == "__main__":
