@@ -121,6 +121,8 @@ def collect(policy, ref_model, processor, batch, weights, cfg, autocast, sampler
                          weights[b], cfg, autocast, sampler)
               for b, prompt in enumerate(vlm.split_inputs(inputs))]
     figures = [dict(reward=float(x[0].mean()), answer_entropy=x[1], majority_share=x[2],
+                    adv_abs=float(advantages[b].abs().mean()),                 # mean |A|
+                    adv_nonzero_share=float((advantages[b] != 0).any()),       # it can learn
                     response_tokens=float(mask[b * n:(b + 1) * n].sum(1).mean()))
                for b, x in enumerate(scored)]
     return groups, figures
@@ -196,7 +198,10 @@ def schedule(n_examples, cfg):
 def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None, sampler=rollout,
           procs=ONE):
     """Test-time RL on unlabeled `examples` (the paper's algorithm); one metrics dict per batch
-    of prompts, each also passed to `on_step` as soon as the batch is done.
+    of prompts, each also passed to `on_step` as soon as the batch is done. Besides the rewards
+    and the loss statistics: `adv_abs`, the mean |A| over the trained responses, and
+    `adv_nonzero_share`, the share of prompts whose advantages are not all 0 (a group of equal
+    rewards has A = 0 and gives the policy-gradient term nothing to learn from).
 
     Labels are never read here: ttrv.run passes examples drawn by data.draw_adaptation_set,
     which strips them (tests/test_ttrv.py checks that labelled examples give the same updates).

@@ -20,7 +20,7 @@ verl does), so the update equals the single-process update over the same prompts
 must run the same number of forwards (FSDP gathers weights collectively): ranks with fewer
 prompts in an update run a zero-weight copy, response lengths are padded to the longest over
 the ranks (masked), and decoding loops stop only when every rank is done. The step's metrics
-are sums and counts over the ranks (a rank holding only stand-ins adds nothing), not means of
+are sums and counts over the ranks, divided once (`Ranks.mean`; a stand-in counts 0), not means of
 the ranks' means; evaluation splits the test set into contiguous shares and gathers them.
 
 What it leaves out: tensor/sequence parallelism, CPU offload, multi-node launch details
@@ -140,6 +140,26 @@ def max_over_ranks(x: int) -> int:
     return int(t)
 
 
+def mean_over_ranks(pairs: dict) -> dict:
+    """{key: (sum, count)} of this rank -> {key: sum over ranks / count over ranks}.
+
+    The mean over every rank's items, where a rank with none (only zero-weight stand-ins)
+    counts 0; not the mean of the ranks' means, which is NaN when a rank has nothing and is
+    biased when the ranks hold different counts. NaN for a key no rank has any item of. One
+    process: sum / count. Every rank must pass the same keys in the same order (collective).
+
+    >>> mean_over_ranks(dict(reward=(1.5, 3), entropy=(0.0, 0)))
+    {'reward': 0.5, 'entropy': nan}
+    """
+    t = torch.tensor([float(v) for pair in pairs.values() for v in pair], dtype=torch.float64)
+    if active():
+        t = t.to(_device())
+        dist.all_reduce(t)
+        t = t.cpu()
+    sums, counts = t[0::2].tolist(), t[1::2].tolist()
+    return {key: s / c if c else float("nan") for key, s, c in zip(pairs, sums, counts)}
+
+
 def gather(obj) -> list:
     """[obj of rank 0, obj of rank 1, ...] on every rank (pickled; small objects only)."""
     if not active():
@@ -231,8 +251,8 @@ class OneProcess:
     def sum(self, x):
         return float(x)
 
-    def mean(self, values, weights):            # weighted mean over all processes' values
-        return sum(v * w for v, w in zip(values, weights)) / sum(weights)
+    def mean(self, pairs):                      # {key: (sum, count)} -> {key: sum / count}
+        return {key: s / c if c else float("nan") for key, (s, c) in pairs.items()}
 
     def share(self, items):                     # this process's share of an evaluation
         return items
@@ -275,10 +295,8 @@ class Ranks(OneProcess):
     def sum(self, x):
         return all_sum(x)
 
-    def mean(self, values, weights):
-        """The weighted mean over every rank's values: all-summed numerator and weight."""
-        total = all_sum(sum(w for w in weights))
-        return all_sum(sum(v * w for v, w in zip(values, weights) if w)) / total if total else float("nan")
+    def mean(self, pairs):
+        return mean_over_ranks(pairs)
 
     def share(self, items):
         return contiguous_share(items)

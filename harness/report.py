@@ -140,7 +140,7 @@ def step_metrics(step, updates, figures, stats, weights, grad_norms, lr, procs) 
     """One batch's line of metrics.jsonl: the vote's figures and the loss statistics, each a
     mean over the batch's prompts (of every process: sums over counts; stand-ins weigh 0)."""
     m = dict(step=step, updates=updates)
-    for part in (figures, stats):
-        m.update({key: procs.mean([x[key] for x in part], weights) for key in part[0]})
+    m.update(procs.mean({key: (sum(x[key] * w for x, w in zip(part, weights)), sum(weights))
+                         for part in (figures, stats) for key in part[0]}))
     m.update(grad_norm=sum(grad_norms) / len(grad_norms), lr=lr)
     return m

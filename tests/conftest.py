@@ -4,9 +4,12 @@ tests find ../shared (the paper notes, the real checkpoints' files)."""
 import os
 from pathlib import Path
 
+import os
+
 import pytest
 import torch
 
+from harness import tiny
 from harness.tiny import build_tiny_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"   # beside the repository
@@ -46,3 +49,12 @@ def _seed_and_threads():
 def tiny_internvl_dir(tmp_path_factory):
     """A random-weight tiny InternVL (-hf classes): 56x56 tiles, 4 image tokens per tile."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny_internvl"), arch="internvl")
+
+
+@pytest.fixture(scope="session")
+def taught_dir(tmp_path_factory):
+    """The taught tiny model, what `--model tiny` loads: built once per test run into the test
+    cache ($TTRV_CACHE when set, as CI sets it; else a session directory). It samples parseable
+    answers that disagree, so the loop's rewards differ within a group and it learns."""
+    cache = os.environ.get("TTRV_CACHE") or tmp_path_factory.mktemp("cache")
+    return tiny.tiny_model_path("tiny", cache_dir=cache, log=lambda *a: None)

@@ -1,10 +1,16 @@
 """Two processes (torchrun, gloo, FSDP2 on the CPU) against one process.
 
-Compared: (1) one update on fixed rollouts (tests/dist_worker.py): two prompts' groups, one per
-rank, vs both in one process with prompts_per_update = 2: the full gradients before the AdamW
-step, every parameter after it, and the gradient norm; (2) ttrv.py end to end with 2 processes
-writes the same files as with one. Multi-GPU NCCL is not tested (no GPU here).
+Compared, each run once per module (a torchrun launch costs tens of seconds):
+(1) tests/dist_worker.py, alone and under torchrun: one update on fixed rollouts, two prompts'
+groups, one per rank, vs both in one process with prompts_per_update = 2 (the full gradients
+before the AdamW step, every parameter after it, the loss statistics); and ttrv.adapt on an odd
+prompt count (3 per step, then 1) with fixed rollouts, where rank 1 holds zero-weight stand-ins:
+the same metrics and the same weights as one process. (2) ttrv.py end to end on the taught tiny
+model, which learns, with 1 and 2 processes: what must be equal is compared by content.
+Multi-GPU NCCL is not tested (no GPU here).
 """
+import json
+import math
 import os
 import subprocess
 import sys
@@ -25,28 +31,106 @@ def run(cmd, tmp_path):
     return done
 
 
-def test_two_processes_make_the_single_process_update(tiny_dir, tmp_path):
-    worker = str(ROOT / "tests" / "dist_worker.py")
-    run([sys.executable, worker, str(tiny_dir), str(tmp_path / "one.pt")], tmp_path)
-    run(TORCHRUN + [worker, str(tiny_dir), str(tmp_path / "two.pt")], tmp_path)
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+@pytest.fixture(scope="module")
+def worker_runs(tiny_dir, tmp_path_factory):
+    """dist_worker.py's results: one process (rank 0) and two processes (rank 0 and rank 1)."""
+    tmp, worker = tmp_path_factory.mktemp("worker"), str(ROOT / "tests" / "dist_worker.py")
+    run([sys.executable, worker, str(tiny_dir), str(tmp / "one")], tmp)
+    run(TORCHRUN + [worker, str(tiny_dir), str(tmp / "two")], tmp)
+    return (torch.load(tmp / "one.rank0.pt"),
+            [torch.load(tmp / f"two.rank{r}.pt") for r in (0, 1)])
+
+
+def test_two_processes_make_the_single_process_update(worker_runs):
+    one, twos = worker_runs[0]["one_update"], [w["one_update"] for w in worker_runs[1]]
+    two = twos[0]
     assert one["grads"].keys() == two["grads"].keys() and len(one["grads"]) > 10
     for name, g in one["grads"].items():
         assert g.abs().sum() > 0, name
         torch.testing.assert_close(two["grads"][name], g, rtol=1e-4, atol=1e-7, msg=name)
     for name, w in one["weights"].items():
         torch.testing.assert_close(two["weights"][name], w, rtol=1e-5, atol=1e-6, msg=name)
-    assert two["stats"]["grad_norm"] == pytest.approx(one["stats"]["grad_norm"], rel=1e-4)
+    for two in twos:             # the loss statistics: over both ranks' groups, on every rank
+        assert two["stats"].keys() == one["stats"].keys()
+        for key, value in one["stats"].items():
+            assert two["stats"][key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
 
 
-def test_torchrun_end_to_end_writes_the_same_files(tiny_dir, tmp_path):
-    args = ["ttrv.py", "--model", str(tiny_dir), "--lr", "1e-4", "--num-samples", "4",
-            "--rollouts", "8", "--epochs", "1", "--max-new-tokens", "4", "--eval-limit", "6",
-            "--eval-batch-size", "4", "--quiet"]
-    run([sys.executable] + args + ["--output-dir", str(tmp_path / "one")], tmp_path)
-    run(TORCHRUN + args + ["--output-dir", str(tmp_path / "two")], tmp_path)
+def test_an_odd_prompt_count_gives_the_single_process_metrics_and_update(worker_runs, tiny_dir):
+    """3 prompts per step, then 1, over 2 processes: rank 1 has a stand-in in step 1's second
+    update and nothing real in step 2. The metrics are sums and counts over the ranks, so
+    they equal one process's (a mean of the ranks' means is NaN in step 2 and biased in step 1)."""
+    one = worker_runs[0]["adapt_with_stand_ins"]
+    twos = [w["adapt_with_stand_ins"] for w in worker_runs[1]]
+    assert [m["updates"] for m in one["history"]] == [2, 3]
+    # the fixed completions: prompt 3's four-way tie (in step 1) gives A = 0, the others do not
+    assert all(0 < m["adv_abs"] for m in one["history"])
+    assert sorted(m["adv_nonzero_share"] for m in one["history"]) == [pytest.approx(2 / 3), 1.0]
+    import vlm
+    initial = dict(vlm.load_model(str(tiny_dir), "cpu", torch.float32).named_parameters())
+    assert any(not torch.equal(w, initial[k]) for k, w in one["weights"].items())  # decay is 0
+    for two in twos:
+        assert [(m["step"], k) for m in two["history"] for k, v in m.items()
+                if not math.isfinite(v)] == []
+        for m1, m2 in zip(one["history"], two["history"], strict=True):
+            assert m1.keys() == m2.keys()
+            for key in sorted(m1.keys() - {"seconds"}):
+                assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-7), (m2["step"], key)
+        for name, w in one["weights"].items():
+            torch.testing.assert_close(two["weights"][name], w, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.fixture(scope="module")
+def cli_runs(taught_dir, tmp_path_factory):
+    """ttrv.py on the taught tiny model with 1 and 2 processes: 4 adaptation prompts, 3 per step
+    (steps of 3 and 1: rank 1 holds stand-ins), 2 prompts per update in both, weight decay 0,
+    8 test questions evaluated one per batch (the same greedy computation per question, however
+    the ranks split them)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    args = ["ttrv.py", "--model", str(taught_dir), "--lr", "1e-3", "--num-samples", "4",
+            "--prompts-per-step", "3", "--rollouts", "8", "--epochs", "1",
+            "--max-new-tokens", "4", "--eval-limit", "8", "--eval-batch-size", "1",
+            "--prompts-per-update", "2", "--weight-decay", "0", "--quiet"]
+    run([sys.executable] + args + ["--output-dir", str(tmp / "one")], tmp)
+    run(TORCHRUN + args + ["--output-dir", str(tmp / "two")], tmp)
+    return tmp / "one", tmp / "two"
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_torchrun_end_to_end_writes_the_same_files(cli_runs):
+    one, two = cli_runs
     files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*"))
-    assert files(tmp_path / "two") == files(tmp_path / "one")
-    assert "model/model.safetensors" in files(tmp_path / "two")
-    lines = (tmp_path / "two" / "predictions_base.jsonl").read_text().splitlines()
-    assert len(lines) == 6                        # both ranks' shares, padding dropped
+    assert files(two) == files(one)
+    assert "model/model.safetensors" in files(two)
+
+
+def test_torchrun_base_evaluation_equals_one_process(cli_runs):
+    """Greedy decoding of the same model: the base predictions and results must be equal, in
+    the test set's order (both ranks' shares gathered, padding dropped); so must the vote
+    entropy before adapting, which every rank samples on all prompts from the run seed."""
+    one, two = cli_runs
+    base = [lines(d / "predictions_base.jsonl") for d in cli_runs]
+    assert len(base[0]) == 8 and base[1] == base[0]
+    results = [json.loads((d / "results.json").read_text()) for d in cli_runs]
+    assert results[1]["base"] == results[0]["base"]
+
+
+def test_torchrun_adapts_on_both_and_writes_predictions_in_the_same_order(cli_runs, taught_dir):
+    """Under torchrun each rank samples its own prompts from its own seed (run seed + rank), so
+    the rollouts, the updates and the adapted answers need not equal one process's: compared are
+    that both runs learned (advantages not 0, finite metrics, weights moved with weight decay 0)
+    and that the adapted predictions cover the same questions in the same order."""
+    import vlm
+    taught = vlm.load_model(str(taught_dir), "cpu", torch.float32).state_dict()
+    for d in cli_runs:
+        steps = lines(d / "metrics.jsonl")
+        assert [m["updates"] for m in steps] == [2, 3]
+        assert all(math.isfinite(v) for m in steps for v in m.values())   # step 2: stand-ins
+        assert all(m["adv_abs"] > 0 and m["grad_norm"] > 0 for m in steps)
+        adapted = vlm.load_model(str(d / "model"), "cpu", torch.float32).state_dict()
+        assert any(not torch.equal(taught[k], adapted[k]) for k in taught)
+    one, two = ([p["id"] for p in lines(d / "predictions_adapted.jsonl")] for d in cli_runs)
+    assert one == two == [p["id"] for p in lines(cli_runs[0] / "predictions_base.jsonl")]

@@ -91,15 +91,19 @@ def test_internvl_prompt_has_no_system_turn_and_256_tokens_per_tile(internvl_fil
 @pytest.mark.parametrize("name", [QWEN, INTERNVL])
 def test_cli_runs_on_both_paths_and_eval_py_reads_the_model(name, request, tmp_path, capsys):
     model_dir = request.getfixturevalue({QWEN: "qwen_files", INTERNVL: "internvl_files"}[name])
-    common = ["--model", str(model_dir), "--num-samples", "2", "--rollouts", "2",
+    # random weights never answer in format (every vote reward equal, A = 0): the random reward
+    # gives the loop a signal; weight decay 0, so a gradient is all that can move the weights
+    common = ["--model", str(model_dir), "--num-samples", "2", "--rollouts", "4",
               "--prompts-per-step", "2", "--epochs", "1", "--eval-limit", "2",
               "--max-new-tokens", "2", "--quiet", "--device", "cpu", "--allow-cpu",
-              "--no-save-model"]
+              "--no-save-model", "--reward", "random", "--weight-decay", "0"]
     for path in ("--shared-prefix", "--no-shared-prefix"):
         out = tmp_path / path
         assert cli.main(common + [path, "--output-dir", str(out)]) == 0, capsys.readouterr().err
         steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert steps[-1]["updates"] == 2
+        assert all(np.isfinite(list(m.values())).all() for m in steps)
+        assert all(m["adv_abs"] > 0 and m["grad_norm"] > 0 for m in steps)    # it learns
     assert cli.eval_main(["--model", str(model_dir), "--limit", "2", "--max-new-tokens", "2",
                             "--batch-size", "2", "--device", "cpu"]) == 0
     assert "accuracy" in capsys.readouterr().out

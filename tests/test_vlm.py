@@ -180,12 +180,17 @@ def test_the_whole_loop_runs_on_internvl(tiny_internvl_dir, tmp_path, shared):
     argv = ["--model", str(tiny_internvl_dir), "--num-samples", "2", "--rollouts", "3",
             "--prompts-per-step", "2", "--epochs", "1", "--eval-limit", "4",
             "--max-new-tokens", "3", "--lr", "1e-3", "--quiet", "--device", "cpu",
-            "--output-dir", str(tmp_path / "run"), "--no-save-model"]
+            "--output-dir", str(tmp_path / "run"),
+            "--reward", "random", "--weight-decay", "0"]   # random weights: no vote signal
     cfg = ttrv.parse_args(argv + ([] if shared else ["--no-shared-prefix"]))
     results = ttrv.run(cfg, tmp_path / "run", log=lambda *a: None)
     assert results["base"]["total"] == 4 and results["adapted"]["total"] == 4
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["updates"] == 2 and metrics[-1]["grad_norm"] > 0
+    assert all(m["adv_abs"] > 0 and m["adv_nonzero_share"] > 0 for m in metrics)
+    before, after = (vlm.load_model(str(d), "cpu", torch.float32).state_dict()
+                     for d in (tiny_internvl_dir, tmp_path / "run" / "model"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)   # weight decay 0
 
 
 def test_eval_py_refuses_a_large_cpu_model_unless_allow_cpu(tiny_dir, monkeypatch, capsys):
