@@ -215,7 +215,7 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None, s
     for step, idx in enumerate(tqdm(batches, desc="adapt", disable=cfg.quiet)):
         t0 = time.time()
         parts = procs.updates(idx, cfg.prompts_per_update or procs.count)
-        mine = [i for part in parts for i in part]             # None: a stand-in (torchrun)
+        mine = [i for part in parts for i in part]     # None: a stand-in keeping processes in step
         batch = [examples[idx[0] if i is None else i] for i in mine]
         weights = [float(i is not None) for i in mine]
         groups, figures = collect(policy, ref_model, processor, batch, weights,   # steps 1-3
