@@ -1,22 +1,20 @@
-"""The question format for TTRV (paper section 4 and Appendix C), and the datasets that need no hub.
+"""The question format for TTRV (paper section 4 and Appendix C): examples, labels stripped, the
+adaptation-set draw.
 
 Every dataset becomes a list of `Example`s: an image (loaded lazily), the prompt text shown with
 it, the lettered options and the correct letter. TTRV adapts on a few of them with their labels
 stripped (`draw_adaptation_set`) and evaluates on all of them.
 
-    >>> test = load_shapes("test")                       # offline, drawn with PIL
-    >>> adapt = draw_adaptation_set(test, k=20, seed=0)  # unlabeled: answer and label are None
-    >>> test[0].answer, test[0].label, adapt[0].answer
-    ('A', 'circle', None)
+    >>> pool = [Example(f"q{i}", "Which?", ["cat", "dog"], "AB"[i % 2], ["cat", "dog"][i % 2],
+    ...                 Image.new("RGB", (8, 8))) for i in range(10)]
+    >>> adapt = draw_adaptation_set(pool, k=4, seed=0)   # unlabeled: answer and label are None
+    >>> pool[0].answer, pool[0].label, adapt[0].answer, len(adapt)
+    ('A', 'cat', None, 4)
 
-This module imports no other project module. Above it: hub.py (generic hub loading) and
-presets.py (the paper's 16 named benchmarks, RESISC45 among them, and `load_dataset`, the one
-dispatcher that knows every dataset name).
-  shapes       synthetic: circle, square, triangle, star (always options A-D in that order),
-               each in its class's home colour 70% of the time, random size/position/rotation/
-               background, 112x112, 400 train / 200 test, drawn in memory (~0.4 s for both).
-  folder       one sub-folder of images per class (>= 4 classes); every image is one question.
-  jsonl        ready-made questions, one {"image", "question", "options", "answer"} per line.
+This module imports no other project module. The datasets are in the harness: presets.py
+(`load_dataset`, the one dispatcher that knows every dataset name, and the paper's 16 named
+benchmarks), hub.py (generic hub loading), shapes.py (the synthetic offline dataset) and
+local_data.py (folder:PATH, jsonl:PATH).
 
 Choices:
   - Loading never opens an image; `Example.image()` decodes on demand and raises `DataError`
@@ -30,17 +28,13 @@ Choices:
   - Option text = class folder name with spaces for underscores ("golf course"; `spell=str`
     keeps the underscores, as the official test prompts do); `label` is that same text, so
     `label == options[LETTERS.index(answer)]` always.
-  - A jsonl question is shown verbatim (Appendix C has a different prompt per benchmark); its
-    options are not appended to it.
   - Free-form (counting) questions have no options; `count_score` scores them.
 Left out: image preprocessing (the model's processor resizes and normalises).
 """
-
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import math
 import os
 import random
@@ -49,7 +43,7 @@ import zipfile
 import zlib
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 
 class DataError(Exception):
@@ -178,158 +172,6 @@ def count_score(prediction: float | None, truth: float) -> float:
     return 1.0 if p == t else 1.0 - abs(p - t) / (abs(p) + abs(t))
 
 
-# ------------------------------------------------------------------------- synthetic shapes
-
-# The shapes dataset's classes, always offered in this order as options A-D (every question the
-# same four options). A choice for the offline demo: the tiny model's one-minute warm-up then only
-# has to learn to see; with shuffled options it must also learn to find the option that names
-# the shape and copy its letter, which a 2-layer model did not learn in minutes. draw_shape can
-# draw more kinds (SHAPE_KINDS) for your own variants.
-SHAPES = ["circle", "square", "triangle", "star"]
-# Each class also has a home colour, worn with probability HOME_COLOUR_RATE (else any of COLOURS).
-# A strong but imperfect cue: the tiny model (a 32-wide, 2-layer vision tower) learns colours in
-# seconds but shapes only slowly, so its accuracy lands well above chance and well below perfect.
-HOME_COLOUR_RATE = 0.7
-SHAPE_KINDS = ["circle", "triangle", "square", "pentagon", "hexagon", "star", "cross", "crescent"]
-SHAPES_SIZES = {"train": 400, "test": 200}
-COLOURS = [(200, 30, 30), (30, 140, 40), (30, 60, 200), (230, 120, 0), (120, 40, 160),
-           (20, 20, 20), (120, 70, 20), (0, 120, 120)]  # dark/saturated, on light backgrounds
-_CROSS = [(1, 3), (1, 1), (3, 1), (3, -1), (1, -1), (1, -3),
-          (-1, -3), (-1, -1), (-3, -1), (-3, 1), (-1, 1), (-1, 3)]  # a plus sign, unit = r/3
-
-
-def _outline(kind: str, r: float, rot: float) -> list[tuple[float, float]]:
-    """Polygon vertices around (0, 0), all within radius r, rotated by `rot` radians."""
-    if kind == "star":
-        polar = [(r if i % 2 == 0 else 0.45 * r, i * math.pi / 5) for i in range(10)]
-    elif kind == "cross":
-        polar = [(r / 3 * math.hypot(x, y), math.atan2(y, x)) for x, y in _CROSS]
-    else:
-        n = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[kind]
-        polar = [(r, 2 * math.pi * i / n) for i in range(n)]
-    return [(d * math.cos(a + rot), d * math.sin(a + rot)) for d, a in polar]
-
-
-def draw_shape(kind: str, rng: random.Random, size: int = 112, colour=None) -> Image.Image:
-    """A `kind` shape of `colour` (default random), random size, position and rotation on a
-    random light background (solid, gradient or smooth noise); the mask is drawn at 2x and
-    downsampled (antialiasing)."""
-    light = lambda: Image.new("RGB", (size, size), tuple(rng.randint(170, 255) for _ in "rgb"))
-    style = rng.choice(["solid", "gradient", "noise"])
-    if style == "solid":
-        bg = light()
-    elif style == "gradient":
-        ramp = Image.linear_gradient("L").resize((size, size)).rotate(90 * rng.randrange(4))
-        bg = Image.composite(light(), light(), ramp)
-    else:
-        noise = Image.frombytes("RGB", (8, 8), rng.randbytes(192)).resize((size, size),
-                                                                          Image.BICUBIC)
-        bg = Image.blend(noise, Image.new("RGB", (size, size), (235, 235, 235)), 0.6)
-    s = 2 * size
-    r = rng.uniform(0.14, 0.4) * s
-    cx, cy, rot = rng.uniform(r, s - r), rng.uniform(r, s - r), rng.uniform(0, 2 * math.pi)
-    mask = Image.new("L", (s, s), 0)
-    pen = ImageDraw.Draw(mask)
-    if kind in ("circle", "crescent"):
-        pen.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
-        if kind == "crescent":  # bite out an offset, smaller disc
-            ox, oy, q = cx + 0.5 * r * math.cos(rot), cy + 0.5 * r * math.sin(rot), 0.85 * r
-            pen.ellipse((ox - q, oy - q, ox + q, oy + q), fill=0)
-    else:
-        pen.polygon([(cx + x, cy + y) for x, y in _outline(kind, r, rot)], fill=255)
-    mask = mask.resize((size, size), Image.BILINEAR)
-    colour = colour or rng.choice(COLOURS)
-    return Image.composite(Image.new("RGB", (size, size), colour), bg, mask)
-
-
-def load_shapes(split: str = "test", data_dir: str | None = None, seed: int = 0,
-                prompt: str = RECOGNITION_PROMPT) -> list[Example]:
-    """Synthetic shapes, classes balanced (round robin, shuffled); train and test come from
-    different random streams ("shapes/train/0" vs "shapes/test/0"). Options are always SHAPES in
-    order (see SHAPES), so `seed` changes the images, not the questions. `data_dir` is unused."""
-    if split not in SHAPES_SIZES:
-        raise DataError(f"shapes has splits {sorted(SHAPES_SIZES)}, not {split!r}.")
-    rng = random.Random(f"shapes/{split}/{seed}")
-    kinds = [SHAPES[i % len(SHAPES)] for i in range(SHAPES_SIZES[split])]
-    rng.shuffle(kinds)
-    question = prompt.format(**{f"o{i + 1}": name for i, name in enumerate(SHAPES)})
-    home = dict(zip(SHAPES, COLOURS))
-    colours = [home[k] if rng.random() < HOME_COLOUR_RATE else rng.choice(COLOURS) for k in kinds]
-    return [Example(f"shapes-{split}-{i:04d}", question, list(SHAPES), LETTERS[SHAPES.index(k)],
-                    k, draw_shape(k, rng, colour=c)) for i, (k, c) in enumerate(zip(kinds, colours))]
-
-
-# ------------------------------------------------------------------------- your own data
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def load_folder(split: str = "test", data_dir: str | None = None, seed: int = 0,
-                prompt: str = RECOGNITION_PROMPT, spell=display_name) -> list[Example]:
-    """`data_dir/<class>/<image>`: classes and images sorted by name; `split` is ignored."""
-    if not data_dir or not os.path.isdir(data_dir):
-        raise DataError(f"Folder dataset {data_dir!r} is not a directory; use folder:PATH with "
-                        "one sub-folder of images per class.")
-    classes = sorted(d for d in os.listdir(data_dir)
-                     if not d.startswith(".") and os.path.isdir(os.path.join(data_dir, d)))
-    if len(classes) < 4:
-        raise DataError(f"{data_dir} has {len(classes)} class folders, but 4-way questions need "
-                        "at least 4; add class sub-folders.")
-    items = []
-    for cls in classes:
-        files = sorted(f for f in os.listdir(os.path.join(data_dir, cls))
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not files:
-            raise DataError(f"Class folder {os.path.join(data_dir, cls)} holds no images "
-                            f"({' '.join(IMAGE_EXTENSIONS)}); add some or remove the folder.")
-        items += [(f"{cls}/{f}", cls, os.path.join(data_dir, cls, f)) for f in files]
-    return _questions(items, classes, seed, prompt, spell)
-
-
-def _answer_letter(answer: Any, options: list[str]) -> str:
-    """A letter ("c" or "C") or the text of exactly one option -> its letter."""
-    text = str(answer).strip()
-    if len(text) == 1 and text.upper() in LETTERS[:len(options)]:
-        return text.upper()
-    hits = [i for i, o in enumerate(options) if o.strip() == text]
-    if len(hits) != 1:
-        raise ValueError(f"answer {answer!r} is neither an option letter nor exactly one option")
-    return LETTERS[hits[0]]
-
-
-def load_jsonl(split: str = "test", data_dir: str | None = None, seed: int = 0,
-               prompt: str = RECOGNITION_PROMPT) -> list[Example]:
-    """One question per line, its text shown verbatim, e.g. {"image": "img/1.png", "question":
-    "...", "options": ["cat", "dog"], "answer": "B"} (optional "id"); image paths relative to
-    the file's folder or absolute. `split`, `seed` and `prompt` are ignored."""
-    if not data_dir or not os.path.isfile(data_dir):
-        raise DataError(f"JSONL dataset {data_dir!r} is not a file; use jsonl:PATH/TO/FILE.jsonl.")
-    base, out = os.path.dirname(os.path.abspath(data_dir)), []
-    with open(data_dir, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                options = row["options"]
-                if not (isinstance(options, list) and 2 <= len(options) <= 26
-                        and all(isinstance(o, str) for o in options)):
-                    raise ValueError("options must be a list of 2 to 26 strings")
-                letter = _answer_letter(row["answer"], options)
-                path = os.path.join(base, str(row["image"]))
-                if not os.path.isfile(path):
-                    raise ValueError(f"image {path} does not exist")
-                out.append(Example(str(row.get("id", f"line{n}")), str(row["question"]), options,
-                                   letter, options[LETTERS.index(letter)], path))
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
-                raise DataError(f"{data_dir} line {n} is invalid ({type(err).__name__}: {err}); "
-                                'each line needs "image", "question", "options", "answer".'
-                                ) from err
-    if not out:
-        raise DataError(f"{data_dir} holds no questions; add one JSON object per line.")
-    return out
-
-
 def image_size(example: Example) -> tuple[int, int]:
     """(width, height) of an example's image from its header, without decoding the pixels."""
     src = example.source
@@ -357,7 +199,7 @@ def draw_adaptation_set(examples: list[Example], k: int, seed: int, sampling: st
 
     sampling="biased" (Table 4 ablation) draws only from `num_classes` randomly chosen classes;
     it knowingly reads the labels to choose that pool (the drawn examples are still stripped).
-    >>> pool = load_shapes("test")
+    >>> pool = [Example(str(i), "Q", ["a", "b"], "A", "a", None) for i in range(5)]
     >>> [(e.answer, e.label) for e in draw_adaptation_set(pool, 2, seed=0)]
     [(None, None), (None, None)]
     """

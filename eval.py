@@ -8,21 +8,20 @@ The paper evaluates by greedy decoding on the whole test set, before and after a
 option letter extracted from it (rewards.extract_choice) is the right one, and as unparseable
 when no letter can be extracted. Counting questions (no options, e.g. Capture) are scored by
 1 - symmetric percentage error on the extracted number (data.count_score).
+The command line is harness/cli.py's (`eval_main`).
 """
+if __name__ == "__main__":
+    from harness import cli
+    raise SystemExit(cli.command(cli.eval_main))
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-import config
 import data
 import grpo
-import presets
 import rewards
 import vlm
 
@@ -64,7 +63,7 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
         inputs = vlm.to_device(vlm.prompt_inputs(processor, [e.image() for e in batch],
                                                  [e.question for e in batch]), device)
         with autocast or torch.autocast(device.type, enabled=False):
-            out = grpo.sample(model, inputs, temperature=0.0, top_p=1.0,
+            out = generate(model, inputs, temperature=0.0, top_p=1.0,
                               max_new_tokens=max_new_tokens, eos_token_ids=end_ids,
                               pad_token_id=pad_id, first_step_ids=letters,
                               suppress_token_ids=vlm.placeholder_token_ids(model))
@@ -74,6 +73,73 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
             predictions.append(dict(id=example.id, response=text, answer=example.answer,
                                     **score(text, example), **forced))
     return EvalResult.of(predictions)
+
+
+@torch.no_grad()
+def generate(model, prompt_inputs: dict, *, temperature: float, top_p: float, max_new_tokens: int,
+           eos_token_ids: list[int], pad_token_id: int, suppress_token_ids: list[int] = (),
+           first_step_ids: list[int] | None = None):
+    """Completions for already-repeated prompt rows, from ONE generate call: LongTensor [B, T].
+
+    With `first_step_ids` it returns (completions, logits [B, K] of the FIRST step at those K
+    token ids), kept by `_FirstStep` during the same generate call: `evaluate` reads the
+    option letters' logits there (letter-forced accuracy) without a second forward.
+
+    Only the new tokens are returned (the P prompt columns are cut); each row is pad_token_id
+    after its first end token; T <= max_new_tokens is the longest row. temperature == 0 is greedy
+    (evaluation); otherwise multinomial sampling at `temperature` with nucleus `top_p`.
+
+    Everything else that would change the sampling distribution is switched off explicitly:
+    transformers 5 fills unset options with global defaults (top_k=50!) and hub checkpoints ship
+    their own (Qwen's: repetition penalty, small top_k/top_p). With top_k=0 and no penalty the
+    samples come from softmax(logits / temperature), the distribution the log-probs
+    score (the official code samples with vLLM, top_k=-1, top_p=1). `suppress_token_ids`
+    (the image/video placeholders, vlm.placeholder_token_ids) are never drawn: a response
+    holding one would be read as an image slot by the next forward.
+
+    Around generate the model is put in eval mode with activation (gradient) checkpointing off,
+    which in train mode makes the layers drop the KV cache; both are restored afterwards to
+    exactly what they were, by saving and restoring each module's `gradient_checkpointing` flag
+    (this keeps the original checkpoint function and every_n_layers, and avoids the deprecated
+    gradient_checkpointing_enable/disable of transformers 5).
+    """
+    was_training = model.training
+    flags = {m: m.gradient_checkpointing for m in model.modules()
+             if hasattr(m, "gradient_checkpointing")}
+    for m in flags:
+        m.gradient_checkpointing = False
+    model.eval()
+    try:
+        options = dict(do_sample=temperature > 0, repetition_penalty=1.0,
+                       suppress_tokens=list(suppress_token_ids) or None)
+        if temperature > 0:
+            options.update(temperature=temperature, top_p=top_p, top_k=0)
+        first = _FirstStep(first_step_ids) if first_step_ids is not None else None
+        out = model.generate(**prompt_inputs, **options, max_new_tokens=max_new_tokens,
+                             eos_token_id=list(eos_token_ids), pad_token_id=pad_token_id,
+                             logits_processor=[first] if first else None,
+                             use_cache=True)                                       # [B, P+T]
+    finally:
+        for m, flag in flags.items():
+            m.gradient_checkpointing = flag
+        model.train(was_training)
+    completion = out[:, prompt_inputs["input_ids"].shape[1]:]                      # [B, T]
+    keep = grpo.completion_mask(completion, eos_token_ids).bool()
+    completion = torch.where(keep, completion, torch.full_like(completion, pad_token_id))
+    return completion if first is None else (completion, first.logits)
+
+
+class _FirstStep:
+    """A generate logits processor that keeps the first step's logits at `ids` ([B, K], float32)
+    and changes nothing. Only K columns of one step are kept, never [B, V] per step."""
+
+    def __init__(self, ids):
+        self.ids, self.logits = torch.as_tensor(list(ids), dtype=torch.long), None
+
+    def __call__(self, input_ids, scores):                                          # [B, V]
+        if self.logits is None:
+            self.logits = scores[:, self.ids.to(scores.device)].float()             # [B, K]
+        return scores
 
 
 def letter_token_ids(processor, examples) -> list[int] | None:
@@ -133,85 +199,3 @@ def write_predictions(path, result: EvalResult) -> None:
     with open(path, "w") as f:
         for p in result.predictions:
             f.write(json.dumps(p) + "\n")
-
-
-def needs_hub(model: str, *datasets) -> bool:
-    """Whether the model or a dataset is named by a hub id (anything not built or read locally)."""
-    local = ("shapes", "folder:", "jsonl:")
-    return ((model != "tiny" and not vlm._looks_local(model))
-            or any(d and not d.startswith(local) for d in datasets))
-
-
-def model_path(name: str, log=print) -> str:
-    """`name`, or the saved model inside it when `name` is a ttrv run directory (runs/X).
-
-    A run directory holds config.json of the run, not of a model; its model is runs/X/model.
-    """
-    run = Path(name)
-    if not (run / "metrics.jsonl").exists() and not (run / "status.json").exists():
-        return name                                      # not a run directory
-    if (run / "model").is_dir():
-        log(f"note: {name} is a run directory; evaluating its saved model {run / 'model'}")
-        return str(run / "model")
-    seeds = sorted(run.glob("seed-*/model"))
-    if seeds:
-        raise vlm.ModelError(f"{name} holds one model per seed; pass one of them, e.g. "
-                             f"--model {seeds[0]}.")
-    raise vlm.ModelError(f"{name} is a run directory without a saved model (it ran with "
-                         "--no-save-model, or ended early); pass a model directory or hub id.")
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True,
-                   help="hub id, local model directory, or a run directory (uses its model/)")
-    p.add_argument("--dataset", default="shapes", help="resisc45, shapes, folder:PATH, jsonl:PATH")
-    p.add_argument("--data-dir", default=None, help="local copy of the dataset (resisc45: the zip)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--seed", type=int, default=0, help="seed that fixes the questions' options")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
-                   help="auto: cuda when available")
-    p.add_argument("--allow-cpu", action="store_true",
-                   help="evaluate a >1B model on the CPU anyway (very slow)")
-    p.add_argument("--output", default=None, help="write per-example predictions (JSONL) here")
-    args = p.parse_args(argv)
-    for name in ("limit", "batch_size", "max_new_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"{config.flag(name)} {value} is out of range; pass an integer >= 1.")
-    problem = config.check_device(args.device)
-    if problem:
-        p.error(problem)
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    vlm.quiet_transformers()
-    try:
-        name = model_path(args.model)
-        if needs_hub(name, args.dataset):
-            vlm.work_offline_if_hub_unreachable()
-        examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
-                                        seed=args.seed)[:args.limit]
-        dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, processor = vlm.load(vlm.resolve_name(name), args.device, dtype,
-                                   allow_cpu=args.allow_cpu)
-        model.eval()
-        result = evaluate(model, processor, examples, batch_size=args.batch_size,
-                          max_new_tokens=args.max_new_tokens)
-    except (data.DataError, vlm.ModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written.", file=sys.stderr)
-        return 130
-    print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), "
-          f"unparseable {result.unparseable}")
-    if args.output:
-        write_predictions(args.output, result)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

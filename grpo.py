@@ -1,32 +1,24 @@
-"""GRPO, the optimiser TTRV uses: advantages, log-probs, clipped loss, lr schedule, sampling.
+"""GRPO's tensor maths, as TTRV uses it: advantages, masks, token log-probs, the loss, the schedule.
 
-TTRV (arXiv 2510.06783) samples N responses per unlabeled test input, scores them with its
-frequency/entropy reward (rewards.py), and updates the VLM with GRPO. This file is that update,
-one function per phase, in the order a training step calls them:
+Pure torch (no transformers, no model): every function takes tensors and returns tensors, in
+the order a training step uses them (ttrv.adapt):
 
-    ids    = sample(model, prompt_inputs, ...)                        # [B*N, T]  one generate call
-    mask   = completion_mask(ids, eos_token_ids)                      # [B*N, T]
-    A      = group_advantages(rewards)                                # [B, N]    eq. (2)
-    logp   = completion_logprobs(model, prompt_inputs, ids, mask)     # [B*N, T]  with grad
-    old    = logp.detach()   if no update happened since sampling (ratio exactly 1); else the
-             log-probs computed under no_grad right after sampling, before the first update
-    ref    = completion_logprobs(ref_model, ...) under no_grad        # frozen copy, eq. (1)
-    loss, stats = grpo_loss(logp, old, ref, A.flatten(), mask)
-    set_lr(optimizer, cosine_lr(batch, batches, peak_lr)); loss.backward(); clip; step
+    A      = group_advantages(rewards)                              # [B, N]    eq. (2)
+    mask   = completion_mask(ids, eos_token_ids)                    # [B*N, T]
+    logp   = token_logprobs(head, hidden, ids, temperature)         # [R, T]    chunked head
+    loss, stats = grpo_loss(logp, old_logp, ref_logp, A, mask)      # eq. (1): clip + KL
+    set_lr(optimizer, cosine_lr(batch, batches, peak_lr)); loss.backward(); clip_grad_norm
 
 Conventions follow the paper's official code (a verl fork): clip 0.2 both sides, dual clip 3.0,
 k3 ("low_var_kl") KL to the reference with beta 0.001, token-mean aggregation, cosine lr stepped
 once per batch of prompts. One difference by default: the advantage std is the population std
 (ddof=0); the official code's torch.std is unbiased (ddof=1, `--protocol official`).
 
-What it leaves out: rewards and answer extraction (rewards.py), repeating a prompt batch N times
-(the caller), the training loop, optimiser construction and model loading (ttrv.py), vLLM, and
-any sharing of the prompt/image across the N rows (every row re-encodes its image, as in every
-public VLM GRPO implementation; see shared_prefix.py).
+What it leaves out: rewards (rewards.py), sampling and the model forwards that produce the
+log-probs (rollout.py; the plain N-copies reference in harness/plain.py), the loop (ttrv.py).
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -95,15 +87,9 @@ def completion_mask(completion_ids: torch.Tensor, eos_token_ids: list[int]) -> t
     return (ends_before == 0).float()
 
 
-def _keeps_logits(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-# Tokens whose logits exist at once while scoring responses. The result does not depend on it
-# (a memory/speed knob, not a hyperparameter, hence a constant): with V = 151,936 one chunk's
-# fp32 log-softmax is 0.16 GB and the forward + backward of a chunk peaks at ~0.5 GB
-# (`python bench.py --logprob-memory`), whatever rows x T is; a [256, H] x [H, V] matmul
-# is still large enough that the per-chunk overhead does not matter.
+# Tokens whose logits exist at once while scoring responses: a memory/speed knob, not a
+# hyperparameter (the result does not depend on it). One chunk's fp32 log-softmax is
+# chunk x V x 4 bytes (0.16 GB at V = 151,936); `python bench.py --logprob-memory` measures it.
 LOGPROB_CHUNK = 256
 
 
@@ -134,88 +120,6 @@ def token_logprobs(project, hidden, targets, temperature=1.0, chunk=None):
         parts.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False)
                      if checkpointed else _chunk_logprobs(*args))
     return torch.cat(parts).reshape(R, T) if parts else hidden.new_zeros(R, T)
-
-
-class _HeadScorer(torch.nn.Module):
-    """Stands in for the output head: hidden states [R, L, H] -> log-probs of `targets` [R, T].
-
-    Scores the last T positions (or those before the last one, skip_last=True) with
-    `token_logprobs`, calling the real head (its hooks included) one chunk at a time.
-    """
-
-    def __init__(self, head, targets, temperature, skip_last):
-        super().__init__()
-        object.__setattr__(self, "head", head)       # not a submodule: no second copy of it
-        self.targets, self.temperature, self.skip_last, self.calls = (targets, temperature,
-                                                                      skip_last, [])
-
-    def forward(self, hidden):                                                   # [R, L, H]
-        end, T = hidden.shape[1] - int(self.skip_last), self.targets.shape[1]
-        self.calls.append(token_logprobs(self.head, hidden[:, end - T:end], self.targets,
-                                         self.temperature))
-        return self.calls[-1]
-
-
-def scored_forward(model, targets, temperature=1.0, skip_last=False, **inputs):
-    """model(**inputs) with its output head scoring `targets`: log pi_T [R, T], no [R, T, V].
-
-    The head (`get_output_embeddings()`, e.g. lm_head, any family) is swapped for `_HeadScorer`
-    for this one forward (`set_output_embeddings`), so it receives the model's own last hidden
-    states. Running inside the model's forward, rather than on model.model's output, keeps
-    FSDP's parameter gathering and hooks as they are. A family that post-processes the head's
-    output (softcapping, scaling) would change the result: that is checked and refused.
-    """
-    head = model.get_output_embeddings()
-    scorer = _HeadScorer(head, targets, temperature, skip_last)
-    model.set_output_embeddings(scorer)
-    try:
-        logits = model(**inputs).logits
-    finally:
-        model.set_output_embeddings(head)
-    if len(scorer.calls) != 1 or logits is not scorer.calls[0]:
-        raise RuntimeError(f"{type(model).__name__} changes its head's output (or calls the "
-                           "head twice); token log-probs cannot be computed from the head here.")
-    return logits
-
-
-def completion_logprobs(model, prompt_inputs: dict, completion_ids: torch.Tensor,
-                        completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) of every completion token under a Hugging Face VLM: [B, T].
-
-    prompt_inputs is a processor output (input_ids [B, P] left padded, attention_mask [B, P],
-    mm_token_type_ids [B, P], pixel_values, image_grid_thw, ...) whose rows are aligned with the
-    completion rows (the caller repeats each prompt N times). The forward sees
-    input_ids = [prompt | completion] and attention_mask = [prompt mask | completion_mask]; other
-    [B, P, ...] tensors (mm_token_type_ids: completion tokens are text, 0) are zero-padded over
-    the completion, everything else (pixel_values, image_grid_thw) is passed through.
-
-    The head runs only on the last T+1 positions (logits_to_keep); position P-1+t predicts
-    completion token t, the final one predicts past the end and is skipped. Log-probs come from
-    the hidden states in chunks (`scored_forward`, `token_logprobs`), never as [B, T, V]. The
-    logits are divided by the sampling temperature, so the log-probs are those of the
-    distribution the tokens were sampled from. Values at positions where completion_mask is 0
-    are finite but meaningless; callers multiply by the mask. Grad flows if called with grad.
-
-    Positions: Qwen2-VL/2.5-VL compute 3D rope positions from input_ids, mm_token_type_ids and
-    image_grid_thw; transformers 5 recomputes them whenever no KV cache is passed, so the
-    rope_deltas that generate leaves on model.model (with generate's batch size) are not reused.
-    """
-    ids, attn = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]          # [B, P]
-    B, P = ids.shape
-    T = completion_ids.shape[1]
-    inputs = dict(prompt_inputs)
-    for key, value in prompt_inputs.items():
-        if key in ("input_ids", "attention_mask") or not torch.is_tensor(value):
-            continue
-        if value.dim() >= 2 and tuple(value.shape[:2]) == (B, P):       # mm_token_type_ids
-            zeros = value.new_zeros((B, T) + tuple(value.shape[2:]))
-            inputs[key] = torch.cat([value, zeros], dim=1)                  # [B, P+T, ...]
-    inputs["input_ids"] = torch.cat([ids, completion_ids.to(ids.device)], dim=1)        # [B, P+T]
-    inputs["attention_mask"] = torch.cat([attn, completion_mask.to(attn.device, attn.dtype)], dim=1)
-    if _keeps_logits(model):      # older forwards: the head sees every position, we slice it
-        inputs["logits_to_keep"] = T + 1
-    return scored_forward(model, completion_ids, temperature, skip_last=True, use_cache=False,
-                          **inputs)                                                  # [B, T]
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -340,73 +244,3 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def clip_grad_norm(parameters, max_norm: float) -> float:
     """Clip the global gradient L2 norm to max_norm (official: 1.0); returns the norm before."""
     return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
-
-
-# ----------------------------------------------------------------------------- sampling
-
-
-@torch.no_grad()
-def sample(model, prompt_inputs: dict, *, temperature: float, top_p: float, max_new_tokens: int,
-           eos_token_ids: list[int], pad_token_id: int, suppress_token_ids: list[int] = (),
-           first_step_ids: list[int] | None = None):
-    """Completions for already-repeated prompt rows, from ONE generate call: LongTensor [B, T].
-
-    With `first_step_ids` it returns (completions, logits [B, K] of the FIRST step at those K
-    token ids), kept by `_FirstStep` during the same generate call: eval.evaluate reads the
-    option letters' logits there (letter-forced accuracy) without a second forward.
-
-    Only the new tokens are returned (the P prompt columns are cut); each row is pad_token_id
-    after its first end token; T <= max_new_tokens is the longest row. temperature == 0 is greedy
-    (evaluation); otherwise multinomial sampling at `temperature` with nucleus `top_p`.
-
-    Everything else that would change the sampling distribution is switched off explicitly:
-    transformers 5 fills unset options with global defaults (top_k=50!) and hub checkpoints ship
-    their own (Qwen's: repetition penalty, small top_k/top_p). With top_k=0 and no penalty the
-    samples come from softmax(logits / temperature), the distribution completion_logprobs
-    scores (the official code samples with vLLM, top_k=-1, top_p=1). `suppress_token_ids`
-    (the image/video placeholders, vlm.placeholder_token_ids) are never drawn: a response
-    holding one would be read as an image slot by the next forward.
-
-    Around generate the model is put in eval mode with activation (gradient) checkpointing off,
-    which in train mode makes the layers drop the KV cache; both are restored afterwards to
-    exactly what they were, by saving and restoring each module's `gradient_checkpointing` flag
-    (this keeps the original checkpoint function and every_n_layers, and avoids the deprecated
-    gradient_checkpointing_enable/disable of transformers 5).
-    """
-    was_training = model.training
-    flags = {m: m.gradient_checkpointing for m in model.modules()
-             if hasattr(m, "gradient_checkpointing")}
-    for m in flags:
-        m.gradient_checkpointing = False
-    model.eval()
-    try:
-        options = dict(do_sample=temperature > 0, repetition_penalty=1.0,
-                       suppress_tokens=list(suppress_token_ids) or None)
-        if temperature > 0:
-            options.update(temperature=temperature, top_p=top_p, top_k=0)
-        first = _FirstStep(first_step_ids) if first_step_ids is not None else None
-        out = model.generate(**prompt_inputs, **options, max_new_tokens=max_new_tokens,
-                             eos_token_id=list(eos_token_ids), pad_token_id=pad_token_id,
-                             logits_processor=[first] if first else None,
-                             use_cache=True)                                       # [B, P+T]
-    finally:
-        for m, flag in flags.items():
-            m.gradient_checkpointing = flag
-        model.train(was_training)
-    completion = out[:, prompt_inputs["input_ids"].shape[1]:]                      # [B, T]
-    keep = completion_mask(completion, eos_token_ids).bool()
-    completion = torch.where(keep, completion, torch.full_like(completion, pad_token_id))
-    return completion if first is None else (completion, first.logits)
-
-
-class _FirstStep:
-    """A generate logits processor that keeps the first step's logits at `ids` ([B, K], float32)
-    and changes nothing. Only K columns of one step are kept, never [B, V] per step."""
-
-    def __init__(self, ids):
-        self.ids, self.logits = torch.as_tensor(list(ids), dtype=torch.long), None
-
-    def __call__(self, input_ids, scores):                                          # [B, V]
-        if self.logits is None:
-            self.logits = scores[:, self.ids.to(scores.device)].float()             # [B, K]
-        return scores

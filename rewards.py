@@ -269,7 +269,7 @@ def dare_reward(keys: Sequence[Hashable], token_entropies: Sequence[float], alph
 
     The paper publishes no constants: alpha=0.5, tau=0.05, eps=1e-6 are our choices. b needs u in
     [0, 1] (then b >= 0, larger for rarer answers), and the paper states no scale: ours, the loop
-    passes token entropies divided by ln V, V the vocabulary size (shared_prefix.Rollouts). A u
+    passes token entropies divided by ln V, V the vocabulary size (rollout.Rollouts). A u
     above 1 (raw nats) would make b a penalty for rare answers; we do not clip.
 
     >>> np.round(dare_reward(["A", "A", "A", "B"], [0.2, 0.4, 0.3, 0.8], eps=0.0), 6).tolist()

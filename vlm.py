@@ -1,10 +1,11 @@
 """The model seam: every line that knows what kind of vision-language model we run.
 
-The algorithm (grpo.py, shared_prefix.py, ttrv.py) sees a Hugging Face model and a dict of
-prompt tensors. Everything family-specific stays here: resolving a model name, loading it
-through the Auto classes, each family's protocol (which parameters train, how images are cut),
-turning (image, question) pairs into chat-formatted, left-padded prompt tensors, repeating and
-splitting those tensors per prompt, and the end-of-turn token ids.
+The algorithm (grpo.py, rollout.py, ttrv.py) sees a Hugging Face model and a dict of
+prompt tensors. Everything family-specific stays here: loading a model through the Auto
+classes, each family's protocol (which parameters train, how images are cut), turning (image,
+question) pairs into chat-formatted, left-padded prompt tensors, repeating and splitting those
+tensors per prompt, and the end-of-turn token ids. Model-card names and the hub's reachability
+are the command lines' business (harness/models.py).
 
     model, processor = load(name, device="cuda", dtype=torch.float32)
     freeze_vision(model, cfg.freeze_vision)                # None: the family's default
@@ -28,23 +29,6 @@ from pathlib import Path
 
 import torch
 
-# Names people type that are not hub ids (the model cards and the paper say "Qwen2.5-VL-3B",
-# "InternVL3-2B"). InternVL: the "-hf" conversions load through transformers' own classes;
-# OpenGVLab/InternVL3-2B-hf and -8B-hf are listed on the hub (transformers' InternVL docs and
-# model pages); no InternVL2.5-4B "-hf" conversion was found (see MISSING).
-ALIASES = {
-    "Qwen/Qwen2.5-VL-3B": "Qwen/Qwen2.5-VL-3B-Instruct",
-    "Qwen/Qwen2.5-VL-7B": "Qwen/Qwen2.5-VL-7B-Instruct",
-    "Qwen/Qwen2-VL-2B": "Qwen/Qwen2-VL-2B-Instruct",
-    **{f"{prefix}InternVL3-{size}": f"OpenGVLab/InternVL3-{size}-hf"
-       for prefix in ("", "OpenGVLab/") for size in ("2B", "8B")},
-}
-# Paper names with no transformers-format ("-hf") checkpoint on the hub, as far as public
-# sources show: the original repos need trust_remote_code, which ttrv does not use.
-MISSING = {
-    f"{prefix}{name}": "OpenGVLab/InternVL2_5-4B"
-    for prefix in ("", "OpenGVLab/") for name in ("InternVL2.5-4B", "InternVL2_5-4B")
-}
 CPU_PARAM_LIMIT = 1_000_000_000  # above this, refuse to train on a CPU unless asked
 
 # Each family's protocol, as the official runs set it; keyed by config.model_type. Families
@@ -73,24 +57,8 @@ class ModelError(Exception):
     """A model problem the user can fix; the message says how."""
 
 
-def resolve_name(name: str, log=print) -> str:
-    """Map a model-card name to its hub id (printing that it did); other names pass through.
-
-    Example: "InternVL3-2B" -> "OpenGVLab/InternVL3-2B-hf"; "InternVL2.5-4B" -> ModelError
-    (no transformers-format checkpoint to load).
-    """
-    if name in MISSING:
-        raise ModelError(f"{name} has no transformers-format (-hf) checkpoint on the hub (only "
-                         f"{MISSING[name]}, which needs trust_remote_code); convert it with "
-                         "transformers' InternVL conversion script (convert_internvl_weights_to_hf"
-                         ".py) and pass the output directory to --model.")
-    if name in ALIASES:
-        log(f"note: {name} is not a hub id; using {ALIASES[name]}")
-        return ALIASES[name]
-    return name
-
-
 def _looks_local(name: str) -> bool:
+    """A path on this machine rather than a hub id."""
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
@@ -325,39 +293,3 @@ def pad_token_id(processor) -> int:
 def decode(processor, completion_ids) -> list[str]:
     """Response texts without special tokens."""
     return processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") and
-    its warnings, for the command lines; errors still show. Also silences huggingface_hub's bars."""
-    from transformers.utils import logging
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-
-
-def work_offline_if_hub_unreachable(log=print, timeout: float = 3.0) -> bool:
-    """Switch huggingface_hub to offline mode when its host cannot be reached, so a hub id fails
-    at once (cached files still load) instead of after five retries and ~25 s of retry lines.
-
-    Skipped when HF_HUB_OFFLINE is already set or a proxy is configured (a direct connection
-    says nothing then). Returns True when it switched.
-    """
-    import os
-    import socket
-    from urllib.parse import urlparse
-    proxies = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
-    if os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(p) for p in proxies):
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname
-    try:
-        socket.create_connection((host, url.port or (80 if url.scheme == "http" else 443)),
-                                 timeout=timeout).close()
-        return False
-    except OSError:
-        pass
-    os.environ["HF_HUB_OFFLINE"] = "1"              # read at import by huggingface_hub ...
-    from huggingface_hub import constants
-    constants.HF_HUB_OFFLINE = True                 # ... and by is_offline_mode() at call time
-    log(f"note: {host} cannot be reached; working offline (only locally cached files load)")
-    return True

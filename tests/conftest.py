@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-import tiny
-from tiny import build_tiny_model
+from harness import tiny
+from harness.tiny import build_tiny_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"   # beside the repository
 

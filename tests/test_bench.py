@@ -8,6 +8,7 @@ import torch
 
 import bench
 from conftest import shared_path
+from harness import bench_models
 
 
 def test_bench_tiny_prints_every_phase_with_a_ratio(tiny_dir, capsys):
@@ -19,11 +20,11 @@ def test_bench_tiny_prints_every_phase_with_a_ratio(tiny_dir, capsys):
     assert torch.get_num_threads() == threads            # the thread count is put back
     rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if "  " in line}
     ratio = re.compile(r"\d+\.\d\dx\s*$")
-    for phase in ["sampling", "reference log-probs", "policy forward+backward",
-                  "AdamW step (+ grad clip)", "full step (sum)", "eval greedy decode, img/s"]:
+    for phase in ["sampling (plain: + old log-probs)", "reference log-probs",
+                  "policy forward+backward", "AdamW step", "full step (sum)",
+                  "eval greedy decode, img/s"]:
         assert phase in rows, f"missing row {phase!r} in:\n{out}"
         assert ratio.search(rows[phase]), f"no ratio in {rows[phase]!r}"
-    assert "old-policy log-probs (plain only)" in rows
     assert "eval preprocessing (CPU), img/s" in rows and "peak RSS, whole process (GB)" in rows
     assert "PROJECTION from the measured phases" in out and "GOALS:" in out
     assert "response 2 tokens (forced)" in out
@@ -39,7 +40,7 @@ def test_bench_markdown_table(tiny_dir, capsys):
 
 
 def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
-    assert shared_path("fixtures").resolve() == bench.FIXTURES.resolve()   # bench reads them
+    assert shared_path("fixtures").resolve() == bench_models.FIXTURES.resolve()   # bench reads them
     assert bench.main(["--arch", "internvl3-2b", "--device", "meta"]) == 0
     assert bench.main(["--arch", "internvl3-8b", "--device", "meta"]) == 0
     out = capsys.readouterr().out
@@ -49,7 +50,7 @@ def test_bench_counts_the_internvl_architectures_on_the_meta_device(capsys):
 
 def test_bench_resisc_prompt_from_the_real_qwen_files_is_166_to_172_tokens():
     shared_path("fixtures", "qwen2.5-vl-3b-instruct")
-    _, inputs = bench.real_prompts("qwen2.5-vl-3b-instruct", 45)
+    _, inputs = bench_models.real_prompts("qwen2.5-vl-3b-instruct", 45)
     lengths = inputs["attention_mask"].sum(1)
     assert 166 <= lengths.min() and lengths.max() <= 172
 

@@ -3,7 +3,7 @@ right exit code and no traceback, before any data or model is loaded; a run neve
 an old one, and a failed or interrupted run says so in its directory.
 
 Most tests call ttrv.main in-process with the loaders replaced by ones that fail the test, so a
-check that came too late shows up as "loaded". README's "Errors a user can cause" lists these.
+check that came too late shows up as "loaded". docs/errors.md lists these.
 """
 
 import errno
@@ -17,10 +17,12 @@ import pytest
 import torch
 
 import data
-import presets
+from harness import presets
 import eval as evaluation
+from harness import models
 import ttrv
 import vlm
+from harness import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--num-samples", "2", "--rollouts", "3", "--prompts-per-step", "2", "--epochs", "1",
@@ -37,9 +39,9 @@ def nothing_loads(monkeypatch):
 
 
 def ends_before_loading(argv, capsys, code):
-    """Run ttrv.main(argv); return stderr after checking the exit code and one clean sentence."""
+    """Run cli.main(argv); return stderr after checking the exit code and one clean sentence."""
     try:
-        result = ttrv.main(argv)
+        result = cli.main(argv)
     except SystemExit as e:         # parse_args ends bad settings the argparse way (exit 2)
         result = e.code
     err = capsys.readouterr().err
@@ -131,11 +133,11 @@ def test_eval_given_a_run_directory_evaluates_its_model(tmp_path, tiny_dir, caps
     (run / "status.json").write_text('{"status": "complete"}')
     (run / "model").symlink_to(tiny_dir)
     args = ["--model", str(run), "--limit", "2", "--max-new-tokens", "2", "--device", "cpu"]
-    assert evaluation.main(args) == 0
+    assert cli.eval_main(args) == 0
     out = capsys.readouterr().out
     assert f"evaluating its saved model {run / 'model'}" in out and "accuracy" in out
     (run / "model").unlink()                                        # --no-save-model
-    assert evaluation.main(args) == 1
+    assert cli.eval_main(args) == 1
     err = capsys.readouterr().err
     assert "run directory without a saved model" in err and "Traceback" not in err
 
@@ -146,11 +148,11 @@ def test_overwrite_moves_the_old_run_aside_before_writing(tmp_path, capsys, monk
     for name in ("config.json", "results.md", "summary.json", "model/model.safetensors"):
         (out / name).write_text("old")
 
-    def new_run(cfg, out_, log):
+    def new_run(cfg, out_, log, procs):
         assert list(out_.iterdir()) == [out_ / "status.json"]     # nothing of the old run
         raise data.DataError("stop here.")
     monkeypatch.setattr(ttrv, "run", new_run)
-    assert ttrv.main(["--output-dir", str(out), "--overwrite", "--quiet"]) == 1
+    assert cli.main(["--output-dir", str(out), "--overwrite", "--quiet"]) == 1
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
     assert len(aside) == 1 and (aside[0] / "model" / "model.safetensors").read_text() == "old"
     assert sorted(p.name for p in aside[0].iterdir()) == [
@@ -169,7 +171,7 @@ def test_ctrl_c_during_adaptation_ends_in_one_line_and_marks_the_run(tmp_path, t
         raise KeyboardInterrupt
     monkeypatch.setattr(ttrv, "adapt", interrupted)
     out = tmp_path / "run"
-    code = ttrv.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--quiet",
+    code = cli.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--quiet",
                       "--output-dir", str(out)])
     err = capsys.readouterr().err
     assert code == 130 and "Traceback" not in err
@@ -181,7 +183,7 @@ def test_ctrl_c_during_adaptation_ends_in_one_line_and_marks_the_run(tmp_path, t
 
 def test_a_failed_run_is_marked_or_removed(tmp_path, tiny_dir, capsys, monkeypatch):
     out = tmp_path / "early"                      # fails before anything is saved: removed
-    assert ttrv.main(["--dataset", "nope", "--quiet", "--output-dir", str(out)]) == 1
+    assert cli.main(["--dataset", "nope", "--quiet", "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
     assert "nothing was saved" in err and "Traceback" not in err and not out.exists()
 
@@ -189,7 +191,7 @@ def test_a_failed_run_is_marked_or_removed(tmp_path, tiny_dir, capsys, monkeypat
         raise data.DataError("corrupt image x.png; replace it.")
     monkeypatch.setattr(ttrv, "adapt", fails_mid_run)
     out = tmp_path / "late"                       # fails after the base evaluation: marked
-    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--quiet",
+    assert cli.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--quiet",
                       "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.splitlines()[0] == "error: corrupt image x.png; replace it."
@@ -205,7 +207,7 @@ def test_a_hub_id_without_network_fails_fast_and_quietly(monkeypatch, capsys):
     for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY",
                   "http_proxy"):
         monkeypatch.delenv(proxy, raising=False)
-    assert vlm.work_offline_if_hub_unreachable(log=print)
+    assert models.work_offline_if_hub_unreachable(log=print)
     assert constants.HF_HUB_OFFLINE and "cannot be reached" in capsys.readouterr().out
     with pytest.raises(vlm.ModelError, match="Could not fetch"):
         vlm.load_model("Qwen/no-such-model", "cpu", torch.float32, allow_cpu=True)
@@ -215,7 +217,7 @@ def test_a_hub_id_without_network_fails_fast_and_quietly(monkeypatch, capsys):
 def test_a_whole_run_prints_short_step_lines_the_results_once_and_saves_in_bf16(
         tmp_path, tiny_dir, capsys):
     out = tmp_path / "run"
-    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--reward", "majority",
+    assert cli.main(["--model", str(tiny_dir), *SMALL, "--device", "cpu", "--reward", "majority",
                       "--save-dtype", "bf16", "--output-dir", str(out)]) == 0
     captured = capsys.readouterr()
     steps = [line for line in captured.out.splitlines() if line.startswith("step ")]

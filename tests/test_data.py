@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 
 import data
-import presets
+from harness import presets, resisc45, shapes
 from conftest import shared_path
 from data import (DTD_PROMPT, LETTERS, RECOGNITION_PROMPT, DataError, Example, draw_adaptation_set,
                   make_choice_question, strip_labels)
-from presets import DATASETS, RESISC45_CLASSES, load_dataset
+from harness.presets import DATASETS, load_dataset
+from harness.resisc45 import RESISC45_CLASSES
 
 # Appendix C as quoted in the paper notes (section 3), "\n" written as in the paper.
 APPENDIX_C = (r"<image> \n Look at the given image and identify what it shows. Choose the correct "
@@ -114,12 +115,12 @@ def test_strip_labels_removes_answer_and_label_only():
 def test_shapes_splits_sizes_classes_and_images():
     train, test = load_dataset("shapes", "train"), load_dataset("shapes", "test")
     assert (len(train), len(test)) == (400, 200)
-    names = set(map(data.display_name, data.SHAPES))
+    names = set(map(data.display_name, shapes.SHAPES))
     assert len(names) == 4
     for split in (train, test):
         assert set(e.label for e in split) == names  # every class appears, balanced
         assert max(collections.Counter(e.label for e in split).values()) <= len(split) // 4 + 1
-        assert all(e.options == data.SHAPES for e in split)  # fixed option order (see SHAPES)
+        assert all(e.options == shapes.SHAPES for e in split)  # fixed option order (see SHAPES)
         assert all(e.options[LETTERS.index(e.answer)] == e.label for e in split)
         assert all(e.question.startswith("Look at the given image") for e in split)
     img = test[0].image()
@@ -189,7 +190,7 @@ def resisc_dir(resisc_zip, tmp_path_factory):
 
 
 def test_resisc45_test_split_is_images_601_to_700_of_every_class():
-    files = presets.resisc45_files("test")
+    files = resisc45.resisc45_files("test")
     assert len(files) == 4500 and RESISC45_CLASSES == sorted(RESISC45_CLASSES)
     assert len(RESISC45_CLASSES) == 45
     per_class = collections.defaultdict(list)
@@ -199,10 +200,10 @@ def test_resisc45_test_split_is_images_601_to_700_of_every_class():
     assert per_class["golf_course"][0] == "golf_course/golf_course_601.jpg"
     assert per_class["golf_course"][-1] == "golf_course/golf_course_700.jpg"
     assert all(len(v) == 100 for v in per_class.values())
-    assert len(presets.resisc45_files("train")) == 45 * 600
-    assert presets.resisc45_files("train")[0] == ("airplane", "airplane/airplane_001.jpg")
+    assert len(resisc45.resisc45_files("train")) == 45 * 600
+    assert resisc45.resisc45_files("train")[0] == ("airplane", "airplane/airplane_001.jpg")
     with pytest.raises(DataError, match="splits"):
-        presets.resisc45_files("val")
+        resisc45.resisc45_files("val")
 
 
 def _check_resisc(examples):
@@ -221,23 +222,23 @@ def test_resisc45_reads_the_zip_or_the_extracted_folder(where, resisc_zip, resis
     data_dir = {"zip": resisc_zip, "dir_holding_zip": resisc_zip.parent,
                 "extracted_parent": resisc_dir,
                 "extracted_root": resisc_dir / "NWPU-RESISC45"}[where]
-    examples = presets.load_resisc45("test", str(data_dir), seed=0, indices=INDICES)
+    examples = resisc45.load_resisc45("test", str(data_dir), seed=0, indices=INDICES)
     _check_resisc(examples)
-    reference = presets.load_resisc45("test", str(resisc_zip), seed=0, indices=INDICES)
+    reference = resisc45.load_resisc45("test", str(resisc_zip), seed=0, indices=INDICES)
     assert [e.question for e in examples] == [e.question for e in reference]  # seed fixes them
 
 
 def test_resisc45_zip_examples_are_plain_data(resisc_zip):
-    ex = presets.load_resisc45("test", str(resisc_zip), indices=[601])[0]
+    ex = resisc45.load_resisc45("test", str(resisc_zip), indices=[601])[0]
     assert ex.source == (str(resisc_zip), "NWPU-RESISC45/airplane/airplane_601.jpg")
     assert pickle.loads(pickle.dumps(ex)).image().size == (8, 8)
 
 
 def test_resisc45_layout_errors(resisc_zip, resisc_dir, tmp_path):
     with pytest.raises(DataError, match="airplane_603.jpg"):
-        presets.load_resisc45("test", str(resisc_zip), indices=[601, 603])
+        resisc45.load_resisc45("test", str(resisc_zip), indices=[601, 603])
     with pytest.raises(DataError, match="airplane_603.jpg"):
-        presets.load_resisc45("test", str(resisc_dir), indices=[603])
+        resisc45.load_resisc45("test", str(resisc_dir), indices=[603])
     with pytest.raises(DataError, match="does not exist"):
         load_dataset("resisc45", data_dir=str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="NWPU-RESISC45.zip"):
@@ -253,16 +254,16 @@ def test_md5_check_and_its_marker(tmp_path, monkeypatch):
     f.write_bytes(b"hello")
     good = hashlib.md5(b"hello").hexdigest()
     with pytest.raises(DataError, match="corrupt.*delete it"):
-        presets.verify_md5(str(f), "0" * 32)
-    presets.verify_md5(str(f), good)
+        resisc45.verify_md5(str(f), "0" * 32)
+    resisc45.verify_md5(str(f), good)
     assert (tmp_path / "file.zip.md5-ok").exists()
-    monkeypatch.setattr(presets, "file_md5", lambda p: pytest.fail("re-hashed a verified file"))
-    presets.verify_md5(str(f), good)  # the marker spares the hashing
+    monkeypatch.setattr(resisc45, "file_md5", lambda p: pytest.fail("re-hashed a verified file"))
+    resisc45.verify_md5(str(f), good)  # the marker spares the hashing
     monkeypatch.undo()
     f.write_bytes(b"hellO")  # replaced file: size/mtime differ from the marker, hashed again
     os.utime(f, ns=(1, 1))
     with pytest.raises(DataError, match="corrupt"):
-        presets.verify_md5(str(f), good)
+        resisc45.verify_md5(str(f), good)
 
 
 def test_resisc45_without_data_dir_downloads_the_pinned_zip(resisc_zip, monkeypatch):
@@ -274,12 +275,12 @@ def test_resisc45_without_data_dir_downloads_the_pinned_zip(resisc_zip, monkeypa
         return str(resisc_zip)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr(presets, "RESISC45_MD5", presets.file_md5(str(resisc_zip)))
-    _check_resisc(presets.load_resisc45("test", indices=INDICES))
+    monkeypatch.setattr(resisc45, "RESISC45_MD5", resisc45.file_md5(str(resisc_zip)))
+    _check_resisc(resisc45.load_resisc45("test", indices=INDICES))
     assert calls == [dict(repo_id="torchgeo/resisc45", repo_type="dataset",
                           filename="NWPU-RESISC45.zip",
                           revision="a826b44d938a883185f11ebe3d512d38b464312f")]
-    monkeypatch.setattr(presets, "RESISC45_MD5", "0" * 32)
+    monkeypatch.setattr(resisc45, "RESISC45_MD5", "0" * 32)
     os.remove(str(resisc_zip) + ".md5-ok")
     with pytest.raises(DataError, match="corrupt"):
         load_dataset("resisc45")
@@ -297,9 +298,9 @@ def test_resisc45_offline_says_to_pass_data_dir(monkeypatch):
 
 
 def test_pinned_hub_file():
-    assert (presets.RESISC45_REPO, presets.RESISC45_FILE) == ("torchgeo/resisc45", "NWPU-RESISC45.zip")
-    assert presets.RESISC45_REVISION == "a826b44d938a883185f11ebe3d512d38b464312f"
-    assert presets.RESISC45_MD5 == "75206b2e16446591afa88e2628744886"
+    assert (resisc45.RESISC45_REPO, resisc45.RESISC45_FILE) == ("torchgeo/resisc45", "NWPU-RESISC45.zip")
+    assert resisc45.RESISC45_REVISION == "a826b44d938a883185f11ebe3d512d38b464312f"
+    assert resisc45.RESISC45_MD5 == "75206b2e16446591afa88e2628744886"
 
 
 # ---------------------------------------------------------------- folder: and jsonl:

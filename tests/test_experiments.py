@@ -8,11 +8,13 @@ import pytest
 import torch
 
 import data
-import presets
+from harness import presets
 import grpo
-import report
+import rollout
+from harness import report, shapes
 import ttrv
 import vlm
+from harness import cli
 
 SMALL = ["--num-samples", "4", "--rollouts", "4", "--prompts-per-step", "2", "--epochs", "1",
          "--eval-limit", "8", "--max-new-tokens", "3", "--quiet", "--no-save-model"]
@@ -29,7 +31,7 @@ def fake_example(options=("cat", "dog", "eel", "fox")):
 
 def test_seeds_run_every_seed_and_report_mean_and_spread(tmp_path, tiny_dir):
     out = tmp_path / "run"
-    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--seeds", "0", "1",
+    assert cli.main(["--model", str(tiny_dir), *SMALL, "--seeds", "0", "1",
                       "--output-dir", str(out)]) == 0
     assert (out / "seed-0" / "results.json").exists() and (out / "seed-1" / "results.json").exists()
     summary = json.loads((out / "summary.json").read_text())
@@ -77,9 +79,9 @@ def test_counting_questions_vote_on_numbers():
 
 def test_train_rollouts_trains_on_the_first_k_of_the_votes(tmp_path, tiny_dir, monkeypatch):
     rows = []
-    real = ttrv.update
-    monkeypatch.setattr(ttrv, "update", lambda p, r, one, ids, *a: rows.append(ids.shape[0])
-                        or real(p, r, one, ids, *a))
+    real = ttrv.backward
+    monkeypatch.setattr(ttrv, "backward", lambda p, g, *a: rows.append(g.ids.shape[0])
+                        or real(p, g, *a))
     cfg = cfg_for(tiny_dir, "--votes", "6", "--train-rollouts", "2")
     policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
     ttrv.adapt(policy, ref, processor, presets.load_dataset("shapes")[:2], cfg, autocast)
@@ -98,11 +100,15 @@ def test_micro_batches_accumulate_the_same_gradient(tiny_dir, agg):
                          [1, 1, 0, 0]], dtype=torch.float32)
     old = -torch.rand(6, 4, generator=g) - 5
     adv = torch.randn(6, generator=g)
+    with torch.no_grad():
+        ref_logp = rollout.logprobs(ref, one, ids, mask)
+    group = rollout.Experience(one, ids, mask, old, ref_logp, adv)
+    total = float(mask.sum()) if agg == "token_mean" else 6
     grads = []
     for micro in (None, 2):
         policy.zero_grad()
-        ttrv.update(policy, ref, one, ids, mask, old, adv, dataclasses.replace(cfg, micro_batch=micro),
-                    autocast)
+        ttrv.backward(policy, group, dataclasses.replace(cfg, micro_batch=micro), autocast,
+                      rollout, total, 1.0)
         grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
@@ -112,19 +118,19 @@ def test_adapt_on_one_dataset_and_evaluate_on_another(tmp_path, tiny_dir):
     images.mkdir()
     lines = []
     for i in range(3):
-        data.draw_shape("circle", __import__("random").Random(i)).save(images / f"{i}.png")
+        shapes.draw_shape("circle", __import__("random").Random(i)).save(images / f"{i}.png")
         lines.append(json.dumps(dict(image=f"imgs/{i}.png", question="Which?",
                                      options=["circle", "star"], answer="A")))
     (tmp_path / "q.jsonl").write_text("\n".join(lines))
     out = tmp_path / "run"
-    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--adapt-dataset", "shapes",
+    assert cli.main(["--model", str(tiny_dir), *SMALL, "--adapt-dataset", "shapes",
                       "--eval-dataset", f"jsonl:{tmp_path / 'q.jsonl'}", "--output-dir", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["base"]["total"] == 3
 
 
 def test_eval_every_records_the_figure_1_trajectory(tmp_path, tiny_dir):
     out = tmp_path / "run"
-    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--eval-every", "1", "--eval-subset", "4",
+    assert cli.main(["--model", str(tiny_dir), *SMALL, "--eval-every", "1", "--eval-subset", "4",
                       "--output-dir", str(out)]) == 0
     steps = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert all("eval_accuracy" in m for m in steps)
@@ -171,7 +177,7 @@ def test_eval_every_does_not_evaluate_the_final_model_twice(tmp_path, tiny_dir, 
     real = evaluation.evaluate
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     out = tmp_path / "run"
-    assert ttrv.main(["--model", str(tiny_dir), *SMALL, "--eval-every", "1",
+    assert cli.main(["--model", str(tiny_dir), *SMALL, "--eval-every", "1",
                       "--output-dir", str(out)]) == 0
     assert len(calls) == 3                               # base, after step 1, after step 2
     results = json.loads((out / "results.json").read_text())

@@ -7,8 +7,9 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 import grpo
-import shared_prefix
+import rollout
 import vlm
+from harness import plain
 from tests.test_shared_prefix import completions, eos_pad, prompts, load
 
 
@@ -67,9 +68,9 @@ def test_completion_and_shared_logprobs_match_full_reference(fixture, request, m
     repeated = vlm.repeat_inputs(inputs, n)
     ref = full_reference(model, repeated, ids, mask, temperature)
     ref_grads = grads(model, ref, mask)
-    plain = grpo.completion_logprobs(model, repeated, ids, mask, temperature)
-    shared = shared_prefix.shared_prefix_logprobs(model, inputs, ids, mask, n, temperature)
-    for got in (plain, shared):
+    plain_logp = plain.completion_logprobs(model, repeated, ids, mask, temperature)
+    shared = rollout.shared_prefix_logprobs(model, inputs, ids, mask, n, temperature)
+    for got in (plain_logp, shared):
         torch.testing.assert_close(got * mask, ref * mask, rtol=0, atol=1e-5)
         got_grads = grads(model, got, mask)
         assert got_grads.keys() == ref_grads.keys()
@@ -94,9 +95,9 @@ def test_internvl_head_is_found_generically():
                   attention_mask=torch.ones(2, 6, dtype=torch.long))
     ids, mask = torch.randint(0, 290, (2, 4), generator=g), torch.ones(2, 4, dtype=torch.long)
     ref = full_reference(model, inputs, ids, mask, 1.3)
-    got = grpo.completion_logprobs(model, inputs, ids, mask, 1.3)
+    got = plain.completion_logprobs(model, inputs, ids, mask, 1.3)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
-    shared = shared_prefix.shared_prefix_logprobs(model, inputs, ids, mask, 1, 1.3)
+    shared = rollout.shared_prefix_logprobs(model, inputs, ids, mask, 1, 1.3)
     torch.testing.assert_close(shared, ref, rtol=0, atol=1e-5)
 
 
@@ -123,4 +124,4 @@ def test_a_head_whose_output_is_changed_is_refused():
         forward=lambda self, x: type("O", (), dict(logits=self.lm_head(x)))()))()
     inner.lm_head = head
     with pytest.raises(RuntimeError, match="changes its head's output"):
-        grpo.scored_forward(Scaled(inner), torch.zeros(1, 2, dtype=torch.long), x=torch.randn(1, 3, 4))
+        rollout.scored_forward(Scaled(inner), torch.zeros(1, 2, dtype=torch.long), x=torch.randn(1, 3, 4))

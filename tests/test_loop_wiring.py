@@ -20,10 +20,11 @@ import pytest
 import torch
 
 import grpo
-import presets
 import rewards
+import rollout
 import ttrv
 import vlm
+from harness import plain, presets
 
 SMALL = ["--num-samples", "2", "--rollouts", "4", "--prompts-per-step", "2", "--epochs", "2",
          "--max-new-tokens", "3", "--lr", "1e-3", "--quiet", "--device", "cpu"]
@@ -57,11 +58,12 @@ def random_reward_run(request, tiny_dir):
     policy, ref_model, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
     ref_before = {k: v.clone() for k, v in ref_model.state_dict().items()}
     rollouts, updates = [], []
+    sampler = rollout if request.param == "shared" else plain
     with pytest.MonkeyPatch.context() as mp:
-        spy(mp, ttrv, "rollout", lambda a, k, roll: rollouts.append(roll))
-        spy(mp, ttrv, "apply_update", lambda a, k, stats: updates.append((a[4], stats)))
+        spy(mp, sampler, "sample", lambda a, k, roll: rollouts.append(roll))
+        spy(mp, ttrv, "update", lambda a, k, res: updates.append((a[3], res[0][0])))
         history = ttrv.adapt(policy, ref_model, processor, presets.load_dataset("shapes")[:2],
-                             cfg, autocast)
+                             cfg, autocast, sampler=sampler)
     return dict(cfg=cfg, policy=policy, ref_model=ref_model, ref_before=ref_before,
                 rollouts=rollouts, updates=updates, history=history)
 
@@ -73,10 +75,10 @@ def test_the_old_logprobs_reaching_the_loss_are_the_sampler_s(random_reward_run)
     for step, roll in enumerate(run["rollouts"]):
         for j in range(2):                                             # update j of this batch
             groups, stats = run["updates"][2 * step + j]
-            (_, ids, mask, old_logp, advantages, real), = groups
-            assert torch.equal(ids, roll.completion_ids[j * n:(j + 1) * n])
-            assert torch.equal(old_logp, roll.logprobs[j * n:(j + 1) * n].float())
-            assert advantages.abs().max() > 0                          # the policy can move
+            group, = groups
+            assert torch.equal(group.ids, roll.completion_ids[j * n:(j + 1) * n])
+            assert torch.equal(group.old_logp, roll.logprobs[j * n:(j + 1) * n].float())
+            assert group.advantages.abs().max() > 0                          # the policy can move
             if j == 0:     # nothing updated since sampling: ratio 1 up to float rounding
                 assert abs(stats["ratio"] - 1) < 1e-5 and stats["ratio_max"] < 1 + 1e-4, stats
             else:          # the first update moved the policy; these rollouts are older
@@ -159,7 +161,7 @@ def test_each_reward_setting_reaches_the_advantages(case, models, tiny_dir, monk
     monkeypatch.setattr(vlm, "decode", lambda processor, ids: [   # the responses' texts
         TEXTS[row // n][row % n] for row in range(ids.shape[0])])
     seen = []
-    spy(monkeypatch, ttrv, "apply_update", lambda a, k, s: seen.extend(g[4] for g in a[4]))
+    spy(monkeypatch, ttrv, "update", lambda a, k, s: seen.extend(g.advantages for g in a[3]))
     history = ttrv.adapt(policy, ref_model, processor, presets.load_dataset("shapes")[:2], cfg,
                          autocast)
     assert history[0]["reward"] == pytest.approx(expected_r.mean(), abs=1e-6)   # all n votes
@@ -194,7 +196,7 @@ def test_dare_receives_mean_token_entropies_over_ln_v(tiny_dir, monkeypatch):
         h = plain_entropies(policy_, inputs, roll, n, cfg.temperature)            # [B*n, T]
         m = roll.mask.float()
         expected.extend(((h * m).sum(1) / m.sum(1)).tolist())                     # [B*n]
-    spy(monkeypatch, ttrv, "rollout", check)
+    spy(monkeypatch, rollout, "sample", check)
     spy(monkeypatch, rewards, "dare_reward", lambda a, k, r: received.extend(a[1]))
     ttrv.adapt(policy, ref_model, processor, presets.load_dataset("shapes")[:2], cfg, autocast)
     assert len(received) == len(expected) == 2 * n

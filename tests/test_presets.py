@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from conftest import shared_path
-import hub
-import presets as B
+from harness import benchmarks, hub
+from harness import presets as B
 import data
 from data import DTD_PROMPT, RECOGNITION_PROMPT, DataError, Example, strip_labels
-from presets import load_dataset
+from harness.presets import load_dataset
 
 TAIL = " Please respond with only the corresponding option letter ({}). Do not include any " \
        "explanation or extra text. \n Options:\n"
@@ -45,7 +45,7 @@ def test_prompts_follow_appendix_c_as_quoted_in_the_notes():
     assert B.MATHVISTA_PROMPT.startswith(hint + "\nDo not include any explanation or extra text."
                                          "\nQuestion: {question}\nChoices:\n")
     assert hint in notes and "Please answer directly with only the letter of the correct" in notes
-    assert B.REALWORLDQA_INSTRUCTION == ("Please answer directly with only the letter of the "
+    assert benchmarks.REALWORLDQA_INSTRUCTION == ("Please answer directly with only the letter of the "
                                          "correct option and nothing else.")
     assert "Please respond with only the corresponding option letter (A or B)." in notes
     assert "put your final answer within \\boxed{}" in hub.FREEFORM_PROMPT.format(question="q")
@@ -66,7 +66,7 @@ def test_a_prompt_with_foreign_fields_is_refused():
 def test_dtd_rows_become_four_way_texture_questions():
     rows = [{"image": hub_image(), "label": i} for i in (0, 30, 46, 5)]
     exs = B.preset_examples("dtd", rows, seed=3)
-    rng = random.Random(3)  # one stream in row order, as data.py's RESISC45
+    rng = random.Random(3)  # one stream in row order, as resisc45.py does
     for ex, i in zip(exs, (0, 30, 46, 5)):
         q, opts, ans = data.make_choice_question(B.DTD_CLASSES[i], B.DTD_CLASSES, rng, DTD_PROMPT)
         assert (ex.question, ex.options, ex.answer) == (q, opts, ans)
@@ -128,7 +128,7 @@ def test_seed_keeps_image_questions_and_its_lettered_answer():
 
 def test_realworldqa_keeps_lettered_questions_verbatim():
     q = ("In which direction is the front wheel of the car on the right side facing?\n\nA. Left\n"
-         "B. Straight\nC. Right\n\n" + B.REALWORLDQA_INSTRUCTION)
+         "B. Straight\nC. Right\n\n" + benchmarks.REALWORLDQA_INSTRUCTION)
     rows = [{"image": hub_image(), "question": q, "answer": "B"},
             {"image": hub_image(), "question": "How many cars?\nPlease answer directly with a "
              "single word or number.", "answer": "3"},
@@ -137,7 +137,7 @@ def test_realworldqa_keeps_lettered_questions_verbatim():
     assert len(exs) == 2 and exs[0].question == q
     assert (exs[0].options, exs[0].answer, exs[0].label) == (["Left", "Straight", "Right"], "B",
                                                              "Straight")
-    assert exs[1].question == "Is it day?\nA. Yes\nB. No\n" + B.REALWORLDQA_INSTRUCTION
+    assert exs[1].question == "Is it day?\nA. Yes\nB. No\n" + benchmarks.REALWORLDQA_INSTRUCTION
 
 
 def test_mathvista_keeps_multiple_choice_only_in_its_hint_format():
@@ -447,7 +447,7 @@ def test_mathverse_shows_query_wo_keeps_multi_choice_and_letters_beyond_d():
             {"image": hub_image(), "query_wo": q, "answer": "F", "question_type": "multi-choice"}]
     exs = B.preset_examples("mathverse", rows)
     assert len(exs) == 1 and exs[0].question == q.replace(
-        "\nE:5", "\nE:5\n" + B.REALWORLDQA_INSTRUCTION)
+        "\nE:5", "\nE:5\n" + benchmarks.REALWORLDQA_INSTRUCTION)
     assert exs[0].options == ["1", "2", "3", "4", "5"] and exs[0].answer == "E"
     assert B.PRESETS["mathverse"].splits["test"] == "testmini"
 
@@ -456,7 +456,7 @@ def test_crpe_reads_its_jsonl_with_images_beside_it(tmp_path):
     (tmp_path / "abnormal_images").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "abnormal_images" / "1.jpg")
     text = ("What is the man doing?\nA. riding\nB. eating\nC. sleeping\nD. flying\n"
-            + B.REALWORLDQA_INSTRUCTION)
+            + benchmarks.REALWORLDQA_INSTRUCTION)
     row = {"question_id": 1, "image": "abnormal_images/1.jpg", "text": text, "answer": "B",
            "category": "predicate"}
     (tmp_path / "crpe_relation.jsonl").write_text(json.dumps(row) + "\n")
@@ -490,7 +490,7 @@ def test_official_protocol_spells_options_and_prompts_as_the_official_files():
     assert "\n\nOptions" not in B.official_prompt("seed") and "\nOptions" in B.official_prompt("seed")
     mme_rows = [{"image": hub_image(), "question": f"Is this a cat {i}? Please answer yes or no.",
                  "answer": "Yes"} for i in range(20)]
-    mme = B.mme_examples(mme_rows, B.OFFICIAL_MME_PROMPT)
+    mme = benchmarks.mme_examples(mme_rows, benchmarks.OFFICIAL_MME_PROMPT)
     assert {tuple(e.options) for e in mme} == {("No", "Yes"), ("Yes", "No")}   # A/B order varies
     assert all(e.label == "Yes" for e in mme)
     assert mme[0].question.startswith("Is this a cat 0? Please answer with yes or no. Please")

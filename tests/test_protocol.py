@@ -1,4 +1,4 @@
-"""--protocol official sets every Config field of the README's protocol table; flags still win."""
+"""--protocol official sets every Config field of the protocol table (docs/protocols.md); flags still win."""
 
 import re
 from pathlib import Path
@@ -8,19 +8,19 @@ from types import SimpleNamespace
 import pytest
 
 import vlm
-from config import OFFICIAL, Config, parse_args
+from harness.config import OFFICIAL, Config, parse_args
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PROTOCOLS = Path(__file__).resolve().parent.parent / "docs" / "protocols.md"
 
 
 def table_rows():
-    """(field, paper cell, official cell) of the README's protocol table."""
-    text = README.read_text().split("### The two protocols")[1].split("\n## ")[0]
+    """(field, paper cell, official cell) of docs/protocols.md's protocol table."""
+    text = PROTOCOLS.read_text().split("## What each protocol sets")[1].split("\n## ")[0]
     return [tuple(c.strip() for c in line.split("|")[1:4]) for line in text.splitlines()
             if line.startswith("| `")]
 
 
-def test_official_protocol_sets_each_field_of_the_readme_table():
+def test_official_protocol_sets_each_field_of_the_protocol_table():
     rows = table_rows()
     assert len(rows) >= 8
     paper, official = parse_args([]), parse_args(["--protocol", "official"])

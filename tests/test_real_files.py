@@ -19,10 +19,12 @@ from PIL import Image
 
 import eval as evaluation
 import grpo
-import shared_prefix
-import tiny
+import rollout
+from harness import tiny
 import ttrv
 import vlm
+from harness import cli
+from harness import plain
 
 from conftest import shared_path
 
@@ -97,19 +99,19 @@ def test_cli_runs_on_both_paths_and_eval_py_reads_the_model(name, request, tmp_p
               "--no-save-model", "--reward", "random", "--weight-decay", "0"]
     for path in ("--shared-prefix", "--no-shared-prefix"):
         out = tmp_path / path
-        assert ttrv.main(common + [path, "--output-dir", str(out)]) == 0, capsys.readouterr().err
+        assert cli.main(common + [path, "--output-dir", str(out)]) == 0, capsys.readouterr().err
         steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert steps[-1]["updates"] == 2
         assert all(np.isfinite(list(m.values())).all() for m in steps)
         assert all(m["adv_abs"] > 0 and m["grad_norm"] > 0 for m in steps)    # it learns
-    assert evaluation.main(["--model", str(model_dir), "--limit", "2", "--max-new-tokens", "2",
+    assert cli.eval_main(["--model", str(model_dir), "--limit", "2", "--max-new-tokens", "2",
                             "--batch-size", "2", "--device", "cpu"]) == 0
     assert "accuracy" in capsys.readouterr().out
 
 
 def test_done_when_mixed_tiles_first_update_gradient_norm_agrees(internvl_files):
     """One batch of the four image sizes: the plain path's old-policy log-probs over the repeated
-    batch equal the shared sampler's, and the first update (ttrv.update, the loop's own, on the
+    batch equal the shared sampler's, and the first update (ttrv.backward, the loop's own, on the
     13-tile prompt) has the same gradient norm on both paths (fp32)."""
     policy, processor = vlm.load(str(internvl_files))
     ref_model = vlm.load_model(str(internvl_files), "cpu", torch.float32).eval()
@@ -120,24 +122,27 @@ def test_done_when_mixed_tiles_first_update_gradient_norm_agrees(internvl_files)
                                ["What is shown? A. x\nB. y"] * 4)     # 13, 7, 3, 1 tiles
     n, end = 2, vlm.end_token_ids(policy, processor)
     torch.manual_seed(0)
-    roll = shared_prefix.sample_shared(policy, inputs, n, temperature=1.0, top_p=1.0,
+    roll = rollout.sample(policy, inputs, n, temperature=1.0, top_p=1.0,
                                        max_new_tokens=3, eos_token_ids=end,
                                        pad_token_id=vlm.pad_token_id(processor),
                                        suppress_token_ids=vlm.placeholder_token_ids(policy))
     with torch.no_grad():
-        plain_old = grpo.completion_logprobs(policy, vlm.repeat_inputs(inputs, n),
+        plain_old = plain.completion_logprobs(policy, vlm.repeat_inputs(inputs, n),
                                              roll.completion_ids, roll.mask)
     torch.testing.assert_close(plain_old, roll.logprobs, atol=1e-5, rtol=0)
     one = vlm.split_inputs(inputs)[0]              # the first update: the 13-tile prompt
     assert one["pixel_values"].shape[0] == 13
     params = [p for p in policy.parameters() if p.requires_grad]
     norms = []
-    for shared in (True, False):
-        cfg = SimpleNamespace(shared_prefix=shared, temperature=1.0, micro_batch=None, beta=0.001,
-                              clip_eps=0.2, dual_clip=3.0, loss_agg="token_mean")
-        ttrv.update(policy, ref_model, one, roll.completion_ids[:n], roll.mask[:n].float(),
-                    roll.logprobs[:n], torch.tensor([1.0, -1.0]), cfg,
-                    torch.autocast("cpu", enabled=False))
+    ids, mask = roll.completion_ids[:n], roll.mask[:n].float()
+    for sampler in (rollout, plain):
+        cfg = SimpleNamespace(temperature=1.0, micro_batch=None, beta=0.001, clip_eps=0.2,
+                              dual_clip=3.0, loss_agg="token_mean")
+        with torch.no_grad():
+            ref = sampler.logprobs(ref_model, one, ids, mask)
+        group = rollout.Experience(one, ids, mask, roll.logprobs[:n], ref, torch.tensor([1.0, -1.0]))
+        ttrv.backward(policy, group, cfg, torch.autocast("cpu", enabled=False), sampler,
+                      float(mask.sum()), 1.0)
         norms.append(grpo.clip_grad_norm(params, float("inf")))
         policy.zero_grad(set_to_none=True)
     assert norms[0] > 0 and abs(norms[0] - norms[1]) <= 1e-5 * norms[1], norms

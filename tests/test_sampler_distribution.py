@@ -1,5 +1,5 @@
 """Both samplers draw from the distribution the loss scores: softmax(logits / T) cut to the top-p
-nucleus (shared_prefix.sample_shared, the default path; grpo.sample, --no-shared-prefix).
+nucleus (rollout.sample, the default path; eval.generate, the --no-shared-prefix path's sampler).
 
 One prompt, one new token, a few thousand draws from the random tiny Qwen2.5-VL, whose logits at
 the prompt's last position are computed here with one plain forward. The empirical distribution
@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 import grpo
-import shared_prefix
+import eval as evaluation
+import rollout
 import vlm
 
 T, TOP_P = 0.25, 0.7      # a sharp tempered distribution: its nucleus is far from the untempered one
@@ -64,11 +65,11 @@ def tv_bound(bins, n):
 def draw(sampler, model, inputs):
     kw = dict(temperature=T, top_p=TOP_P, max_new_tokens=1, eos_token_ids=[EOS], pad_token_id=PAD)
     if sampler == "shared":
-        return shared_prefix.sample_shared(model, inputs, DRAWS, **kw,
+        return rollout.sample(model, inputs, DRAWS, **kw,
                                            generator=torch.Generator().manual_seed(0)
                                            ).completion_ids[:, 0]                 # [DRAWS]
     torch.manual_seed(0)                                    # generate draws from torch's generator
-    return grpo.sample(model, vlm.repeat_inputs(inputs, DRAWS), **kw)[:, 0]        # [DRAWS]
+    return evaluation.generate(model, vlm.repeat_inputs(inputs, DRAWS), **kw)[:, 0]        # [DRAWS]
 
 
 def test_the_expected_distributions_are_far_apart(one_prompt):

@@ -1,4 +1,4 @@
-"""shared_prefix.py against the plain forward over repeated, concatenated sequences (fp32, CPU).
+"""rollout.py against the plain forward over repeated, concatenated sequences (fp32, CPU).
 
 The plain reference is written out here: repeat each prompt (and its image's pixel rows) n
 times, append the completion, one ordinary `model(**inputs)` forward, log_softmax(logits / T)
@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from shared_prefix import sample_shared, shared_prefix_logprobs
+from rollout import sample as sample_shared, shared_prefix_logprobs
+import eval as evaluation
 
 QUESTIONS = ["What?", "What is shown in this image? Answer A or B.", "Name the shape."]
 SIZES = [(56, 56), (112, 84), (84, 112)]   # (h, w): 16, 48, 48 patches -> 4, 12, 12 image tokens
@@ -270,7 +271,7 @@ def test_placeholder_tokens_are_never_sampled_by_either_sampler(tiny_dir):
     r = sample_shared(model, inputs, 4, suppress_token_ids=banned, **kw)
     assert not torch.isin(r.completion_ids, torch.tensor(banned)).any()
     assert (r.logprobs[r.mask.bool()] < -20).all()      # drawn tokens: full-distribution logp
-    ids = grpo.sample(model, inputs, suppress_token_ids=banned, **kw)
+    ids = evaluation.generate(model, inputs, suppress_token_ids=banned, **kw)
     assert not torch.isin(ids, torch.tensor(banned)).any()
 
 
@@ -279,7 +280,7 @@ def test_top_p_nucleus_is_built_after_suppression_as_generate_does():
     away, as in `generate` (suppress_tokens runs before the top-p warper)."""
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    from shared_prefix import _sample_top_p
+    from rollout import _sample_top_p
     # token 0 (a placeholder, suppressed) holds half the mass; the rest 0.3, 0.15, 0.05
     logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
     drawable = logp.index_fill(-1, torch.tensor([0]), float("-inf"))      # as _decode builds it

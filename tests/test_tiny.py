@@ -1,9 +1,9 @@
-"""The tiny offline models (tiny.py): the same weights whatever the thread count, two recipes."""
+"""tiny.py and tiny_teach.py: the same weights whatever the thread count, two recipes."""
 
 import torch
 
-import config
-import tiny
+from harness import config
+from harness import tiny, tiny_teach
 import vlm
 
 
@@ -14,7 +14,7 @@ def test_teaching_gives_the_same_weights_whatever_the_thread_count(tmp_path):
         torch.set_num_threads(n)
         try:
             out = tiny.build_tiny_model(tmp_path / f"threads-{n}")
-            tiny.teach_shapes(out, steps=3, non_answer_share=0.5, log=lambda *a: None)
+            tiny_teach.teach_shapes(out, steps=3, non_answer_share=0.5, log=lambda *a: None)
             assert torch.get_num_threads() == n                    # restored afterwards
         finally:
             torch.set_num_threads(threads)
@@ -25,9 +25,9 @@ def test_teaching_gives_the_same_weights_whatever_the_thread_count(tmp_path):
 
 
 def test_both_tiny_models_get_the_tiny_presets_and_their_own_recipe():
-    assert set(tiny.RECIPES) == set(config.TINY_MODELS)
-    assert tiny.RECIPES["tiny-letters"] == tiny.TEACH               # the letters-only recipe
-    assert tiny.RECIPES["tiny"]["non_answer_share"] > tiny.TEACH["non_answer_share"] == 0
+    assert set(tiny_teach.RECIPES) == set(config.TINY_MODELS)
+    assert tiny_teach.RECIPES["tiny-letters"] == tiny_teach.TEACH               # the letters-only recipe
+    assert tiny_teach.RECIPES["tiny"]["non_answer_share"] > tiny_teach.TEACH["non_answer_share"] == 0
     for name in config.TINY_MODELS:
         cfg = config.parse_args(["--model", name])
         assert (cfg.lr, cfg.max_new_tokens) == (config.TINY_PRESETS["lr"],

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import data
-import presets
+from harness import presets
 import eval as evaluation
 import ttrv
 import vlm
+from harness import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--num-samples", "4", "--rollouts", "6", "--prompts-per-step", "2", "--epochs", "1",
@@ -115,13 +116,13 @@ def test_an_existing_run_is_never_overwritten(tmp_path, tiny_dir, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "results.json").write_text("earlier")
-    code = ttrv.main(["--model", str(tiny_dir), *SMALL, "--output-dir", str(out)])
+    code = cli.main(["--model", str(tiny_dir), *SMALL, "--output-dir", str(out)])
     assert code == 1 and "--overwrite" in capsys.readouterr().err
     assert (out / "results.json").read_text() == "earlier"
 
 
 def test_unknown_dataset_ends_in_one_sentence_listing_the_known_ones(tmp_path, tiny_dir, capsys):
-    code = ttrv.main(["--model", str(tiny_dir), "--dataset", "nope", "--output-dir",
+    code = cli.main(["--model", str(tiny_dir), "--dataset", "nope", "--output-dir",
                       str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and "resisc45" in err and "shapes" in err and "Traceback" not in err
@@ -157,12 +158,12 @@ def test_evaluation_counts_unparseable_answers_as_wrong(tiny_dir):
 
 
 def test_out_of_gpu_memory_ends_in_one_sentence_naming_the_flags(tmp_path, monkeypatch, capsys):
-    def run_out_of_memory(cfg, out, log):
+    def run_out_of_memory(cfg, out, log, procs):
         (out / "results.json").write_text('{"base": {}}')       # written before the failure
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
     monkeypatch.setattr(ttrv, "run", run_out_of_memory)
     out = tmp_path / "run"
-    assert ttrv.main(["--output-dir", str(out), "--quiet"]) == 1
+    assert cli.main(["--output-dir", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "out of GPU memory" in err and "--micro-batch" in err and "Traceback" not in err
     assert (out / "results.json").read_text() == '{"base": {}}'  # earlier results kept

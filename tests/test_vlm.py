@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import vlm
+from harness import cli, models
 
 
 def _prompts(processor):
@@ -58,9 +59,9 @@ def test_split_inputs_gives_unpadded_single_prompts_with_the_same_logits(tiny_di
 
 def test_aliases_resolve_the_model_card_name():
     said = []
-    assert vlm.resolve_name("Qwen/Qwen2.5-VL-3B", said.append) == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert models.resolve_name("Qwen/Qwen2.5-VL-3B", said.append) == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert "Qwen/Qwen2.5-VL-3B-Instruct" in said[0]
-    assert vlm.resolve_name("some/other-model", said.append) == "some/other-model"
+    assert models.resolve_name("some/other-model", said.append) == "some/other-model"
 
 
 def test_missing_local_path_says_check_the_path(tmp_path):
@@ -165,12 +166,12 @@ def test_vision_freezing_follows_the_family_unless_told(tiny_internvl_dir, tiny_
 def test_internvl_aliases_and_the_missing_hf_checkpoint():
     said = []
     for name in ("InternVL3-2B", "OpenGVLab/InternVL3-2B"):
-        assert vlm.resolve_name(name, said.append) == "OpenGVLab/InternVL3-2B-hf"
-    assert vlm.resolve_name("OpenGVLab/InternVL3-8B", said.append) == "OpenGVLab/InternVL3-8B-hf"
+        assert models.resolve_name(name, said.append) == "OpenGVLab/InternVL3-2B-hf"
+    assert models.resolve_name("OpenGVLab/InternVL3-8B", said.append) == "OpenGVLab/InternVL3-8B-hf"
     assert len(said) == 3
     for name in ("InternVL2.5-4B", "OpenGVLab/InternVL2_5-4B"):
         with pytest.raises(vlm.ModelError, match="no transformers-format.*pass the output directory"):
-            vlm.resolve_name(name)
+            models.resolve_name(name)
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -196,5 +197,5 @@ def test_eval_py_refuses_a_large_cpu_model_unless_allow_cpu(tiny_dir, monkeypatc
     import eval as evaluation
     monkeypatch.setattr(vlm, "CPU_PARAM_LIMIT", 1000)          # the tiny model counts as "large"
     argv = ["--model", str(tiny_dir), "--limit", "1", "--max-new-tokens", "1", "--device", "cpu"]
-    assert evaluation.main(argv) == 1 and "--allow-cpu" in capsys.readouterr().err
-    assert evaluation.main(argv + ["--allow-cpu"]) == 0
+    assert cli.eval_main(argv) == 1 and "--allow-cpu" in capsys.readouterr().err
+    assert cli.eval_main(argv + ["--allow-cpu"]) == 0

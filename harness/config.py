@@ -115,7 +115,7 @@ class Config:
     quiet: bool = opt(False, "output", "no progress bars or per-step logs")
 
 
-# --protocol official: the official runs' settings (README "Protocols"; issue 12). Family-
+# --protocol official: the official runs' settings (docs/protocols.md). Family-
 # dependent values (temperature) are None here and filled by vlm.official_temperature in ttrv.run once the model is loaded.
 OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer="text",
                 adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)
@@ -126,7 +126,7 @@ OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer=
 # --model tiny or tiny-letters, for settings the command line leaves at their default; an
 # evaluation every 5 steps gives Figure 1 (trajectory.png) a middle point.
 TINY_PRESETS = dict(lr=1e-4, max_new_tokens=8, eval_every=5)
-# The offline tiny models (tiny.RECIPES): "tiny" has a built-in failure of format (it often
+# The offline tiny models (tiny_teach.RECIPES): "tiny" has a built-in failure of format (it often
 # answers with a sentence), "tiny-letters" always answers with a letter.
 TINY_MODELS = ("tiny", "tiny-letters")
 

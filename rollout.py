@@ -1,18 +1,19 @@
-"""Shared-prefix sampling and log-probs: read the image and prompt once per group, not N times.
+"""Rollouts: N responses per prompt and their per-token log-probs, the prompt read once per group.
 
 GRPO draws N responses for each test input x and needs log pi(y_j | x) for every one of them.
-The plain way repeats x N times: N copies of the image through the vision tower and N copies of
-the ~190-token prompt through the language model, for answers of 2-5 tokens. Here the prompt goes
-through the model once; its keys/values in every layer (the KV cache) are repeated N times along
-the batch and the N completions attend to them. A completion token sees the prompt only through
-those keys/values, so this is the same computation as the plain forward over N concatenated
-sequences, and autograd sums the N completions' gradients into the one prompt forward. (Unlike
-the plain forward, a sampled <|image_pad|> in a completion is not mistaken for an image slot.)
+The plain way (harness/plain.py, the reference this path is tested against) repeats x N times:
+N copies of the image through the vision tower and of the prompt through the language model, for
+answers of a few tokens. Here the prompt goes through the model once; its keys/values in every
+layer (the KV cache) are repeated N times along the batch and the N completions attend to them.
+A completion token sees the prompt only through those keys/values, so this is the same
+computation as the plain forward over N concatenated sequences, and autograd sums the N
+completions' gradients into the one prompt forward. (Unlike the plain forward, a sampled
+<|image_pad|> in a completion is not mistaken for an image slot.)
 
-    sample_shared(model, prompt_inputs, n, temperature=1.0, top_p=1.0, max_new_tokens=8,
-                  eos_token_ids=[eos], pad_token_id=pad)          -> Rollouts, rows b*n + j
-    shared_prefix_logprobs(model, prompt_inputs, completion_ids, completion_mask, n)
-                                                                   -> log-probs [B*n, T], with grad
+    roll = sample(model, prompt_inputs, n, temperature=1.0, top_p=1.0, max_new_tokens=8,
+                  eos_token_ids=[eos], pad_token_id=pad)        # Rollouts [B*n, T], row b*n + j
+    logp = logprobs(model, one_prompt, ids, mask, temperature)  # [n, T], with grad
+    Experience(prompt, ids, mask, old_logp, ref_logp, advantages)   # one prompt's group
 
 `prompt_inputs` is the processor output for B prompts (left padded, NOT repeated): input_ids,
 attention_mask, pixel_values, image_grid_thw, mm_token_type_ids, ... passed to the model as is.
@@ -21,35 +22,30 @@ Positions. A completion token t sits at position `start + t`, passed explicitly,
 is what the model itself would give the first token after the prompt:
   * Qwen2-VL / Qwen2.5-VL (3D "mrope"): the prompt forward stores `model.model.rope_deltas`
     [B, 1]; text after the prompt is at (real prompt length + delta) on all three axes. This is
-    the only model-specific knowledge here, in `_prefill`; we reset rope_deltas before the prompt
-    forward (so it is this prompt's) and put the old value back after (no state leaks into a
-    later forward with another batch size).
+    the only model-specific knowledge here, in `_prefill`; rope_deltas is reset before the
+    prompt forward (so it is this prompt's) and put back after.
   * any other model (1D rope, e.g. InternVL's Qwen2 / Llama text model): HF's default positions
     arange(P + T) run over the left padding too, so `start` = P, the padded prompt length.
 
 Gradient checkpointing (transformers 5.x). In train mode a checkpointed `GradientCheckpointingLayer`
 drops `past_key_values` (and `use_cache`) unless its `_can_checkpoint_with_cache` is set, since a
 layer that writes the cache would write it again when the backward pass recomputes it; and the
-text model's own flag turns `use_cache` off (`merge_with_config_defaults`). So:
+text model's own flag turns `use_cache` off. So:
   * prompt forward: checkpointing is switched off on the decoder layers and the text model (the
-    vision tower keeps it). Memory: full activations of B*P prompt tokens instead of the plain
-    path's checkpointed B*n*P. By a rough estimate a full Qwen2.5-VL layer keeps ~27
-    hidden-sized tensors per token, so at n = 32 this about breaks even with the plain path.
+    vision tower keeps it): full activations of B*P prompt tokens instead of the plain path's
+    checkpointed B*n*P.
   * completion forward: the prompt's keys/values sit in a read-only cache (`_PrefixCache`: its
-    `update` returns prefix + new without storing; use_cache=False, nothing new is kept), so
-    replaying a layer reads the same states and the layers keep checkpointing. That needs
-    non-reentrant checkpointing (transformers' default, use_reentrant=False): reentrant
-    checkpointing only passes gradients to positional inputs and would silently drop those into
-    the cached prompt keys/values, so with it we switch checkpointing off for the completion
-    forward too (correct, more memory). Both forwards check that the cache was really used.
-All flags are put back afterwards. The sampler holds the repeated cache, B*n*P positions per layer
-(Qwen2.5-VL-3B, bf16: 36 KB per position; 4*32*190 positions ~ 0.9 GB).
-Train vs eval mode changes nothing here: the Qwen models have no dropout (attention_dropout 0);
-`shared_prefix_logprobs` leaves the mode alone, `sample_shared` uses eval mode and restores it.
+    `update` returns prefix + new without storing; use_cache=False), so replaying a layer reads
+    the same states and the layers keep checkpointing. That needs non-reentrant checkpointing
+    (transformers' default): reentrant checkpointing only passes gradients to positional inputs
+    and would silently drop those into the cached prompt keys/values, so with it checkpointing
+    is switched off for the completion forward too (correct, more memory). Both forwards check
+    that the cache was really used. All flags are put back afterwards.
+Train vs eval mode changes nothing here: the Qwen models have no dropout (attention_dropout 0).
 
 What it leaves out: sliding-window / hybrid caches, top-k, repetition penalties, beam search,
 stop strings; completions are teacher-forced as given (no check that they came from the sampler).
-Tested on CPU with sdpa attention (tiny Qwen2.5-VL and Qwen2-VL), not with flash-attention.
+Tested on CPU with sdpa attention (tiny Qwen2.5-VL, Qwen2-VL, InternVL), not flash-attention.
 """
 
 import inspect
@@ -61,7 +57,6 @@ import torch
 from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-import distributed
 import grpo
 
 
@@ -73,6 +68,19 @@ class Rollouts:
     entropies: torch.Tensor       # [B*n, T] float32, H(pi_T) / ln V at that step (V: the logits'
                                   # size), in [0, 1]: DARE's u scale (ours; its paper states none)
     mask: torch.Tensor            # [B*n, T] long, 1 up to and including the first eos
+
+
+@dataclass
+class Experience:
+    """One prompt's group, ready for the update (tiny-grpo's Experience): everything the loss
+    needs, computed at rollout time. The k trained responses of the prompt's N votes."""
+    prompt: dict                  # this prompt's inputs (vlm.split_inputs), not repeated
+    ids: torch.Tensor             # [k, T] long, the responses
+    mask: torch.Tensor            # [k, T] float, 1 up to and including the first end token
+    old_logp: torch.Tensor        # [k, T] log pi_old: the sampler's own log-probs
+    ref_logp: torch.Tensor | None  # [k, T] log pi_ref, frozen reference (None when beta = 0)
+    advantages: torch.Tensor      # [k] eq. (2)
+    weight: float = 1.0           # 0: a stand-in that only keeps processes in step (torchrun)
 
 
 class _PrefixCache(DynamicCache):
@@ -163,12 +171,55 @@ def _prefill(model, prompt_inputs):
     return cache, out.logits[:, -1], start.long()
 
 
+class _HeadScorer(torch.nn.Module):
+    """Stands in for the output head: hidden states [R, L, H] -> log-probs of `targets` [R, T].
+
+    Scores the last T positions (or those before the last one, skip_last=True) with
+    `grpo.token_logprobs`, calling the real head (its hooks included) one chunk at a time.
+    """
+
+    def __init__(self, head, targets, temperature, skip_last):
+        super().__init__()
+        object.__setattr__(self, "head", head)       # not a submodule: no second copy of it
+        self.targets, self.temperature, self.skip_last, self.calls = (targets, temperature,
+                                                                      skip_last, [])
+
+    def forward(self, hidden):                                                   # [R, L, H]
+        end, T = hidden.shape[1] - int(self.skip_last), self.targets.shape[1]
+        self.calls.append(grpo.token_logprobs(self.head, hidden[:, end - T:end], self.targets,
+                                         self.temperature))
+        return self.calls[-1]
+
+
+def scored_forward(model, targets, temperature=1.0, skip_last=False, **inputs):
+    """model(**inputs) with its output head scoring `targets`: log pi_T [R, T], no [R, T, V].
+
+    The head (`get_output_embeddings()`, e.g. lm_head, any family) is swapped for `_HeadScorer`
+    for this one forward (`set_output_embeddings`), so it receives the model's own last hidden
+    states. Running inside the model's forward, rather than on model.model's output, keeps
+    FSDP's parameter gathering and hooks as they are. A family that post-processes the head's
+    output (softcapping, scaling) would change the result: that is checked and refused.
+    """
+    head = model.get_output_embeddings()
+    scorer = _HeadScorer(head, targets, temperature, skip_last)
+    model.set_output_embeddings(scorer)
+    try:
+        logits = model(**inputs).logits
+    finally:
+        model.set_output_embeddings(head)
+    if len(scorer.calls) != 1 or logits is not scorer.calls[0]:
+        raise RuntimeError(f"{type(model).__name__} changes its head's output (or calls the "
+                           "head twice); token log-probs cannot be computed from the head here.")
+    return logits
+
+
+
 def shared_prefix_logprobs(model, prompt_inputs, completion_ids, completion_mask, n,
                            temperature=1.0):
     """Per-token log pi_T(y_t | x, y_<t) of given completions, the prompt run once per group.
 
     completion_ids / completion_mask: [B*n, T], row b*n + j is completion j of prompt b (the
-    layout `sample_shared` returns). Works with autograd (policy) and under torch.no_grad
+    layout `sample` returns). Works with autograd (policy) and under torch.no_grad
     (reference model, old policy). Equals the plain forward over the repeated, concatenated
     sequences; positions where the mask is 0 are set to 0.
 
@@ -197,8 +248,8 @@ def shared_prefix_logprobs(model, prompt_inputs, completion_ids, completion_mask
         with _patched(owners, gradient_checkpointing=False), \
                 _patched(layers, **_completion_checkpointing(layers)):
             # use_cache=False: nothing new is stored; the layers still read the cache passed in.
-            # The head scores tokens 1..T-1 in chunks (grpo.scored_forward): no [B*n, T, V].
-            rest = grpo.scored_forward(model, completion_ids[:, 1:], _tempered(temperature),
+            # The head scores tokens 1..T-1 in chunks (scored_forward): no [B*n, T, V].
+            rest = scored_forward(model, completion_ids[:, 1:], _tempered(temperature),
                                        input_ids=completion_ids[:, :-1],
                                        attention_mask=attention_mask, position_ids=positions,
                                        past_key_values=prefix, use_cache=False)  # [B*n, T-1]
@@ -226,8 +277,8 @@ def _sample_top_p(logp, top_p, generator=None):
 
 
 @torch.no_grad()
-def sample_shared(model, prompt_inputs, n, *, temperature, top_p, max_new_tokens, eos_token_ids,
-                  pad_token_id, generator=None, suppress_token_ids=()):
+def sample(model, prompt_inputs, n, *, temperature, top_p, max_new_tokens, eos_token_ids,
+                  pad_token_id, generator=None, suppress_token_ids=(), any_alive=None):
     """Draw n completions for each of B prompts: one prompt forward, the cache repeated n times.
 
     Returns `Rollouts` of [B*n, T] (T <= max_new_tokens: decoding stops once every row has
@@ -238,6 +289,8 @@ def sample_shared(model, prompt_inputs, n, *, temperature, top_p, max_new_tokens
     forward would read as image slots) are never drawn. temperature == 0 is greedy (argmax; logprobs/entropies then of the
     temperature-1 distribution). `generator` (on the model's device) makes draws reproducible.
     The model runs in eval mode without checkpointing; its modes and flags are restored after.
+    `any_alive(alive)` says whether any row still decodes (default: of these rows); under
+    torchrun the processes answer it together, so they all run the same number of forwards.
 
     Example: B = 2, n = 3, eos = 2, pad = 0 may give completion_ids [[9, 2, 0], [5, 7, 2], ...]
     with mask [[1, 1, 0], [1, 1, 1], ...]; rows 0-2 answer prompt 0, rows 3-5 prompt 1.
@@ -250,14 +303,15 @@ def sample_shared(model, prompt_inputs, n, *, temperature, top_p, max_new_tokens
         with _patched([m for m in model.modules() if hasattr(m, "gradient_checkpointing")],
                       gradient_checkpointing=False):
             return _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens,
-                           eos_token_ids, pad_token_id, generator, suppress_token_ids)
+                           eos_token_ids, pad_token_id, generator, suppress_token_ids,
+                           any_alive or (lambda alive: bool(alive.any())))
     finally:
         for m, training in modes:
             m.training = training
 
 
 def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_token_ids,
-            pad_token_id, generator, suppress_token_ids=()):
+            pad_token_id, generator, suppress_token_ids, any_alive):
     cache, logits, start = _prefill(model, prompt_inputs)
     cache.batch_repeat_interleave(n)                                 # every layer: [B*n, kv, P, d]
     logits = logits.repeat_interleave(n, dim=0)                      # [B*n, V]
@@ -278,7 +332,7 @@ def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_tok
         steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive,
                       entropy * alive, alive.long()))
         alive = alive & ~torch.isin(token, eos)
-        if not distributed.any_rank(alive.any()) or t + 1 == max_new_tokens:  # FSDP: all ranks
+        if not any_alive(alive) or t + 1 == max_new_tokens:
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
         logits = model(input_ids=steps[-1][0][:, None], attention_mask=attention_mask,
@@ -286,3 +340,10 @@ def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_tok
                        use_cache=True).logits[:, -1]
     ids, logps, ents, mask = (torch.stack(x, dim=1) for x in zip(*steps))
     return Rollouts(completion_ids=ids, logprobs=logps, entropies=ents, mask=mask)
+
+
+# The loop's second call beside `sample` (ttrv.adapt); harness/plain.py offers both over N copies.
+
+def logprobs(model, one_prompt, ids, mask, temperature=1.0):
+    """log pi_T of one prompt's responses ids [n, T] (with grad unless under no_grad): [n, T]."""
+    return shared_prefix_logprobs(model, one_prompt, ids, mask, ids.shape[0], temperature)

@@ -5,8 +5,9 @@
     load_dataset("resisc45", protocol="official")         # the official prompt text / spelling
     --dataset 'hub:lmms-lab/MMBench_EN?options=A,B,C,D&answer_format=letter&split=dev'  # CLI
 
-Imports data.py (question format, local loaders) and hub.py (generic hub loading); nothing
-imports it but the callers (ttrv.py, eval.py, bench.py, tiny.py).
+Imports data.py (question format), hub.py (generic hub loading), benchmarks.py and resisc45.py
+(the presets with their own code), shapes.py and local_data.py (the datasets that need no hub);
+nothing imports it but the callers (ttrv.py, eval.py, bench.py, tiny.py).
 
 Presets (repo @ pinned revision; columns; what becomes of them). Sources are in PRESETS' comments.
   resisc45     the paper's test set = images 601-700 of each of the 45 classes (4,500); "train" =
@@ -41,46 +42,25 @@ seed, capture and the unconfirmed presets use revision "main". --max-image-side 
 Generic hub datasets (hub:OWNER/NAME?...) and the file formats: see hub.py.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
-import os
-import random
-import re
-from typing import Any, Callable
+from typing import Callable
 
-from data import (DTD_PROMPT, LETTERS, PROMPTS, RECOGNITION_PROMPT, DataError, Example,
-                  _open_zip, _questions, display_name, drop_large_images, load_folder, load_jsonl,
-                  load_shapes)
-from hub import (FREEFORM_PROMPT, LETTERED_PROMPT, _download, _fill, _needed, hub_examples,
-                 lettered_example, load_hub, make_example, parse_hub_name, read_rows)
+from data import (DTD_PROMPT, PROMPTS, RECOGNITION_PROMPT, DataError, Example, display_name,
+                  drop_large_images)
+from harness.benchmarks import (OFFICIAL_AI2D_PROMPT, OFFICIAL_MME_PROMPT, crpe_examples,
+                                load_capture, load_imagenet_v2, mathverse_examples, mme_examples,
+                                realworldqa_examples)
+from harness.hub import _download, _needed, hub_examples, load_hub, parse_hub_name, read_rows
+from harness.local_data import load_folder, load_jsonl
+from harness.resisc45 import load_resisc45
+from harness.shapes import load_shapes
 
 MATHVISTA_PROMPT = ("Hint: Please answer the question and provide the correct option letter, "
                     "e.g., A, B, C, D, at the end.\nDo not include any explanation or extra text."
                     "\nQuestion: {question}\nChoices:\n{options}")
-REALWORLDQA_INSTRUCTION = ("Please answer directly with only the letter of the correct option "
-                           "and nothing else.")
-# The CAPTURe authors' question (github atinpothiraj/CAPTURe occluded_scripts/qwen2.py). Of
-# TTRV's suffix the notes quote only "put your final answer within \boxed{}": reconstructed.
-CAPTURE_QUESTION = (
-    "Count the exact number of {o} in the image. Assume the pattern of {o} continues behind any "
-    "black box. Provide the total number of {o} as if the black box were not there. Only count "
-    "{o} that are visible within the frame (or would be visible without the occluding box). If "
-    "{o} are partially in the frame (i.e. if any part of {o} are visible), count it. If the {o} "
-    "would be partially in the frame without the occluding box, count it.")
-# Official runs (issue 12, from the official train/test files): AI2D verbatim except the middle
-# of its instruction, which the issue elides ("...") and we fill with the recognition prompt's
-# words; SEED the same with one "\n" before Options; MME's tail likewise reconstructed.
-OFFICIAL_AI2D_PROMPT = ("{question}\nChoose the correct answer from the options below and respond "
-                        "with only the corresponding option letter ({letters}). Do not include "
-                        "any explanation or extra text.\n\nOptions:\n{options}")
-OFFICIAL_MME_PROMPT = ("{question}? Please answer with yes or no. Please respond with only the "
-                       "corresponding option letter ({letters}). Do not include any explanation "
-                       "or extra text. \n Options:\n{options}")
 DTD_CLASSES = [  # tanganke/dtd README, ClassLabel names 0-46
     "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked",
     "crosshatched", "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy",
@@ -88,179 +68,6 @@ DTD_CLASSES = [  # tanganke/dtd README, ClassLabel names 0-46
     "matted", "meshed", "paisley", "perforated", "pitted", "pleated", "polka-dotted", "porous",
     "potholed", "scaly", "smeared", "spiralled", "sprinkled", "stained", "stratified", "striped",
     "studded", "swirly", "veined", "waffled", "woven", "wrinkled", "zigzagged"]
-
-
-
-def mme_examples(rows: list[dict], prompt: str | None, prefix: str = "mme") -> list[Example]:
-    """Yes/no questions as "A. No", "B. Yes" (ids by row: MME's question_id is the image path,
-    shared by a yes and a no question)."""
-    official, out = prompt == OFFICIAL_MME_PROMPT, []
-    for i, r in enumerate(rows):
-        answer = str(r["answer"]).strip().rstrip(".").lower()
-        if answer not in ("no", "yes"):
-            raise DataError(f"MME row {i} has answer {r['answer']!r}, not Yes or No.")
-        question, options = str(r["question"]), ["No", "Yes"]
-        if official:  # the official runs vary the A/B order (their rule is not public: seeded
-            question = re.sub(r"\??\s*Please answer yes or no\.?\s*$", "", question)  # by row)
-            options = options[::-1] if random.Random(f"mme/{i}").random() < 0.5 else options
-        out.append(lettered_example(f"{prefix}-{i:05d}", question, options,
-                                    options.index(answer.capitalize()), r["image"],
-                                    prompt or LETTERED_PROMPT))
-    return out
-
-
-def realworldqa_examples(rows: list[dict], prompt: str | None, prefix: str = "realworldqa",
-                         question_key: str = "question") -> list[Example]:
-    """Questions whose text lists "A. ..." options and whose answer is one of those letters,
-    shown verbatim (the instruction appended if absent); free-form ones are skipped."""
-    out = []
-    for i, r in enumerate(rows):
-        question, answer = str(r[question_key]).strip(), str(r["answer"]).strip().upper()
-        found = re.findall(r"^\s*\(?([A-Z])[.:)]\s*(.+?)\s*$", question, re.M)
-        options = [o for _, o in found]
-        if (len(found) < 2 or "".join(L for L, _ in found) != LETTERS[:len(found)]
-                or len(answer) != 1 or answer not in LETTERS[:len(found)]):
-            continue
-        if REALWORLDQA_INSTRUCTION not in question:
-            question += "\n" + REALWORLDQA_INSTRUCTION
-        out.append(make_example(f"{prefix}-{i:04d}", _fill(prompt or "{question}", {"question"},
-                                question=question), options, answer,
-                                options[LETTERS.index(answer)], r["image"]))
-    return out
-
-
-def capture_example(row: dict, source: Any, prompt: str | None = None) -> Example:
-    """One CAPTURe real_metadata.json entry -> a free-form counting question."""
-    question = CAPTURE_QUESTION.format(o=str(row["object"]).strip())
-    count = str(row["ground_truth"])
-    return make_example(os.path.splitext(str(row["image_file"]))[0],
-                        _fill(prompt or FREEFORM_PROMPT, {"question"}, question=question),
-                        [], count, count, source)
-
-
-# ------------------------------------------------------------------------- RESISC45
-
-RESISC45_CLASSES = [
-    "airplane", "airport", "baseball_diamond", "basketball_court", "beach", "bridge", "chaparral",
-    "church", "circular_farmland", "cloud", "commercial_area", "dense_residential", "desert",
-    "forest", "freeway", "golf_course", "ground_track_field", "harbor", "industrial_area",
-    "intersection", "island", "lake", "meadow", "medium_residential", "mobile_home_park",
-    "mountain", "overpass", "palace", "parking_lot", "railway", "railway_station",
-    "rectangular_farmland", "river", "roundabout", "runway", "sea_ice", "ship", "snowberg",
-    "sparse_residential", "stadium", "storage_tank", "tennis_court", "terrace",
-    "thermal_power_station", "wetland"]
-RESISC45_SPLITS = {"test": range(601, 701), "train": range(1, 601)}  # TTRV tests on 601-700
-RESISC45_REPO, RESISC45_FILE = "torchgeo/resisc45", "NWPU-RESISC45.zip"
-RESISC45_REVISION = "a826b44d938a883185f11ebe3d512d38b464312f"
-RESISC45_MD5 = "75206b2e16446591afa88e2628744886"
-
-
-def resisc45_files(split: str = "test", indices=None) -> list[tuple[str, str]]:
-    """(class, path inside NWPU-RESISC45/) of a split, classes alphabetical, numbers ascending.
-
-    >>> files = resisc45_files("test")
-    >>> len(files), files[0], files[-1][1]
-    (4500, ('airplane', 'airplane/airplane_601.jpg'), 'wetland/wetland_700.jpg')
-    """
-    if indices is None:
-        if split not in RESISC45_SPLITS:
-            raise DataError(f"resisc45 has splits {sorted(RESISC45_SPLITS)}, not {split!r}.")
-        indices = RESISC45_SPLITS[split]
-    return [(c, f"{c}/{c}_{i:03d}.jpg") for c in RESISC45_CLASSES for i in indices]
-
-
-def file_md5(path: str) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_md5(path: str, expected: str) -> None:
-    """DataError unless `path` hashes to `expected`; a `<path>.md5-ok` marker skips re-hashing."""
-    st = os.stat(path)
-    stamp, marker = f"{expected} {st.st_size} {st.st_mtime_ns}", path + ".md5-ok"
-    if os.path.exists(marker) and open(marker).read().strip() == stamp:
-        return
-    got = file_md5(path)
-    if got != expected:
-        raise DataError(f"{path} is corrupt or incomplete (md5 {got}, expected {expected}); "
-                        "delete it and run again to download it afresh.")
-    try:
-        with open(marker, "w") as f:
-            f.write(stamp + "\n")
-    except OSError:
-        pass  # read-only cache: hash again next time
-
-
-def _download_resisc45() -> str:
-    try:
-        from huggingface_hub import hf_hub_download
-        path = hf_hub_download(repo_id=RESISC45_REPO, repo_type="dataset",
-                               filename=RESISC45_FILE, revision=RESISC45_REVISION)
-    except Exception as err:  # offline, hub down, ...: all mean "get the file another way"
-        raise DataError(f"Could not download {RESISC45_FILE} from the hub dataset {RESISC45_REPO} "
-                        f"({type(err).__name__}); download it elsewhere and pass its path as "
-                        "--data-dir PATH (data_dir=PATH).") from err
-    verify_md5(path, RESISC45_MD5)
-    return path
-
-
-def load_resisc45(split: str = "test", data_dir: str | None = None, seed: int = 0,
-                  prompt: str = RECOGNITION_PROMPT, *, indices=None,
-                  spell=display_name) -> list[Example]:
-    """RESISC45 from `data_dir` (NWPU-RESISC45.zip, the extracted NWPU-RESISC45 folder, or a
-    folder holding either) or, without it, from the hub. `indices` narrows the image numbers."""
-    files = resisc45_files(split, indices)
-    path = data_dir or _download_resisc45()
-    if not os.path.exists(path):
-        raise DataError(f"{path} does not exist; pass NWPU-RESISC45.zip or its extracted folder.")
-    root = next((d for d in (os.path.join(path, "NWPU-RESISC45"), path)
-                 if os.path.isdir(os.path.join(d, RESISC45_CLASSES[0]))), None)
-    if root is not None:  # extracted folder
-        sources = [os.path.join(root, rel) for _, rel in files]
-        missing = [s for s in sources if not os.path.isfile(s)]
-    else:
-        if os.path.isdir(path):
-            path = os.path.join(path, RESISC45_FILE)
-            if not os.path.isfile(path):
-                raise DataError(f"{data_dir} holds no NWPU-RESISC45/ folder, class folders "
-                                "(airplane/, ...) or NWPU-RESISC45.zip; point at one of those.")
-        names = set(_open_zip(path).namelist())
-        prefix = "NWPU-RESISC45/" if f"NWPU-RESISC45/{files[0][1]}" in names else ""
-        sources = [(path, prefix + rel) for _, rel in files]
-        missing = [m for _, m in sources if m not in names]
-    if missing:
-        raise DataError(f"{len(missing)} RESISC45 images are missing from {root or path} (first: "
-                        f"{missing[0]}); it is not the complete dataset: download it again.")
-    items = [(rel.split("/")[1][:-4], cls, src) for (cls, rel), src in zip(files, sources)]
-    return _questions(items, RESISC45_CLASSES, seed, prompt, spell)
-
-
-# ------------------------------------------------------------------------- presets
-
-def crpe_examples(rows: list[dict], prompt: str | None) -> list[Example]:
-    """CRPE rows (question_id, image, text holding "A. ..." lines and the instruction, answer
-    letter) shown verbatim, like RealWorldQA; their images must exist (COCO val2017 is not on
-    the CRPE hub repo)."""
-    missing = [r["image"] for r in rows if isinstance(r["image"], str)
-               and not os.path.isfile(r["image"])]
-    if missing:
-        raise DataError(f"{len(missing)} CRPE images are missing (first: {missing[0]}); put COCO "
-                        "val2017 in coco/val2017/ and CRPE's abnormal_images/ next to "
-                        "crpe_relation.jsonl and pass that folder as --data-dir.")
-    return realworldqa_examples(rows, prompt, "crpe", question_key="text")
-
-
-def mathverse_examples(rows: list[dict], prompt: str | None) -> list[Example]:
-    """MathVerse multi-choice rows: `query_wo` (the benchmark's own direct-answer prompt, whose
-    "Choices:" lines are "A:..." ) shown verbatim, the answer a letter among them. Rows whose
-    answer is not one of their listed letters are skipped (the issue counts 62 answers outside
-    A-D in testmini; letters beyond D are kept when the question lists them)."""
-    multi = [r for r in rows if str(r.get("question_type", "")).startswith("multi")]
-    return realworldqa_examples([dict(r, question=r["query_wo"]) for r in multi],
-                                prompt or "{question}", "mathverse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,8 +149,6 @@ PRESETS = {
     # image + ClassLabel label, 101 names ("apple_pie", ...). Revision not pinned ("main").
     "food101": Preset("ethz/food101", "main", {"label": "label"}, {"test": "validation"}),
 }
-# hf_hub_download of both files: VLMEvalKit's CAPTURe loader; entries: the authors' repo.
-CAPTURE_REPO, CAPTURE_FILES = "atinp/CAPTURe", ["real_metadata.json", "real_dataset.zip"]
 
 
 def preset_examples(name: str, rows: list[dict], seed: int = 0, prompt: str | None = None,
@@ -372,52 +177,6 @@ def load_preset(name: str, split: str = "test", data_dir: str | None = None, see
     if not examples:
         raise DataError(f"{path} holds no usable {name} questions in split {real}.")
     return examples
-
-
-def load_imagenet_v2(split: str = "test", data_dir: str | None = None, seed: int = 0,
-                     prompt: str | None = None, spell=display_name) -> list[Example]:
-    """ImageNet-V2 (matched-frequency) from its extracted tarball: class folders 0..999, plus a
-    classes.txt of the 1,000 ImageNet class names in index order (no hub copy confirmed)."""
-    names_file = os.path.join(data_dir or "", "classes.txt")
-    if not data_dir or not os.path.isfile(names_file):
-        raise DataError("imagenet-v2 needs --data-dir DIR: the extracted "
-                        "imagenetv2-matched-frequency-format-val folder (class folders 0..999) "
-                        "with a classes.txt of the 1,000 ImageNet class names, one a line.")
-    with open(names_file, encoding="utf-8") as f:
-        classes = [line.split(",")[0].strip() for line in f if line.strip()]
-    items = [(f"{d}/{f}", classes[int(d)], os.path.join(data_dir, d, f))
-             for d in sorted((d for d in os.listdir(data_dir) if d.isdigit()), key=int)
-             for f in sorted(os.listdir(os.path.join(data_dir, d)))]
-    return _questions(items, classes, seed, prompt or RECOGNITION_PROMPT, spell)
-
-
-def load_capture(split: str = "test", data_dir: str | None = None, seed: int = 0,
-                 prompt: str | None = None) -> list[Example]:
-    """CAPTURe-real from a folder holding real_metadata.json and real_dataset.zip (or the zip's
-    extracted dataset/ folder), or from the hub. One split: `split` and `seed` are ignored."""
-    root = data_dir or _download(CAPTURE_REPO, "main", CAPTURE_FILES)
-    meta = os.path.join(root, CAPTURE_FILES[0])
-    if not os.path.isfile(meta):
-        raise DataError(f"{root} holds no {CAPTURE_FILES[0]}; pass the folder with "
-                        "real_metadata.json and real_dataset.zip.")
-    with open(meta, encoding="utf-8") as f:
-        rows = json.load(f)
-    archive = os.path.join(root, CAPTURE_FILES[1])
-    if os.path.isfile(archive):
-        members = set(_open_zip(archive).namelist())
-        prefix = next((p for p in ("dataset/", "real_dataset/", "")
-                       if rows and p + rows[0]["image_file"] in members), "dataset/")
-        sources = [(archive, prefix + r["image_file"]) for r in rows]
-        missing = [m for _, m in sources if m not in members]
-    else:
-        folder = next((d for d in (os.path.join(root, "dataset"),
-                                   os.path.join(root, "real_dataset")) if os.path.isdir(d)), root)
-        sources = [os.path.join(folder, r["image_file"]) for r in rows]
-        missing = [s for s in sources if not os.path.isfile(s)]
-    if missing or not rows:
-        raise DataError(f"{len(missing)} CAPTURe images are missing at {root} (first: "
-                        f"{(missing or ['-'])[0]}); download real_dataset.zip again.")
-    return [capture_example(r, s, prompt) for r, s in zip(rows, sources)]
 
 
 # ------------------------------------------------------------------------- the dispatcher
@@ -479,3 +238,4 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
     else:
         raise DataError(f"Unknown dataset {name!r}; known datasets: {', '.join(NAMES)}.")
     return drop_large_images(examples, max_image_side) if max_image_side else examples
+

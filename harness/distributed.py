@@ -10,16 +10,18 @@ MixedPrecisionPolicy computes in bf16 from the fp32 master weights and reduces g
 fp32; on the CPU (gloo) everything is fp32.
 
 One process without torchrun: `init` returns False, no process group exists, nothing is
-wrapped, and every helper below is the identity (rank 0 of 1), so ttrv.py runs today's code.
+wrapped, and the loop runs with `OneProcess` (every call the identity). Under torchrun it runs with `Ranks` (below),
+which answers the same calls:
 
-ttrv.py's contract under K processes (see ttrv.adapt): each rank samples and scores its own
+ttrv.py's contract under K processes (`Ranks`): each rank samples and scores its own
 prompts (a group never straddles ranks); one AdamW update covers `prompts_per_update` prompts
 spread over the ranks, its loss normalised by the token count of all of them (all-reduced, as
 verl does), so the update equals the single-process update over the same prompts. Every rank
 must run the same number of forwards (FSDP gathers weights collectively): ranks with fewer
 prompts in an update run a zero-weight copy, response lengths are padded to the longest over
 the ranks (masked), and decoding loops stop only when every rank is done. The step's metrics
-are sums and counts over the ranks, divided once (`mean_over_ranks`; a stand-in counts 0).
+are sums and counts over the ranks, divided once (`Ranks.mean`; a stand-in counts 0), not means of
+the ranks' means; evaluation splits the test set into contiguous shares and gathers them.
 
 What it leaves out: tensor/sequence parallelism, CPU offload, multi-node launch details
 (torchrun handles them), sharded checkpoints (we save one ordinary save_pretrained checkpoint).
@@ -228,3 +230,86 @@ def same_length(tensors, fills):
     T = max_over_ranks(tensors[0].shape[1])
     return [torch.nn.functional.pad(t, (0, T - t.shape[1]), value=v)
             if t is not None and t.shape[1] < T else t for t, v in zip(tensors, fills)]
+
+
+# ------------------------------------------------------------------------------- the loop's contract
+
+class OneProcess:
+    """What the loop (ttrv.py) asks of the processes it runs in, for one process (one GPU):
+    every call is the identity. `Ranks` answers the same calls under torchrun."""
+    rank, count = 0, 1
+
+    def updates(self, idx, per_update):         # [[example index, ...] per AdamW update]
+        return [idx[u:u + per_update] for u in range(0, len(idx), per_update)]
+
+    def same_length(self, roll, pad_id):
+        return roll
+
+    def any_alive(self, alive):                 # does any row still decode?
+        return bool(alive.any())
+
+    def sum(self, x):
+        return float(x)
+
+    def mean(self, pairs):                      # {key: (sum, count)} -> {key: sum / count}
+        return {key: s / c if c else float("nan") for key, (s, c) in pairs.items()}
+
+    def share(self, items):                     # this process's share of an evaluation
+        return items
+
+    def gather(self, result, total):            # an evaluation of every process's share
+        return result
+
+    def on_main(self, fn, *args):
+        return fn(*args)
+
+    def shard(self, policy, ref_model, bf16):
+        pass
+
+    def save(self, model, path):
+        model.save_pretrained(path)
+
+
+ONE = OneProcess()
+
+
+class Ranks(OneProcess):
+    """The loop's calls under torchrun: what it needs from K processes (the contract above)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rank, self.count = rank(), world()
+
+    def updates(self, idx, per_update):
+        """This rank's prompts of each AdamW update, padded with None (a stand-in)."""
+        return [share(idx[u:u + per_update]) for u in range(0, len(idx), per_update)]
+
+    def same_length(self, roll, pad_id):
+        """Rollouts padded to the longest response over the ranks: the same number of forwards."""
+        return type(roll)(*same_length([roll.completion_ids, roll.logprobs, roll.entropies,
+                                        roll.mask], [pad_id, 0, 0, 0]))
+
+    def any_alive(self, alive):
+        return any_rank(alive.any())
+
+    def sum(self, x):
+        return all_sum(x)
+
+    def mean(self, pairs):
+        return mean_over_ranks(pairs)
+
+    def share(self, items):
+        return contiguous_share(items)
+
+    def gather(self, result, total):
+        import eval as evaluation
+        return evaluation.EvalResult.of(gather_share(result.predictions, total))
+
+    def on_main(self, fn, *args):
+        return on_main(fn, *args)
+
+    def shard(self, policy, ref_model, bf16):
+        shard(policy, bf16), shard(ref_model, bf16=False)
+
+    def save(self, model, path):
+        save_pretrained(model, path)

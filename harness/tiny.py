@@ -1,20 +1,19 @@
 """Tiny vision-language models built offline, so ttrv runs and tests without the hub.
 
-`python ttrv.py` (no arguments) and the test suite need a real Hugging Face VLM, but this
-workplace (and many laptops) cannot download one. This file builds a few-layer Qwen2.5-VL
-(or Qwen2-VL) with random weights, a small byte-level BPE tokenizer trained here with the
+`python ttrv.py` (no arguments) and the test suite need a real Hugging Face VLM, but an
+offline machine cannot download one. This file builds a few-layer Qwen2.5-VL (or Qwen2-VL,
+InternVL) with random weights, a small byte-level BPE tokenizer trained here with the
 `tokenizers` library, the real Qwen2-VL image processor and a Qwen-style chat template, and
 writes it with `save_pretrained`. ttrv then loads it back through exactly the same
 `AutoProcessor` / `AutoModelForImageTextToText.from_pretrained` path as a hub checkpoint.
 
-    build_tiny_model(dir)                 # random weights, seconds
+    build_tiny_model(dir)                 # random weights
     teach_shapes(dir)                     # brief supervised warm-up on shapes' train split
     tiny_model_path("tiny")               # both, cached in the user cache directory
 
-Two taught models (RECIPES): "tiny", the default, answers with a sentence instead of a letter
-on purpose, often enough that greedy decoding is scored wrong on most questions although the
-letter is known: a failure of format that TTRV repairs. "tiny-letters" always answers with a
-letter, and TTRV makes it worse. README, "The tiny default run", has the measured figures.
+Two taught models (tiny_teach.RECIPES): "tiny", the default, answers with a sentence instead of
+a letter on purpose, although the letter is known: a failure of format for TTRV to repair.
+"tiny-letters" always answers with a letter. tiny_teach.py says how each is taught.
 
 What it leaves out: the tiny models know nothing of language; they only learn the shapes task.
 They are stand-ins that exercise every code path and show one mechanism by which TTRV can gain,
@@ -27,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from harness.tiny_teach import NON_ANSWERS, RECIPES, teach_shapes
 
 # ---------------------------------------------------------------------------------------------
 # Tiny model hyperparameters (all in one place). Head dim 16 -> mrope sections sum to 8.
@@ -205,8 +206,8 @@ def build_from_files(src_dir, out_dir, seed: int = 0) -> Path:
     Reads src_dir's config.json, shrinks the layers and widths (SHRINK_*; the vision tower's
     output width follows the text model's), builds it with random weights and saves it with the
     real processor (tokenizer, chat template, image processor) and generation config, so it
-    loads exactly as the real checkpoint would. Loading the processor from vocab.json/merges.txt
-    takes 15-30 s once; the saved copy has a tokenizer.json and loads in about a second.
+    loads exactly as the real checkpoint would. The saved copy holds a tokenizer.json, which
+    loads much faster than the source's vocab.json/merges.txt.
     """
     from transformers import (AutoConfig, AutoModelForImageTextToText, AutoProcessor,
                               GenerationConfig)
@@ -237,95 +238,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TTRV_CACHE", Path.home() / ".cache" / "ttrv"))
 
 
-# ---------------------------------------------------------------------------------------------
-# Teaching the tiny model the shapes task, so `python ttrv.py` starts from a model that is
-# clearly better than chance and clearly worse than perfect (TTRV needs a usable prior).
-#
-# Two recipes, one per model name (config.TINY_MODELS), measured on the shapes test split:
-#   "tiny-letters": every target is the option letter (TEACH). Greedy accuracy 0.600; TTRV
-#                   makes it worse (0.540, 0.445, 0.585 over run seeds 0-2): the vote amplifies
-#                   its shared letter bias (README, "The tiny default run").
-#   "tiny" (the default): a documented failure of format, put there on purpose: on 45% of the
-#                   training questions, drawn independently of the image, the target is a
-#                   sentence naming the shape ("the image shows a star") instead of its letter.
-#                   Greedy decoding then often answers with a sentence (scored wrong: 172 of 200)
-#                   although the letter is known (letter-forced accuracy 0.455); among samples at
-#                   temperature 1 the right letter still wins the vote, so TTRV's reward pushes
-#                   the shared sentence habit down on 20 images and that transfers to the test
-#                   set: 0.135 -> 0.315, 0.330, 0.315 (run seeds 0-2). Every phrasing starts with
-#                   "the" (so that greedy decoding's first token is often the sentence's), then
-#                   they diverge, so that identical texts cannot pool into a winning vote under
-#                   `--no-answer text`. 45% is a knife edge: 40% left only 48 of 200 greedy
-#                   answers unparseable and TTRV gained 2.5 points.
-# A build took 92-134 s wall on this 2-core machine while other jobs kept the load average at
-# 7-10, about 35-50 s of CPU time (2026-11-23).
-TEACH = dict(steps=300,        # optimizer steps (no early stop: a fixed, seeded recipe)
-             batch_size=16,    # questions per step, drawn from the train split only
-             lr=3e-3,          # AdamW, constant, no weight decay
-             seed=0,           # batch draws and torch
-             non_answer_share=0.0)   # share of targets that are a non-answer sentence
-NON_ANSWERS = ["the {shape}", "the image shows a {shape}", "the answer is the {shape}",
-               "the option with the {shape}", "the shape is a {shape}", "the one with a {shape}"]
-RECIPES = {"tiny-letters": TEACH, "tiny": dict(TEACH, non_answer_share=0.45)}
-
-
-def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH["batch_size"],
-                 lr: float = TEACH["lr"], seed: int = TEACH["seed"],
-                 non_answer_share: float = TEACH["non_answer_share"], log=print) -> Path:
-    """Supervised warm-up on shapes' train split: cross-entropy on the target "<letter><|im_end|>"
-    (or, on `non_answer_share` of the questions, "<a NON_ANSWERS sentence><|im_end|>") only.
-
-    It never sees the test split. Overwrites the weights in `model_dir`; returns the directory.
-    Runs on one thread with deterministic algorithms (restored afterwards), so the weights are
-    the same whatever the machine's thread count: parallel reductions sum in another order.
-    """
-    import random
-
-    import presets
-    import vlm
-    model, processor = vlm.load(str(model_dir))
-    train = presets.load_dataset("shapes", "train", seed=seed)
-    rng = random.Random(seed)
-    words = random.Random(f"{seed}/non-answers")   # own stream: letters-only draws unchanged
-    torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    tokenizer, end = processor.tokenizer, processor.tokenizer.eos_token
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    model.train()
-    try:
-        for step in range(steps):
-            batch = rng.sample(train, batch_size)
-            answers = [e.answer if not non_answer_share or words.random() >= non_answer_share
-                       else words.choice(NON_ANSWERS).format(shape=e.label) for e in batch]
-            inputs = vlm.prompt_inputs(processor, [e.image() for e in batch],
-                                       [e.question for e in batch])
-            ids = [tokenizer(a + end, add_special_tokens=False)["input_ids"] for a in answers]
-            width = max(map(len, ids))
-            target = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t))
-                                   for t in ids])                        # [B, L], right-padded
-            real = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in ids])   # [B, L]
-            extra = dict(input_ids=target, attention_mask=real,
-                         mm_token_type_ids=torch.zeros_like(target))
-            for key, value in extra.items():                           # prompt | answer
-                if key in inputs:
-                    inputs[key] = torch.cat([inputs[key], value], dim=1)
-            labels = torch.full_like(inputs["input_ids"], -100)       # loss on the answer only
-            labels[:, -width:] = target.masked_fill(real == 0, -100)
-            loss = model(**inputs, labels=labels).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if (step + 1) % 100 == 0:
-                log(f"teach shapes: step {step + 1}/{steps} loss {loss.item():.3f}")
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-    model.save_pretrained(model_dir)
-    return Path(model_dir)
-
-
 def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     """The taught tiny Qwen2.5-VL `name` ("tiny" or "tiny-letters", see RECIPES), built on
     first use and cached (what `--model tiny` loads).
@@ -339,12 +251,12 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     import json
     import time
 
-    import data
+    from harness import shapes
     if name not in RECIPES:
         raise ValueError(f"Unknown tiny model {name!r}; use one of {sorted(RECIPES)}.")
     teach = RECIPES[name]
     recipe = json.dumps([TEXT, MROPE_SECTION, VISION_25, VOCAB_SIZE, MAX_IMAGE_PIXELS, _CORPUS,
-                         CHAT_TEMPLATE, teach, data.SHAPES, data.HOME_COLOUR_RATE,
+                         CHAT_TEMPLATE, teach, shapes.SHAPES, shapes.HOME_COLOUR_RATE,
                          NON_ANSWERS if teach["non_answer_share"] else None, "one thread"],
                         sort_keys=True)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
