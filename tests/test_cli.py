@@ -1,4 +1,4 @@
-"""Errors a user can cause on the command line (issue 11): each ends in one sentence, with the
+"""Errors a user can cause on the command line (issues 11 and 17): each ends in one sentence, with the
 right exit code and no traceback, before any data or model is loaded; a run never merges into
 an old one, and a failed or interrupted run says so in its directory.
 
@@ -6,6 +6,7 @@ Most tests call ttrv.main in-process with the loaders replaced by ones that fail
 check that came too late shows up as "loaded". docs/errors.md lists these.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -235,7 +236,7 @@ def test_help_is_fast_imports_no_torch_and_shows_the_tiny_presets():
 
 # ------------------------------------------------------------------------------- issue 17's faults
 
-FLOAT_FIELDS = [f.name for f in __import__("dataclasses").fields(config.Config) if f.type is float]
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(config.Config) if f.type is float]
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)
@@ -394,4 +395,4 @@ def test_eval_takes_ttrv_s_data_and_protocol_flags(tmp_path, capsys, monkeypatch
         assert seen == dict(name="shapes", split="test", data_dir=None, seed=7,
                             protocol="official", max_image_side=500, examples=3, batch_size=2,
                             max_new_tokens=5, num_workers=2)
-    assert set(config.EVAL_FIELDS) <= {f.name for f in __import__("dataclasses").fields(config.Config)}
+    assert set(config.EVAL_FIELDS) <= {f.name for f in dataclasses.fields(config.Config)}
