@@ -173,7 +173,14 @@ def count_score(prediction: float | None, truth: float) -> float:
 
 
 def image_size(example: Example) -> tuple[int, int]:
-    """(width, height) of an example's image from its header, without decoding the pixels."""
+    """(width, height) of an example's image from its header, without decoding the pixels;
+    kept on the example, so a second call (each evaluation's batching) reads nothing."""
+    if "_size" not in vars(example):
+        example._size = _header_size(example)
+    return example._size
+
+
+def _header_size(example: Example) -> tuple[int, int]:
     src = example.source
     if isinstance(src, Image.Image):
         return src.size

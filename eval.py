@@ -47,21 +47,28 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens: int = 1024,
-             autocast=None, progress: bool = True, desc: str = "eval") -> EvalResult:
+             autocast=None, progress: bool = True, desc: str = "eval", num_workers: int = 0,
+             bucket: bool = True, checked=None) -> EvalResult:
     """Greedy answers for every example; accuracy over all of them (unparseable = wrong).
 
     The same generate call keeps the option letters' logits of its first step, so the
-    letter-forced accuracy (`EvalResult.letter_forced`) costs no second forward.
+    letter-forced accuracy (`EvalResult.letter_forced`) costs no second forward. With `bucket`
+    the batches hold prompts of similar size (`length_order`), so less padding; the predictions
+    come back in dataset order either way (each prompt's computation is the same, only its
+    masked padding differs). `num_workers` DataLoader workers prepare the next batches while
+    the model decodes (vlm.prompt_batches). `checked(fn)` runs each batch's preparation (under
+    torchrun procs.checked: a corrupt image on one process ends every process with its error).
     """
     device = next(model.parameters()).device
     end_ids, pad_id = vlm.end_token_ids(model, processor), vlm.pad_token_id(processor)
     letters = letter_token_ids(processor, examples)                               # [K] or None
-    predictions = []
-    for start in tqdm(range(0, len(examples), batch_size), desc=desc, disable=not progress,
-                      leave=False):
-        batch = examples[start:start + batch_size]
-        inputs = vlm.to_device(vlm.prompt_inputs(processor, [e.image() for e in batch],
-                                                 [e.question for e in batch]), device)
+    order = length_order(examples) if bucket else list(range(len(examples)))
+    batches = [[examples[i] for i in order[s:s + batch_size]]
+               for s in range(0, len(examples), batch_size)]
+    prepared = vlm.prompt_batches(processor, batches, num_workers)
+    predictions = [None] * len(examples)
+    for b, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
+        inputs = vlm.to_device((checked or _call)(next, prepared), device)
         with autocast or torch.autocast(device.type, enabled=False):
             out = generate(model, inputs, temperature=0.0, top_p=1.0,
                               max_new_tokens=max_new_tokens, eos_token_ids=end_ids,
@@ -70,9 +77,24 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
         ids, first = out if letters is not None else (out, None)  # [B, T], [B, K]
         for i, (example, text) in enumerate(zip(batch, vlm.decode(processor, ids))):
             forced = {} if first is None else dict(letter_forced=forced_correct(first[i], example))
-            predictions.append(dict(id=example.id, response=text, answer=example.answer,
-                                    **score(text, example), **forced))
+            predictions[order[b * batch_size + i]] = dict(                  # dataset order
+                id=example.id, response=text, answer=example.answer, **score(text, example),
+                **forced)
     return EvalResult.of(predictions)
+
+
+def _call(fn, *args):
+    return fn(*args)
+
+
+def length_order(examples) -> list[int]:
+    """Indices of `examples` sorted by prompt size: image pixels (the image tokens follow
+    them), then question length; stable, so equal sizes keep dataset order. Reads only image
+    headers (data.image_size). Batches cut from this order need little padding."""
+    def size(i):
+        width, height = data.image_size(examples[i])
+        return width * height, len(examples[i].question)
+    return sorted(range(len(examples)), key=size)
 
 
 @torch.no_grad()

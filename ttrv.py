@@ -101,8 +101,8 @@ def collect(policy, ref_model, processor, batch, weights, cfg, autocast, sampler
     the vote's per-prompt figures (rewards [N], answer entropy, majority share, length).
     """
     options = sampling_options(policy, processor, cfg, procs)
-    inputs = prompts_of(processor, batch, next(policy.parameters()).device)
-    with autocast:                                    # 1. rollouts from the current policy
+    inputs = procs.checked(prompts_of, processor, batch, next(policy.parameters()).device)
+    with autocast, procs.gathered(policy):            # 1. rollouts from the current policy
         roll = procs.same_length(sampler.sample(policy, inputs, cfg.rollouts, **options),
                                  options["pad_token_id"])                      # [B*N, T]
     n, k = cfg.rollouts, cfg.train_rollouts or cfg.rollouts   # votes; trained responses
@@ -248,9 +248,9 @@ def vote_entropy(policy, processor, examples, cfg, autocast, sampler=rollout, pr
     values, n = [], cfg.rollouts
     for i in range(0, len(examples), cfg.prompts_per_step):
         batch = examples[i:i + cfg.prompts_per_step]
-        with torch.no_grad(), autocast:
-            ids = sampler.sample(policy, prompts_of(processor, batch, device), n,
-                                 **options).completion_ids                           # [B*N, T]
+        inputs = procs.checked(prompts_of, processor, batch, device)
+        with torch.no_grad(), autocast, procs.gathered(policy):
+            ids = sampler.sample(policy, inputs, n, **options).completion_ids         # [B*N, T]
         texts = vlm.decode(processor, ids)
         values += [rewards.entropy(rewards.empirical_distribution(
             vote_keys(texts[b * n:(b + 1) * n], e, cfg))) for b, e in enumerate(batch)]
@@ -283,8 +283,14 @@ def load_models(cfg, log=print, procs=ONE):
     return policy, ref_model, processor, autocast, name
 
 
-def run(cfg, out: Path, log=print, procs=ONE) -> dict:
-    """One seed: base evaluation, adaptation, adapted evaluation; all written under `out`."""
+def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
+    """One seed: base evaluation, adaptation, adapted evaluation; all written under `out`.
+
+    `shared` (a dict, the same for every seed of one command) keeps the base model's
+    evaluations: greedy decoding of the same freshly loaded model on the same test set gives
+    the same answers for every seed, so only the first seed runs them.
+    """
+    shared = {} if shared is None else shared
     random.seed(cfg.seed), np.random.seed(cfg.seed), torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     adapt_name, eval_name = cfg.adapt_dataset or cfg.dataset, cfg.eval_dataset or cfg.dataset
@@ -310,16 +316,24 @@ def run(cfg, out: Path, log=print, procs=ONE) -> dict:
     results, curve, latest = {}, [], {}   # latest: step -> EvalResult of the whole test set
 
     def evaluate(examples_, key=None, step=None):
+        # step 0, the base model: the same answers for every seed
+        memo = None if step != 0 else "base" if examples_ is test else "base-subset"
         if key == "adapted" and step in latest:
             r = latest[step]            # --eval-every already evaluated this model on it
+        elif memo in shared:
+            r = shared[memo]            # an earlier seed evaluated the same base model on it
         else:
             policy.eval()
-            r = evaluation.evaluate(policy, processor, procs.share(examples_),
-                                    batch_size=cfg.eval_batch_size, autocast=autocast,
-                                    progress=not cfg.quiet, desc=f"eval {key or ''}",
-                                    max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
+            with procs.gathered(policy):
+                r = evaluation.evaluate(
+                    policy, processor, procs.share(examples_), batch_size=cfg.eval_batch_size,
+                    autocast=autocast, progress=not cfg.quiet, desc=f"eval {key or ''}",
+                    max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
+                    num_workers=cfg.num_workers or 0, checked=procs.checked)
             policy.train()
             r = procs.gather(r, len(examples_))
+            if memo:
+                shared[memo] = r
         if examples_ is test:
             latest[step] = r
         if key:  # a full evaluation: predictions and results on disk straight away
@@ -330,9 +344,9 @@ def run(cfg, out: Path, log=print, procs=ONE) -> dict:
             log(f"{key} accuracy {r.accuracy:.4f} ({r.correct}/{r.total})")
         return r.accuracy
 
-    base = evaluate(test, "base")
+    base = evaluate(test, "base", step=0)
     before = vote_entropy(policy, processor, examples, cfg, autocast, sampler, procs)
-    curve.append((0, base if subset is test else evaluate(subset)))   # Figure 1's x = 0
+    curve.append((0, base if subset is test else evaluate(subset, step=0)))   # Figure 1's x = 0
     with open(out / "metrics.jsonl", "w") as f:
         def on_step(m):  # written as it happens, so a crash keeps the steps so far
             if cfg.eval_every and m["step"] % cfg.eval_every == 0:
@@ -345,7 +359,8 @@ def run(cfg, out: Path, log=print, procs=ONE) -> dict:
                         sampler, procs)
     final = evaluate(test, "adapted", step=len(history))
     if curve[-1][0] != len(history):
-        curve.append((len(history), final if subset is test else evaluate(subset)))
+        curve.append((len(history), final if subset is test
+                      else evaluate(subset, step=len(history))))
     after = vote_entropy(policy, processor, examples, cfg, autocast, sampler, procs)
     results["base"]["answer_entropy"], results["adapted"]["answer_entropy"] = before, after
     results["trajectory"] = dict(accuracy=curve,

@@ -10,6 +10,7 @@ are the command lines' business (harness/models.py).
     model, processor = load(name, device="cuda", dtype=torch.float32)
     freeze_vision(model, cfg.freeze_vision)                # None: the family's default
     inputs = prompt_inputs(processor, images, questions)   # input_ids [B, P] left padded, ...
+    for inputs in prompt_batches(processor, batches, num_workers=4):   # prepared ahead
     inputs_n = repeat_inputs(inputs, n)                   # each prompt n times, [B*n, P]
 
 Supported and tested (tiny models and models built from the real checkpoints' files, random
@@ -25,9 +26,11 @@ pixel_values each prompt owns. Models whose pixel_values have one row per prompt
 LLaVA-style) need nothing more. What it leaves out: several images per prompt, video.
 """
 
+import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 CPU_PARAM_LIMIT = 1_000_000_000  # above this, refuse to train on a CPU unless asked
 
@@ -103,9 +106,15 @@ def load_model(name: str, device: str, dtype: torch.dtype, allow_cpu: bool = Fal
         if "Unrecognized configuration class" in str(e):
             raise ModelError(f"{name} is not an image-text-to-text model; pass a vision-language "
                              "model such as Qwen/Qwen2.5-VL-3B-Instruct to --model.") from e
+        if "Unrecognized model" in str(e):         # a config.json without a model_type
+            raise ModelError(f"{name} has no model config (config.json with a model_type); pass "
+                             "a model directory or a hub id to --model.") from e
         raise
     except OSError as e:
         raise ModelError(_load_failure(name, e)) from e
+    except SafetensorError as e:                   # e.g. a truncated download
+        raise ModelError(f"The weights of {name} cannot be read ({e}); they are probably "
+                         "incomplete: download the model again (or delete that directory).") from e
     return model.to(device)
 
 
@@ -178,6 +187,51 @@ def prompt_inputs(processor, images, questions) -> PromptInputs:
     inputs = dict(processor(text=texts, images=list(images), padding=True, return_tensors="pt",
                             **image_kwargs))
     return PromptInputs.of(inputs, _pixel_rows(processor, inputs))
+
+
+class _Prompts:
+    """A DataLoader collate: a list of examples -> their PromptInputs. A DataError (a corrupt
+    image) or ModelError comes back as the value, so it surfaces in the main process as its own
+    one sentence, not wrapped in a worker's traceback."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, examples):
+        try:
+            return prompt_inputs(self.processor, [e.image() for e in examples],
+                                 [e.question for e in examples])
+        except ModelError as e:
+            return e
+        except Exception as e:  # noqa: BLE001  (returned only if the user can fix it)
+            import data
+            if isinstance(e, data.DataError):
+                return e
+            raise
+
+
+def prompt_batches(processor, batches, num_workers: int = 0):
+    """The PromptInputs of each list of examples in `batches`, in order, prepared ahead.
+
+    With num_workers > 0, `num_workers` torch DataLoader worker processes decode the images and
+    run the processor (`prompt_inputs` is the collate) for the next batches while the caller's
+    model works on this one; 0 prepares each batch in this process when it is asked for. Either
+    way the tensors are the same. Raises a batch's DataError when that batch is reached.
+    """
+    collate = _Prompts(processor)
+    if not num_workers:
+        items = map(collate, batches)
+    else:
+        from torch.utils.data import DataLoader
+        # the workers are forked: a tokenizer that used its threads would warn in each of them
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # its own generator: the workers' seeds are not drawn from torch's global one (sampling)
+        items = iter(DataLoader(batches, batch_size=None, collate_fn=collate,
+                                num_workers=num_workers, generator=torch.Generator()))
+    for item in items:
+        if isinstance(item, Exception):
+            raise item
+        yield item
 
 
 def _pixel_rows(processor, inputs):

@@ -5,12 +5,15 @@ per seed, the results; and how every run ends.
     python eval.py --model M   # -> eval_main()
 
 Every ending says what happened in the run directory's status.json (complete, failed,
-interrupted) and, on failure, on the terminal in one line naming what was saved.
+interrupted) and, on failure, on the terminal in one line naming what was saved. SIGTERM (what a
+cluster scheduler or torchrun sends to stop a job) ends like Ctrl-C, with exit code 143.
 """
 
-import argparse
+import contextlib
 import dataclasses
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,12 +32,14 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    import data
     import ttrv
     import vlm
     from harness import distributed, models, report, rundir
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.num_workers is None:
+        cfg.num_workers = default_workers(cfg.device)
+    use_tf32(cfg.device)
     cfg.save_dtype = cfg.save_dtype or ("bf16" if ttrv.uses_bf16(cfg) else "fp32")
     procs = distributed.Ranks() if distributed.init(cfg.device) else distributed.ONE
     main_rank = procs.rank == 0
@@ -42,6 +47,13 @@ def main(argv=None) -> int:
         cfg.quiet = True                      # rank 0 alone logs, marks and draws progress bars
     log = (lambda *a: None) if cfg.quiet else tqdm.write   # tqdm.write: above any progress bar
     models.quiet_transformers()
+    try:                                      # a model path that cannot be a model: no run dir
+        if cfg.model not in config.TINY_MODELS:
+            models.check_local(cfg.model)
+    except vlm.ModelError as e:
+        if main_rank:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
     if needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
         models.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
@@ -54,23 +66,23 @@ def main(argv=None) -> int:
     if main_rank:
         rundir.mark(out, "running")
     error = None
+    shared = {}                     # the base evaluation, run once for all seeds (ttrv.run)
     try:
         runs = [ttrv.run(dataclasses.replace(cfg, seed=s, seeds=None),
-                         local / f"seed-{s}" if len(seeds) > 1 else local, log, procs)
+                         local / f"seed-{s}" if len(seeds) > 1 else local, log, procs,
+                         shared=shared)
                 for s in seeds]
-    except (data.DataError, vlm.ModelError) as e:
-        error = str(e)
-    except torch.cuda.OutOfMemoryError:
-        error = ("out of GPU memory; lower --micro-batch, --prompts-per-step, --rollouts, "
-                 "--max-new-tokens or --eval-batch-size, or pass --freeze-vision.")
-    except KeyboardInterrupt:
-        if main_rank:
-            print(f"interrupted; {rundir.ending(out, 'interrupted')}", file=sys.stderr)
-        return 130
-    except BaseException as e:        # a bug: marked, then its traceback
-        if main_rank:
-            rundir.mark(out, "failed", f"{type(e).__name__}: {e}")
-        raise
+    except BaseException as e:
+        _hold_stop_signals()                  # the ending is under way (see sigterm_interrupts)
+        kind, error = _classify(e, procs)
+        if kind == "interrupted":
+            if main_rank:
+                print(f"{_how(e)}; {rundir.ending(out, 'interrupted')}", file=sys.stderr)
+            return 128 + _signal_number(e)
+        if kind == "bug":                     # marked, then its traceback
+            if main_rank:
+                rundir.mark(out, "failed", error)
+            raise
     finally:
         distributed.remove_scratch(local, out)
     if not main_rank:
@@ -106,6 +118,29 @@ def main(argv=None) -> int:
     return 0
 
 
+def _classify(e, procs):
+    """How the runs ended on exception `e`: ("failed", one sentence), ("interrupted", None) or
+    ("bug", "Type: message"). Under torchrun another process's error stops this one too (its
+    collectives fail, or torchrun sends SIGTERM): then this one ends with that error, not with
+    how it was stopped; its own error is left for the others (procs.publish_error)."""
+    import torch
+
+    import data
+    import vlm
+    if isinstance(e, (data.DataError, vlm.ModelError)):
+        return "failed", procs.publish_error(str(e))
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return "failed", procs.publish_error(
+            "out of GPU memory; lower --micro-batch, --prompts-per-step, --rollouts, "
+            "--max-new-tokens or --eval-batch-size, or pass --freeze-vision.")
+    peer = procs.peer_error()
+    if peer:
+        return "failed", peer
+    if isinstance(e, KeyboardInterrupt) or _STOPPED:
+        return "interrupted", None
+    return "bug", procs.publish_error(f"{type(e).__name__}: {e}")
+
+
 def needs_hub(model: str, *datasets) -> bool:
     """Whether the model or a dataset is named by a hub id (anything not built or read locally)."""
     local = ("shapes", "folder:", "jsonl:")
@@ -135,57 +170,52 @@ def model_path(name: str, log=print) -> str:
 
 
 def eval_main(argv=None) -> int:
-    """eval.py's command line: greedy accuracy of a model (or a run's saved model)."""
-    p = argparse.ArgumentParser(description="Greedy evaluation of a VLM on multiple-choice questions.")
-    p.add_argument("--model", required=True,
-                   help="hub id, local model directory, or a run directory (uses its model/)")
-    p.add_argument("--dataset", default="shapes", help="resisc45, shapes, folder:PATH, jsonl:PATH")
-    p.add_argument("--data-dir", default=None, help="local copy of the dataset (resisc45: the zip)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--seed", type=int, default=0, help="seed that fixes the questions' options")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
-                   help="auto: cuda when available")
-    p.add_argument("--allow-cpu", action="store_true",
-                   help="evaluate a >1B model on the CPU anyway (very slow)")
-    p.add_argument("--output", default=None, help="write per-example predictions (JSONL) here")
-    args = p.parse_args(argv)
-    for name in ("limit", "batch_size", "max_new_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"{config.flag(name)} {value} is out of range; pass an integer >= 1.")
-    problem = config.check_device(args.device)
-    if problem:
-        p.error(problem)
+    """eval.py's command line: greedy accuracy of a model (or a run's saved model).
+
+    Its model, data and evaluation flags are ttrv.py's (config.EVAL_FIELDS), checked the same
+    way before anything loads; --limit, --batch-size, --max-new-tokens and --seed are kept as
+    aliases of --eval-limit, --eval-batch-size, --eval-max-new-tokens and --data-seed.
+    """
+    args = config.parse_eval_args(argv)
     import torch
 
     import data
     import eval as evaluation
     import vlm
-    from harness import models, presets
+    from harness import models, presets, tiny
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.num_workers is None:
+        args.num_workers = default_workers(args.device)
+    use_tf32(args.device)
     models.quiet_transformers()
     try:
-        name = model_path(args.model)
+        name = args.model
+        if name in config.TINY_MODELS:
+            name = str(tiny.tiny_model_path(name))
+        name = model_path(name)
+        models.check_local(name)                 # before the data and the model load
         if needs_hub(name, args.dataset):
             models.work_offline_if_hub_unreachable()
         examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
-                                        seed=args.seed)[:args.limit]
+                                        seed=args.data_seed, protocol=args.protocol,
+                                        max_image_side=args.max_image_side)[:args.eval_limit]
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
         model, processor = vlm.load(models.resolve_name(name), args.device, dtype,
                                    allow_cpu=args.allow_cpu)
         model.eval()
-        result = evaluation.evaluate(model, processor, examples, batch_size=args.batch_size,
-                          max_new_tokens=args.max_new_tokens)
+        result = evaluation.evaluate(model, processor, examples,
+                                     batch_size=args.eval_batch_size,
+                                     max_new_tokens=args.eval_max_new_tokens,
+                                     num_workers=args.num_workers)
     except (data.DataError, vlm.ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written.", file=sys.stderr)
-        return 130
+    except BaseException as e:
+        if not (isinstance(e, KeyboardInterrupt) or _STOPPED):
+            raise
+        print(f"{_how(e)}; nothing was written.", file=sys.stderr)
+        return 128 + _signal_number(e)
     print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), "
           f"unparseable {result.unparseable}")
     if args.output:
@@ -193,11 +223,78 @@ def eval_main(argv=None) -> int:
     return 0
 
 
-def command(main_fn=main) -> int:
-    """What `python ttrv.py` and `python eval.py` run: main_fn on the command line's arguments;
-    a Ctrl-C before any run directory exists ends in one line."""
+def default_workers(device: str) -> int:
+    """--num-workers when unset: min(4, this process's CPUs) on CUDA, where image preparation
+    overlaps the GPU; 0 on the CPU, where the model and the workers would share the same cores."""
+    if not device.startswith("cuda"):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, cpus or 1)
+
+
+def use_tf32(device: str) -> None:
+    """TF32 tensor cores for the float32 matmuls on CUDA (torch's "high" float32 matmul
+    precision; cuDNN's convolutions allow TF32 by default): the one place this is set, at the
+    start of ttrv.py and eval.py. bf16 autocast is unaffected; an fp32 matmul rounds its inputs
+    to TF32's 10 mantissa bits (our choice: the speed of the fp32 parts, e.g. --precision fp32)."""
+    if device.startswith("cuda"):
+        import torch
+        torch.set_float32_matmul_precision("high")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C's KeyboardInterrupt."""
+
+
+_STOPPED = False   # a stop signal arrived (then any exception ends as an interruption)
+_HOLD = False      # the run is already ending: a stop signal no longer interrupts it
+
+
+def _hold_stop_signals():
+    global _HOLD
+    _HOLD = True
+
+
+def _how(e) -> str:
+    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+
+
+def _signal_number(e) -> int:
+    return signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM raises `Terminated` (a KeyboardInterrupt) while inside, so a scheduler's stop
+    ends the run like Ctrl-C: marked interrupted, one line. Once a run is ending on an error,
+    a SIGTERM no longer interrupts its ending (torchrun sends one to every process as soon as
+    one of them exits with an error). The old handler is put back after. Outside the main
+    thread (where signals cannot be handled) it does nothing."""
+    global _STOPPED, _HOLD
+    _STOPPED = _HOLD = False
+
+    def handler(signum, frame):
+        global _STOPPED
+        _STOPPED = True
+        if not _HOLD:
+            raise Terminated()
     try:
-        return main_fn()
-    except KeyboardInterrupt:
-        print("interrupted; nothing was saved.", file=sys.stderr)
-        return 130
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:                                  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def command(main_fn=main) -> int:
+    """What `python ttrv.py` and `python eval.py` run: main_fn on the command line's arguments,
+    SIGTERM handled like Ctrl-C; a stop before any run directory exists ends in one line."""
+    with sigterm_interrupts():
+        try:
+            return main_fn()
+        except KeyboardInterrupt as e:
+            print(f"{_how(e)}; nothing was saved.", file=sys.stderr)
+            return 128 + _signal_number(e)

@@ -10,6 +10,7 @@ heavy is loaded.
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import rewards
@@ -56,6 +57,9 @@ class Config:
                                      "the same for every --seed (official: a fixed train.json)")
     max_image_side: int = opt(None, "data", "drop examples whose image side exceeds this "
                               "(the paper drops images over 1000x1000, Table 8)")
+    num_workers: int = opt(None, "data", "processes that decode and preprocess the next images "
+                           "while the model runs (torch DataLoader workers; default: min(4, CPUs) "
+                           "on CUDA, 0 on the CPU)")
     # rollouts
     rollouts: int = opt(32, "rollouts", "N, responses sampled per prompt: the votes of eq. 3",
                         alias="--votes")
@@ -159,6 +163,8 @@ RANGES = dict(
     eval_max_new_tokens=(lambda v: v >= 1, "an integer >= 1"),
     eval_every=(lambda v: v >= 1, "an integer >= 1"),
     eval_subset=(lambda v: v >= 1, "an integer >= 1"),
+    num_workers=(lambda v: v >= 0, "an integer >= 0 (0: prepare images in the main process)"),
+    max_image_side=(lambda v: v >= 1, "an integer >= 1"),
 )
 
 
@@ -176,10 +182,9 @@ def check(cfg: Config) -> str | None:
     >>> check(Config(rollouts=0))
     '--rollouts 0 is out of range; pass an integer >= 1 (the paper: 32).'
     """
-    for name, (ok, what) in RANGES.items():
-        value = getattr(cfg, name)
-        if value is not None and not ok(value):
-            return f"{flag(name)} {value} is out of range; pass {what}."
+    problem = check_numbers(dataclasses.asdict(cfg))
+    if problem:
+        return problem
     k = cfg.train_rollouts or cfg.rollouts
     if k > cfg.rollouts:
         return (f"--train-rollouts {k} is more than --rollouts {cfg.rollouts}; the trained "
@@ -196,6 +201,24 @@ def check(cfg: Config) -> str | None:
     if cfg.sampling == "biased" and not cfg.classes:
         return "--sampling biased needs --classes K (the number of classes to draw from)."
     return check_device(cfg.device)
+
+
+def check_numbers(values: dict) -> str | None:
+    """The first of `values` (field name -> value) that is not a finite number or is out of its
+    range (RANGES), as one sentence saying what to pass; None when all pass (None: unset).
+
+    >>> check_numbers(dict(lr=float("inf")))
+    '--lr inf is not a finite number; pass a number > 0 (the paper: 5e-7).'
+    """
+    for name, (ok, what) in RANGES.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):   # inf passes "> 0"
+            return f"{flag(name)} {value} is not a finite number; pass {what}."
+        if not ok(value):
+            return f"{flag(name)} {value} is out of range; pass {what}."
+    return None
 
 
 def check_device(device: str) -> str | None:
@@ -221,6 +244,21 @@ def _help(f, presets: dict) -> str:
     return text + ")"
 
 
+def _add_flag(parser, groups, f, presets, alias=None, **override):
+    """One flag for field `f` (with its aliases) in the argument group named by its metadata."""
+    meta = f.metadata
+    if meta["group"] not in groups:
+        groups[meta["group"]] = parser.add_argument_group(meta["group"])
+    flags = [flag(f.name)] + [a for a in (meta["alias"], alias) if a]
+    if f.type is bool:
+        kw = dict(action=argparse.BooleanOptionalAction)
+    else:
+        kw = dict(type=int, nargs="+") if f.type is list else dict(type=f.type)
+        kw.update(choices=meta["choices"])
+    kw.update(dest=f.name, default=f.default, help=_help(f, presets))
+    groups[meta["group"]].add_argument(*flags, **dict(kw, **override))
+
+
 def parse_args(argv=None) -> Config:
     """Config from the command line, checked (config.check); one flag per field, grouped as in
     Config. A bad setting ends here in one sentence and exit code 2, before anything is loaded."""
@@ -228,17 +266,7 @@ def parse_args(argv=None) -> Config:
                                      usage="%(prog)s [options]   (see --help)")
     groups = {}
     for f in dataclasses.fields(Config):
-        meta = f.metadata
-        if meta["group"] not in groups:
-            groups[meta["group"]] = parser.add_argument_group(meta["group"])
-        flags = [flag(f.name)] + ([meta["alias"]] if meta["alias"] else [])
-        if f.type is bool:
-            kw = dict(action=argparse.BooleanOptionalAction)
-        else:
-            kw = dict(type=int, nargs="+") if f.type is list else dict(type=f.type)
-            kw.update(choices=meta["choices"])
-        groups[meta["group"]].add_argument(*flags, dest=f.name, default=f.default,
-                                           help=_help(f, TINY_PRESETS), **kw)
+        _add_flag(parser, groups, f, TINY_PRESETS)
     known, _ = parser.parse_known_args(argv)
     if known.model in TINY_MODELS:     # presets replace defaults only; flags still win
         parser.set_defaults(**TINY_PRESETS)
@@ -249,3 +277,45 @@ def parse_args(argv=None) -> Config:
     if problem:
         parser.error(problem)
     return cfg
+
+
+# eval.py's flags: the same fields (one definition, Config's) as ttrv.py's; field -> the flag
+# eval.py has always had for it, kept as an alias.
+EVAL_FIELDS = dict(protocol=None, model=None, device=None, allow_cpu=None, dataset=None,
+                   data_dir=None, data_seed="--seed", max_image_side=None, num_workers=None,
+                   eval_limit="--limit", eval_batch_size="--batch-size",
+                   eval_max_new_tokens="--max-new-tokens")
+
+
+def parse_eval_args(argv=None) -> argparse.Namespace:
+    """eval.py's command line: ttrv.py's model, data and evaluation flags (EVAL_FIELDS), plus
+    --split and --output; checked like ttrv.py's (exit code 2, one sentence, before loading).
+    eval_max_new_tokens is always filled (ttrv.py's --max-new-tokens default when unset)."""
+    parser = argparse.ArgumentParser(
+        description="Greedy evaluation of a VLM on multiple-choice questions.",
+        usage="%(prog)s --model M [options]   (see --help)")
+    groups, fields = {}, {f.name: f for f in dataclasses.fields(Config)}
+    presets = dict(eval_max_new_tokens=TINY_PRESETS["max_new_tokens"])
+    overrides = dict(  # where eval.py's help differs from ttrv.py's
+        model=dict(required=True, help="hub id, local model directory, a run directory (uses "
+                   "its model/), or 'tiny' / 'tiny-letters'"),
+        protocol=dict(help="paper: the paper's prompts; official: the official runs' prompt text "
+                      "and option spelling"),
+        dataset=dict(help="resisc45, shapes, folder:PATH, jsonl:PATH, ... (default: shapes)"),
+        allow_cpu=dict(help="evaluate a >1B model on the CPU anyway (very slow)"),
+        eval_max_new_tokens=dict(help="longest response, in tokens (default: "
+                                 f"{Config.max_new_tokens}; {presets['eval_max_new_tokens']} "
+                                 "for --model tiny)"))
+    for name, alias in EVAL_FIELDS.items():
+        _add_flag(parser, groups, fields[name], presets, alias, **overrides.get(name, {}))
+    groups["data"].add_argument("--split", default="test", help="the split to evaluate")
+    groups["evaluation"].add_argument("--output", default=None,
+                                      help="write per-example predictions (JSONL) here")
+    known, _ = parser.parse_known_args(argv)
+    parser.set_defaults(eval_max_new_tokens=presets["eval_max_new_tokens"]
+                        if known.model in TINY_MODELS else Config.max_new_tokens)
+    args = parser.parse_args(argv)
+    problem = check_numbers(vars(args)) or check_device(args.device)
+    if problem:
+        parser.error(problem)
+    return args

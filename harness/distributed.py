@@ -10,8 +10,8 @@ MixedPrecisionPolicy computes in bf16 from the fp32 master weights and reduces g
 fp32; on the CPU (gloo) everything is fp32.
 
 One process without torchrun: `init` returns False, no process group exists, nothing is
-wrapped, and the loop runs with `OneProcess` (every call the identity). Under torchrun it runs with `Ranks` (below),
-which answers the same calls:
+wrapped, and the loop runs with `OneProcess` (every call the identity). Under torchrun it
+runs with `Ranks` (below), which answers the same calls.
 
 ttrv.py's contract under K processes (`Ranks`): each rank samples and scores its own
 prompts (a group never straddles ranks); one AdamW update covers `prompts_per_update` prompts
@@ -22,12 +22,16 @@ prompts in an update run a zero-weight copy, response lengths are padded to the 
 the ranks (masked), and decoding loops stop only when every rank is done. The step's metrics
 are sums and counts over the ranks, divided once (`Ranks.mean`; a stand-in counts 0), not means of
 the ranks' means; evaluation splits the test set into contiguous shares and gathers them.
+Sampling and evaluation run inside `gathered` (each block gathered once, not per token). An
+error on one rank ends every rank with it (`checked` before a collective; otherwise
+`publish_error` / `peer_error` through torchrun's store), never a hang waiting for it.
 
 What it leaves out: tensor/sequence parallelism, CPU offload, multi-node launch details
 (torchrun handles them), sharded checkpoints (we save one ordinary save_pretrained checkpoint).
 Tested on the CPU with gloo and 2 processes only; multi-GPU NCCL is untested.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -232,6 +236,76 @@ def same_length(tensors, fills):
             if t is not None and t.shape[1] < T else t for t, v in zip(tensors, fills)]
 
 
+# ------------------------------------------------------------------------------- full weights while sampling
+
+@contextlib.contextmanager
+def gathered(model):
+    """The model's full weights kept gathered inside the block, resharded when it ends.
+
+    FSDP2 reshards every block after its forward (reshard_after_forward, `shard`), so a decode
+    loop would all-gather the whole model again for every generated token; inside, each block
+    is gathered by its first forward and stays, one all-gather per block for the whole
+    rollout or evaluation. Costs the full (bf16 under --precision bf16) weights on every GPU
+    while inside. Outside FSDP (no FSDPModule in `model`) it does nothing.
+    """
+    from torch.distributed.fsdp import FSDPModule
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in modules:
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield model
+    finally:
+        for m in modules:
+            m.set_reshard_after_forward(True, recurse=False)
+            m.reshard()
+
+
+# ------------------------------------------------------------------------------- one rank's error, on every rank
+
+def checked(fn, *args):
+    """fn(*args) on every rank (collective); if it raised anywhere, every rank raises: the
+    failing rank its own exception, the others the same kind (DataError, ModelError, else
+    RuntimeError) saying "rank r: <message>". Wraps rank-local work (preparing a batch) that
+    comes right before a collective, which would otherwise wait for the failed rank forever."""
+    try:
+        result, error = fn(*args), None
+    except Exception as e:  # noqa: BLE001  (re-raised below, on every rank)
+        result, error = None, e
+    if not any_rank(error is not None):
+        return result
+    kind = type(error).__name__ if error is not None else None
+    reports = gather(None if error is None else (kind, str(error)))
+    if error is not None:
+        raise error
+    import data
+    import vlm
+    r, (kind, text) = next((r, x) for r, x in enumerate(reports) if x is not None)
+    known = dict(DataError=data.DataError, ModelError=vlm.ModelError)
+    raise known.get(kind, RuntimeError)(f"rank {r}: {text if kind in known else kind + ': ' + text}")
+
+
+def publish_error(message: str) -> str:
+    """Leave this rank's error in the process group's key-value store (torchrun's rendezvous
+    store), for the ranks its failure stops (their collectives fail, or torchrun sends them
+    SIGTERM) to end with it (`peer_error`). Returns `message`."""
+    try:
+        dist.distributed_c10d._get_default_store().set(f"ttrv-error-{rank()}",
+                                                       f"rank {rank()}: {message}")
+    except Exception:  # noqa: BLE001  (no store, or gone: this rank still ends with its error)
+        pass
+    return message
+
+
+def peer_error() -> str | None:
+    """The error another rank published ("rank r: ..."), lowest rank first, or None."""
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        keys = [f"ttrv-error-{r}" for r in range(world()) if r != rank()]
+        return next((store.get(k).decode() for k in keys if store.check([k])), None)
+    except Exception:  # noqa: BLE001  (no process group or store: nothing to say)
+        return None
+
+
 # ------------------------------------------------------------------------------- the loop's contract
 
 class OneProcess:
@@ -268,6 +342,18 @@ class OneProcess:
 
     def save(self, model, path):
         model.save_pretrained(path)
+
+    def checked(self, fn, *args):               # fn(*args); an error ends every process
+        return fn(*args)
+
+    def gathered(self, model):                  # full weights while sampling (FSDP)
+        return contextlib.nullcontext(model)
+
+    def publish_error(self, message):           # tell the other processes why this one ends
+        return message
+
+    def peer_error(self):                       # why another process ended, or None
+        return None
 
 
 ONE = OneProcess()
@@ -313,3 +399,15 @@ class Ranks(OneProcess):
 
     def save(self, model, path):
         save_pretrained(model, path)
+
+    def checked(self, fn, *args):
+        return checked(fn, *args)
+
+    def gathered(self, model):
+        return gathered(model)
+
+    def publish_error(self, message):
+        return publish_error(message)
+
+    def peer_error(self):
+        return peer_error()

@@ -2,6 +2,7 @@
 cannot load, transformers kept quiet, offline mode when the hub cannot be reached.
 
     name = resolve_name("InternVL3-2B")          # -> "OpenGVLab/InternVL3-2B-hf" (says so)
+    check_local(name)                           # a local path must be a model directory
     quiet_transformers()                        # no progress bars or warnings from transformers
     work_offline_if_hub_unreachable()           # a hub id fails at once, cached files still load
     model, processor = vlm.load(name, ...)
@@ -9,11 +10,13 @@ cannot load, transformers kept quiet, offline mode when the hub cannot be reache
 None of this knows what a model does; the model seam is vlm.py. Imports vlm.py (ModelError).
 """
 
+import json
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
-from vlm import ModelError
+from vlm import ModelError, _looks_local
 
 # Names people type that are not hub ids (the model cards and the paper say "Qwen2.5-VL-3B",
 # "InternVL3-2B"). InternVL: the "-hf" conversions load through transformers' own classes;
@@ -49,6 +52,38 @@ def resolve_name(name: str, log=print) -> str:
         log(f"note: {name} is not a hub id; using {ALIASES[name]}")
         return ALIASES[name]
     return name
+
+
+def check_local(name: str) -> None:
+    """Nothing, or a ModelError in one sentence when `name` is a path on this machine that
+    cannot be a model: missing, a file, a directory without config.json, or a config.json
+    without a model_type (a ttrv run directory's own config.json is one). Reads one small file,
+    so it runs before any data or weights load; hub ids pass (the hub is asked later)."""
+    if not _looks_local(name):
+        return
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise ModelError(f"--model {name} does not exist; pass a model directory (one holding "
+                         "config.json and the weights) or a hub id.")
+    if not path.is_dir():
+        raise ModelError(f"--model {name} is a file; pass the directory that holds the model's "
+                         "config.json and weights.")
+    config = path / "config.json"
+    if not config.exists():
+        raise ModelError(f"{name} holds no config.json, so it is not a model directory; pass the "
+                         "directory that save_pretrained or `huggingface-cli download` wrote.")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ModelError(f"{config} cannot be read as a model config ({type(e).__name__}); the "
+                         "download is probably incomplete: download the model again.") from e
+    if model_type:
+        return
+    if (path / "status.json").exists() or (path / "metrics.jsonl").exists():
+        raise ModelError(f"{name} is a ttrv run directory, not a model; pass its saved model, "
+                         f"--model {path / 'model'} (or seed-*/model).")
+    raise ModelError(f"{config} has no model_type, so it is not a transformers model's config; "
+                     "pass a model directory or a hub id.")
 
 
 def quiet_transformers() -> None:

@@ -262,12 +262,43 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / f"{name}-qwen2_5_vl-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
     if (path / "config.json").exists():
-        return path
+        problem = unreadable(path)
+        if problem is None:
+            return path
+        log(f"the cached tiny model in {path} cannot be read ({problem}); rebuilding it")
+        discard(path)
     log(f"building the tiny offline model in {path} (first run only, about a minute)")
     start = time.time()
     build_cached(path, lambda tmp: (build_tiny_model(tmp), teach_shapes(tmp, log=log, **teach)))
     log(f"built the tiny model in {time.time() - start:.0f} s")
     return path
+
+
+def unreadable(path: Path) -> str | None:
+    """What makes the saved model in `path` unreadable (a config that is not JSON, weights
+    whose safetensors header or length is wrong, e.g. a truncated copy), or None. Reads only the
+    config and each weight file's header, not the tensors."""
+    import json
+
+    from safetensors import safe_open
+    try:
+        json.loads((path / "config.json").read_text())
+        for weights in sorted(path.glob("*.safetensors")) or [path / "model.safetensors"]:
+            with safe_open(str(weights), "pt"):
+                pass
+    except Exception as e:  # noqa: BLE001  (SafetensorError, OSError, JSONDecodeError: all say it)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def discard(path: Path) -> None:
+    """Remove a cache entry: renamed aside first (atomic), so no reader sees it half deleted."""
+    aside = path.with_name(f"{path.name}.discarded-{os.getpid()}")
+    try:
+        path.rename(aside)
+    except FileNotFoundError:       # another process discarded it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def build_cached(path: Path, build) -> Path:

@@ -1,4 +1,4 @@
-"""Errors a user can cause on the command line (issue 11): each ends in one sentence, with the
+"""Errors a user can cause on the command line (issues 11 and 17): each ends in one sentence, with the
 right exit code and no traceback, before any data or model is loaded; a run never merges into
 an old one, and a failed or interrupted run says so in its directory.
 
@@ -7,6 +7,7 @@ check that came too late shows up as "loaded". docs/errors.md lists these.
 """
 
 import errno
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ import eval as evaluation
 from harness import models
 import ttrv
 import vlm
-from harness import cli
+from harness import cli, config
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--num-samples", "2", "--rollouts", "3", "--prompts-per-step", "2", "--epochs", "1",
@@ -148,7 +149,7 @@ def test_overwrite_moves_the_old_run_aside_before_writing(tmp_path, capsys, monk
     for name in ("config.json", "results.md", "summary.json", "model/model.safetensors"):
         (out / name).write_text("old")
 
-    def new_run(cfg, out_, log, procs):
+    def new_run(cfg, out_, log, procs, **kw):
         assert list(out_.iterdir()) == [out_ / "status.json"]     # nothing of the old run
         raise data.DataError("stop here.")
     monkeypatch.setattr(ttrv, "run", new_run)
@@ -241,3 +242,167 @@ def test_help_is_fast_imports_no_torch_and_shows_the_tiny_presets():
     assert "(default: 5e-07; 0.0001 for --model tiny)" in proc.stdout
     assert "(default: None)" not in proc.stdout
     assert all(line.count("default") <= 1 for line in proc.stdout.splitlines())
+
+
+# ------------------------------------------------------------------------------- issue 17's faults
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(config.Config) if f.type is float]
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+def test_a_number_that_is_not_finite_is_refused_at_parse(name, tmp_path, capsys, nothing_loads):
+    """inf passes every "> 0" range check and nan fails them with a confusing sentence; both are
+    refused by name, for every float setting."""
+    for value in ("inf", "nan"):
+        err = ends_before_loading([config.flag(name), value, "--output-dir", str(tmp_path / "r")],
+                                  capsys, code=2)
+        assert f"{config.flag(name)} {value} is not a finite number; pass " in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture
+def eval_loads_nothing(monkeypatch):
+    def loaded(*a, **k):
+        raise AssertionError("data or model was loaded before the error")
+    monkeypatch.setattr(presets, "load_dataset", loaded)
+    monkeypatch.setattr(vlm, "load", loaded)
+
+
+def eval_ends(argv, capsys, code):
+    try:
+        result = cli.eval_main(argv)
+    except SystemExit as e:
+        result = e.code
+    err = capsys.readouterr().err
+    assert result == code, err
+    assert "Traceback" not in err and err.count("error:") == 1
+    return err
+
+
+def test_eval_refuses_bad_numbers_at_parse(capsys, eval_loads_nothing):
+    assert "--eval-limit 0 is out of range" in eval_ends(["--model", "x", "--limit", "0"],
+                                                         capsys, code=2)
+    assert "--num-workers -1 is out of range" in eval_ends(
+        ["--model", "x", "--num-workers", "-1"], capsys, code=2)
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda d: (d / "weights.bin").write_text("x"), "holds no config.json"),
+    (lambda d: (d / "config.json").write_text('{"lr": 1e-4}'), "has no model_type"),
+    (lambda d: ((d / "config.json").write_text('{"lr": 1e-4}'),
+                (d / "status.json").write_text('{"status": "complete"}')),
+     "is a ttrv run directory, not a model; pass its saved model"),
+    (lambda d: (d / "config.json").write_text('{"model_ty'), "cannot be read as a model config"),
+])
+def test_a_model_directory_without_a_usable_config_ends_in_one_sentence(make, says, tmp_path,
+                                                                       capsys, nothing_loads,
+                                                                       eval_loads_nothing):
+    model = tmp_path / "model"
+    model.mkdir()
+    make(model)
+    out = tmp_path / "run"
+    err = ends_before_loading(["--model", str(model), "--output-dir", str(out)], capsys, code=1)
+    assert says in err and not out.exists()                   # no run directory either
+    if "run directory" not in says:                           # eval.py uses a run's model/
+        assert says in eval_ends(["--model", str(model)], capsys, code=1)
+
+
+def test_a_model_path_that_does_not_exist_ends_before_loading(tmp_path, capsys, nothing_loads,
+                                                              eval_loads_nothing):
+    missing = str(tmp_path / "no-such-model")
+    err = ends_before_loading(["--model", missing, "--output-dir", str(tmp_path / "r")], capsys, 1)
+    assert f"--model {missing} does not exist" in err
+    assert "does not exist" in eval_ends(["--model", missing], capsys, code=1)
+
+
+def test_unreadable_weights_end_in_one_sentence(tmp_path, tiny_dir, capsys):
+    """A truncated model.safetensors in a user's model directory (an interrupted download)."""
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    weights = model / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    err = eval_ends(["--model", str(model), "--limit", "1", "--device", "cpu"], capsys, code=1)
+    assert "cannot be read" in err and "download the model again" in err
+
+
+def test_a_corrupt_cached_tiny_model_is_rebuilt(tmp_path, capsys, monkeypatch):
+    """A cache entry whose weights were cut short is noticed, said, and rebuilt; eval.py --model
+    tiny then loads the rebuilt model. (Teaching is replaced by nothing to keep the test fast:
+    the build is what is under test, not the taught weights.)"""
+    from harness import tiny
+    monkeypatch.setenv("TTRV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tiny, "teach_shapes", lambda path, log=None, **k: None)
+    path = tiny.tiny_model_path("tiny", log=lambda *a: None)
+    weights = path / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    assert tiny.unreadable(path) is not None
+    args = ["--model", "tiny", "--limit", "1", "--max-new-tokens", "1", "--device", "cpu"]
+    assert cli.eval_main(args) == 0
+    captured = capsys.readouterr()
+    assert f"the cached tiny model in {path} cannot be read" in captured.out
+    assert "rebuilding it" in captured.out and "accuracy" in captured.out
+    assert tiny.unreadable(path) is None
+    assert [p.name for p in path.parent.iterdir()] == [path.name]     # nothing left aside
+
+
+def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, tiny_dir):
+    """What a cluster scheduler sends: the run is marked interrupted and says so in one line."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    args = ["--model", str(tiny_dir), *SMALL, "--eval-limit", "16", "--epochs", "3",
+            "--device", "cpu", "--quiet", "--output-dir", str(out)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "ttrv.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:   # mid-run: status.json says running and the base evaluation is saved
+        status = None
+        while proc.poll() is None and not (status == "running" and
+                                           (out / "predictions_base.jsonl").exists()):
+            time.sleep(0.05)
+            try:
+                status = json.loads((out / "status.json").read_text())["status"]
+            except (OSError, ValueError):
+                pass
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("terminated (SIGTERM); marked interrupted in")
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "interrupted" and "predictions_base.jsonl" in status["saved"]
+
+
+def test_eval_takes_ttrv_s_data_and_protocol_flags(tmp_path, capsys, monkeypatch):
+    """The same flags as ttrv.py (one definition, config.Config's), its old flags as aliases."""
+    seen = {}
+
+    def load_dataset(name, split, **kw):
+        seen.update(kw, name=name, split=split)
+        return ["example"] * 10
+
+    def evaluate(model, processor, examples, **kw):
+        seen.update(kw, examples=len(examples))
+        return evaluation.EvalResult.of([dict(correct=1, prediction="A")])
+    monkeypatch.setattr(presets, "load_dataset", load_dataset)
+    monkeypatch.setattr(vlm, "load", lambda *a, **k: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    new = ["--eval-limit", "3", "--data-seed", "7", "--protocol", "official", "--device", "cpu",
+           "--max-image-side", "500", "--eval-batch-size", "2", "--eval-max-new-tokens", "5",
+           "--num-workers", "2"]
+    old = ["--limit", "3", "--seed", "7", "--protocol", "official", "--device", "cpu",
+           "--max-image-side", "500", "--batch-size", "2", "--max-new-tokens", "5",
+           "--num-workers", "2"]
+    for argv in (new, old):
+        seen.clear()
+        assert cli.eval_main(["--model", str(model), *argv]) == 0, capsys.readouterr().err
+        assert seen == dict(name="shapes", split="test", data_dir=None, seed=7,
+                            protocol="official", max_image_side=500, examples=3, batch_size=2,
+                            max_new_tokens=5, num_workers=2)
+    assert set(config.EVAL_FIELDS) <= {f.name for f in dataclasses.fields(config.Config)}

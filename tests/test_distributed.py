@@ -12,6 +12,7 @@ Multi-GPU NCCL is not tested (no GPU here).
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,45 @@ def test_torchrun_adapts_on_both_and_writes_predictions_in_the_same_order(cli_ru
         assert any(not torch.equal(taught[k], adapted[k]) for k in taught)
     one, two = ([p["id"] for p in lines(d / "predictions_adapted.jsonl")] for d in cli_runs)
     assert one == two == [p["id"] for p in lines(cli_runs[0] / "predictions_base.jsonl")]
+
+
+def test_sampling_gathers_each_block_once_per_rollout_not_per_token(tiny_dir, tmp_path):
+    """FSDP2 reshards a block after each forward, so a decode loop re-gathers the whole model
+    at every generated token; procs.gathered keeps the blocks gathered for the rollout: the
+    same tokens, one all-gather per FSDP parameter group, every parameter sharded again after."""
+    worker = str(ROOT / "tests" / "dist_sample_worker.py")
+    run(TORCHRUN + [worker, str(tiny_dir), str(tmp_path / "s.pt")], tmp_path)
+    r = torch.load(tmp_path / "s.pt")
+    assert torch.equal(r["gathered"]["ids"], r["per_forward"]["ids"])
+    assert r["gathered"]["ids"].shape[1] >= 3                    # several decode steps
+    assert r["gathered"]["gathers"] <= r["groups"] < r["per_forward"]["gathers"]
+    assert r["gathered_sharded_after"] and r["per_forward_sharded_after"]
+
+
+@pytest.mark.parametrize("fault, says", [
+    ("data", "rank 1: Cannot read image x.png; replace it."),
+    ("model", "rank 1: RuntimeError: planted fault in the model step"),
+])
+def test_an_error_on_one_rank_ends_every_rank_with_that_error(fault, says, tiny_dir, tmp_path):
+    """Rank 1 fails alone (its prompts, or in the middle of a step while rank 0 waits in a
+    collective); both processes end, rank 0 says rank 1's error in one line and marks it."""
+    out = tmp_path / "run"
+    args = ["--model", str(tiny_dir), "--num-samples", "2", "--rollouts", "3",
+            "--prompts-per-step", "2", "--epochs", "1", "--eval-limit", "4", "--max-new-tokens",
+            "2", "--eval-batch-size", "4", "--quiet", "--output-dir", str(out)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", FAULT=fault,
+               TTRV_CACHE=os.environ.get("TTRV_CACHE", str(tmp_path / "cache")))
+    done = subprocess.run(TORCHRUN + [str(ROOT / "tests" / "dist_cli_worker.py"), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    # torchrun's summary lists every failed process: both ended non-zero (1; or -15 when
+    # torchrun's SIGTERM, sent once the first exits, reaches one already shutting down)
+    ended = dict(re.findall(r"rank\s*: (\d) \(local_rank.*\n\s*exitcode\s*: (-?\d+)",
+                            done.stderr))
+    assert set(ended) == {"0", "1"} and "0" not in ended.values(), done.stderr[-3000:]
+    rank0 = [line for line in done.stderr.splitlines() if line.startswith(("error:", "run failed"))]
+    assert rank0[:1] == [f"error: {says}"], done.stderr[-3000:]
+    assert rank0[1].startswith("run failed; marked failed in")
+    assert "[rank0]: Traceback" not in done.stderr                # rank 0 ends in its sentence
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == says

@@ -158,7 +158,7 @@ def test_evaluation_counts_unparseable_answers_as_wrong(tiny_dir):
 
 
 def test_out_of_gpu_memory_ends_in_one_sentence_naming_the_flags(tmp_path, monkeypatch, capsys):
-    def run_out_of_memory(cfg, out, log, procs):
+    def run_out_of_memory(cfg, out, log, procs, **kw):
         (out / "results.json").write_text('{"base": {}}')       # written before the failure
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
     monkeypatch.setattr(ttrv, "run", run_out_of_memory)
