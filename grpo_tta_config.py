@@ -62,7 +62,7 @@ class TTAConfig:
 
 # The tiny CLIP is ~10,000x smaller than ViT-B/16; used only with --model tiny-clip, for settings
 # the command line leaves at their default. docs/grpo-tta.md says how they were chosen.
-TINY_PRESETS = dict(lr=1e-2)
+TINY_PRESETS = dict(lr=0.3)
 
 RANGES = dict(
     limit=(lambda v: v >= 1, "an integer >= 1"),
