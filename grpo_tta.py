@@ -236,7 +236,7 @@ class Episode:
         with torch.no_grad():
             for n, p in self.params.items():
                 p.copy_(snap[0][n])
-        self.optimizer.load_state_dict(copy.deepcopy(snap[1]))   # a copy: steps must not edit snap
+        self.optimizer.load_state_dict(snap[1])     # torch copies the moments: snap stays as is
         self.optimizer.zero_grad(set_to_none=True)
 
 

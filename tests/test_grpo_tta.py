@@ -349,11 +349,13 @@ def test_python_grpo_tta_end_to_end_and_overwrite_moves_the_old_run_aside(tmp_pa
     assert json.loads((out / "status.json").read_text())["status"] == "complete"
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 4 and set(grpo_tta.METHODS) <= set(preds[0])
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 1 and "already holds a run" in again.stderr
-    assert subprocess.run(cmd + ["--overwrite"], cwd=ROOT, capture_output=True,
-                          timeout=300).returncode == 0
-    assert len(list(tmp_path.glob("run.replaced-*"))) == 1
+    assert "Traceback" not in proc.stderr
+    again = cmd[2:]                                          # the same flags, in-process
+    assert grpo_tta.main(again) == 1 and (out / "results.json").exists()   # refused, kept
+    assert grpo_tta.main(again + ["--overwrite"]) == 0
+    aside = list(tmp_path.glob("run.replaced-*"))
+    assert len(aside) == 1 and (aside[0] / "results.json").read_text() == json.dumps(
+        results, indent=2)
 
 
 def test_the_default_model_is_the_tiny_clip_from_the_cache(tmp_path, capsys, monkeypatch,
