@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -68,24 +69,24 @@ TOY = dict(draw_size=112,            # images are drawn at 112x112 and shown to 
 
 
 def _tokenizer():
-    """A CLIPTokenizer with byte-level BPE merges learned from _CORPUS (CLIP's `</w>` style)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A CLIPTokenizer whose merges spell each word of _CORPUS left to right, so that each is
+    one token (CLIP's `</w>` word ends); any other text still encodes byte by byte. Built, not
+    trained: the `tokenizers` BPE trainer breaks ties between equally frequent pairs in hash
+    order, which would change the ids (and so the taught weights) from one build to the next."""
+    from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
-    probe = CLIPTokenizer()           # its normaliser and pre-tokeniser, reused for training
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    tok.normalizer = probe.backend_tokenizer.normalizer
-    tok.pre_tokenizer = probe.backend_tokenizer.pre_tokenizer
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL, initial_alphabet=alphabet,
-                                  end_of_word_suffix="</w>", show_progress=False)
-    tok.train_from_iterator(_CORPUS, trainer)
-    learned = json.loads(tok.to_str())["model"]
-    vocab = dict(learned["vocab"])
-    for ch in sorted(alphabet):       # every byte, also as a word end: no unknown tokens
-        for piece in (ch, ch + "</w>"):
-            vocab.setdefault(piece, len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    pieces = SPECIAL + alphabet + [ch + "</w>" for ch in alphabet]
+    vocab, merges = {t: i for i, t in enumerate(pieces)}, []
+    words = sorted({w for line in _CORPUS for w in re.findall(r"[a-z]+|[^\sa-z]+", line.lower())})
+    for word in words:
+        left, *rest = list(word[:-1]) + [word[-1] + "</w>"]
+        for right in rest:
+            if left + right not in vocab:
+                merges.append((left, right))
+                vocab[left + right] = len(vocab)
+            left += right
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TEXT["max_position_embeddings"])
 
 
