@@ -8,7 +8,7 @@ similarity distribution, an alignment reward and a dispersion reward score them,
 encoder is tuned. Everything else below is our reading, said where it happens (and tabled in
 docs/grpo-tta.md). Per test image x, episodic (weights and AdamW state restored before each):
 
-  views  = x and 63 random resized crops + flips of it (TPT's 64 views)         make_views
+  views  = x and 63 random resized crops + flips of it (TPT's 64 views)         ViewMaker
   pi(c | v) = softmax_c(logit_scale * cos(f(v), t_c)),  t_c = "a photo of a {c}." frozen
   kept   = the 10% of views of lowest entropy (TPT)                             confident_views
   pi_old(c | x) = mean over kept views of pi(c | v) (TPT's averaged prediction) marginal_logprobs
@@ -24,12 +24,11 @@ steps as GRPO-TTA: TPT itself tunes 4 prompt tokens, not the visual encoder.
 
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from grpo_tta_config import TINY_CLIP, parse_args
+from grpo_tta_config import TINY_CLIP, needs_hub, parse_args
 
 if __name__ == "__main__":  # --help and bad settings answer before torch and transformers load
     parse_args(sys.argv[1:])
@@ -39,6 +38,7 @@ import torch  # noqa: E402
 import clip_data  # noqa: E402
 import grpo  # noqa: E402
 import rundir  # noqa: E402
+from clip_models import check_clip, load_clip  # noqa: E402
 from data import DataError  # noqa: E402
 from vlm import ModelError  # noqa: E402
 
@@ -251,8 +251,7 @@ def adapt_image(model, episode, views, text, cfg, seed, states=None) -> tuple[di
         logits = scale * cosines(model, views, text)                               # [V, C]
     kept = confident_views(logits, cfg.confident)                                  # [n]
     pred = {"zero-shot": int(logits[0].argmax()), "ZERO": zero_vote(logits[kept])}
-    ref = None if states is None else marginal_logprobs(logits[kept])              # zero-shot
-    info = {}
+    ref, info = None, {}            # episodic: pi_ref is pi_old (the zero-shot weights)
     for method in ("TPT", "GRPO-TTA"):
         if states is not None:          # continual: this method's own weights and selection
             episode.restore(states[method])
@@ -283,31 +282,6 @@ def episode_ref(model, episode, current, views, text, scale):
 
 
 # ------------------------------------------------------------------------------- the run
-
-def check_clip(name: str) -> None:
-    """ModelError (one sentence) unless `name` holds a CLIP config; reads config.json only."""
-    from transformers import AutoConfig
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except OSError as e:
-        where = ("check the path" if os.path.exists(name) or name.startswith((".", "/", "~"))
-                 else "no network, or no such model; download it elsewhere (hf download "
-                 f"{name} --local-dir DIR) and pass DIR to --model")
-        raise ModelError(f"Could not load a model config from {name} ({where}).") from e
-    except ValueError as e:
-        raise ModelError(f"{name} is not a model transformers knows ({e.__class__.__name__}); "
-                         "pass a CLIP checkpoint such as openai/clip-vit-base-patch16.") from e
-    kind = getattr(config, "model_type", None)
-    if kind != "clip" or not hasattr(config, "text_config") or not hasattr(config, "vision_config"):
-        raise ModelError(f"{name} is a {kind} model, not a CLIP with a text and a vision tower; "
-                         "pass a CLIP checkpoint such as openai/clip-vit-base-patch16.")
-
-
-def load_clip(name: str, device: str):
-    from transformers import AutoProcessor, CLIPModel
-    model = CLIPModel.from_pretrained(name, dtype=torch.float32).to(device).eval()
-    return model, AutoProcessor.from_pretrained(name)
-
 
 def run(cfg, out: Path, log=print) -> dict:
     """All four methods over the test set; predictions.jsonl written as it goes, then results."""
@@ -363,11 +337,6 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def needs_hub(cfg) -> bool:
-    local_data = cfg.dataset in clip_data.TOY or cfg.dataset.startswith("folder:") or cfg.data_dir
-    return (cfg.model != TINY_CLIP and not os.path.exists(cfg.model)) or not local_data
-
-
 def main(argv=None) -> int:
     """The command line: checked settings, a fresh run directory, the four methods, one table.
     Every ending says what happened in status.json; an error is one sentence on stderr."""
@@ -377,7 +346,7 @@ def main(argv=None) -> int:
     import vlm
     vlm.quiet_transformers()
     log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, file=sys.stderr))
-    if needs_hub(cfg):
+    if needs_hub(cfg):              # a hub id or hub dataset: fail at once when offline
         vlm.work_offline_if_hub_unreachable(log)
     try:
         out = rundir.run_dir(cfg, log)
@@ -406,46 +375,6 @@ def main(argv=None) -> int:
     rundir.mark(out, "complete")
     print(f"written to {out}")
     return 0
-
-
-# ------------------------------------------------------------------------------- speed
-
-def adaptation_latency(model_dir=None, repeats: int = 5, device: str = "cpu", **settings) -> dict:
-    """Seconds to adapt to one image with GRPO-TTA and predict, best of `repeats`: views
-    (crops), forward (all views, no grad), steps (cfg.steps AdamW steps), predict; the tiny CLIP
-    by default. `settings` override TTAConfig fields (views=64, steps=3, ...)."""
-    import dataclasses
-
-    import tiny_clip
-    from grpo_tta_config import TTAConfig
-    cfg = dataclasses.replace(TTAConfig(device=device), **settings)
-    model, processor = load_clip(str(model_dir or tiny_clip.tiny_clip_path()), device)
-    classes = [f"class {i}" for i in range(8)] if model_dir else tiny_clip.CLASSES
-    text = text_embeddings(model, processor, classes, device)
-    episode = Episode(chosen_parameters(model, cfg.params), cfg.lr, cfg.weight_decay)
-    image, make_views = tiny_clip.toy_examples("shifted", 1)[0].image(), ViewMaker(processor, cfg.views)
-    best = {}
-    for r in range(repeats):
-        episode.restore(episode.start)
-        t = [time.perf_counter()]
-        views = make_views(image, seed=r).to(device)
-        t.append(time.perf_counter())
-        scale = model.logit_scale.exp().detach()
-        with torch.no_grad():
-            kept = confident_views(scale * cosines(model, views, text), cfg.confident)
-        t.append(time.perf_counter())
-        grpo_tta_adapt(model, episode.optimizer, views[kept], text, scale, cfg,
-                       torch.Generator().manual_seed(r))
-        t.append(time.perf_counter())
-        with torch.no_grad():
-            cosines(model, views[:1], text).argmax()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t.append(time.perf_counter())
-        times = dict(zip(("views_s", "forward_s", "steps_s", "predict_s"),
-                         (b - a for a, b in zip(t, t[1:]))), total_s=t[-1] - t[0])
-        best = times if not best or times["total_s"] < best["total_s"] else best
-    return best
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ choices and the alternatives considered).
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import clip_data
@@ -88,6 +89,12 @@ def check(cfg: TTAConfig) -> str | None:
     if problem:
         return problem
     return check_device(cfg.device)
+
+
+def needs_hub(cfg: TTAConfig) -> bool:
+    """Whether the model or the dataset is named by a hub id (nothing built or read locally)."""
+    local_data = cfg.dataset in clip_data.TOY or cfg.dataset.startswith("folder:") or cfg.data_dir
+    return (cfg.model != TINY_CLIP and not os.path.exists(cfg.model)) or not local_data
 
 
 def parse_args(argv=None) -> TTAConfig:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import clip_data
+import clip_models
 import grpo
 import grpo_tta
 import tiny_clip
@@ -368,7 +369,7 @@ def test_the_default_model_is_the_tiny_clip_from_the_cache(tmp_path, capsys, mon
 
 
 def test_adaptation_latency_reports_each_phase(clip_dir):
-    t = grpo_tta.adaptation_latency(clip_dir, repeats=2, views=8, steps=1)
+    t = clip_models.adaptation_latency(clip_dir, repeats=2, views=8, steps=1)
     assert set(t) == {"views_s", "forward_s", "steps_s", "predict_s", "total_s"}
     assert all(v > 0 for v in t.values())
 
@@ -397,3 +398,31 @@ def test_real_clip_runs_the_command_on_a_folder_of_images(real_clip_dir, tmp_pat
     results = json.loads((out / "results.json").read_text())
     assert all(results[m]["total"] == 6 for m in grpo_tta.METHODS)
     assert results["GRPO-TTA"]["mean_last_ratio"] == 1.0          # one step: the ratio is 1
+
+
+# ------------------------------------------------------------------------------- the tiny CLIP
+
+def test_the_tiny_clip_tokenizer_is_clips_own_class_one_token_a_word_and_the_same_every_build():
+    from transformers import CLIPTokenizer
+    tok = tiny_clip._tokenizer()
+    assert isinstance(tok, CLIPTokenizer) and tok.get_vocab() == tiny_clip._tokenizer().get_vocab()
+    for c in tiny_clip.CLASSES:
+        pieces = tok.convert_ids_to_tokens(tok(grpo_tta.PROMPT.format(c))["input_ids"])
+        assert pieces == ["<|startoftext|>", "a</w>", "photo</w>", "of</w>", "a</w>", c + "</w>",
+                          ".</w>", "<|endoftext|>"]
+    assert tok("a golf course")["input_ids"][-1] == tok.eos_token_id       # anything encodes
+
+
+def test_teaching_gives_the_same_weights_whatever_the_thread_count(tmp_path):
+    from safetensors.torch import load_file
+    threads, weights = torch.get_num_threads(), []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        try:
+            out = tiny_clip.build_tiny_clip(tmp_path / f"threads-{n}")
+            tiny_clip.teach(out, steps=2, images=40, batch_size=8, log=lambda *a: None)
+            assert torch.get_num_threads() == n                        # restored afterwards
+        finally:
+            torch.set_num_threads(threads)
+        weights.append(load_file(str(out / "model.safetensors")))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
