@@ -110,7 +110,9 @@ def parse_args(argv=None) -> TTAConfig:
         else:
             kw = dict(type=f.type, choices=meta["choices"])
         text = meta["help"]
-        if "default" not in text and f.default is not None and f.type is not bool:
+        if f.type is bool:
+            text += f" (default: {flag(f.name) if f.default else '--no-' + flag(f.name)[2:]})"
+        elif "default" not in text and f.default is not None:
             extra = f"; {TINY_PRESETS[f.name]} for --model tiny-clip" if f.name in TINY_PRESETS else ""
             text += f" (default: {f.default}{extra})"
         group.add_argument(flag(f.name), dest=f.name, default=f.default, help=text, **kw)
