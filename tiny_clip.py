@@ -4,23 +4,24 @@
 no CLIP weights can be downloaded here (and no PyPI package ships any). This file builds a
 two-layer `CLIPModel` (32x32 images, 8x8 patches, a 64-wide text and vision tower), a small
 `CLIPTokenizer` (CLIP's own class: lower-casing, `</w>` word ends, <|startoftext|> ...
-<|endoftext|>) whose merges are learned here from the prompts, and CLIP's image processor,
-teaches it contrastively on shapes drawn in one style, and saves it with `save_pretrained`.
-grpo_tta.py loads it back through exactly the `CLIPModel` / `AutoProcessor` path of a hub
-checkpoint.
+<|endoftext|>) whose merges spell the prompts' words, and CLIP's image processor, teaches it
+contrastively on shapes drawn in one style, and saves it with `save_pretrained`. grpo_tta.py loads
+it back through exactly the `CLIPModel` / `AutoProcessor` path of a hub checkpoint.
 
-    tiny_clip_path()                      # built on first use (seconds), cached
-    toy_examples("shifted", 200)          # the demonstration's test images, labelled
+    tiny_clip_path()                      # built on first use (under a minute), cached
+    toy_examples("shifted", 240)          # the demonstration's test images, labelled
     build_from_files(fixtures, out)       # a CPU-sized CLIP next to the real ViT-B/16 files
 
-The toy and its shift (TOY): the model is taught on the eight `data.SHAPE_KINDS` drawn as
+The toy and its shift (TOY): the model is taught on six shape kinds (CLASSES) drawn as
 `data.draw_shape` draws them (a dark, saturated shape filling 14-40% of the side of a light
-background, solid, gradient or noise). The "shifted" test images show the same shapes small
-(5-12% of the side) and anywhere in a larger field with two thin random lines as clutter; they
-are never taught. A single centre view sees the shape at a size the model never learned, while
-some random crops zoom in on it: the mechanism by which multi-view test-time methods (TPT, ZERO,
-GRPO-TTA) gain on ImageNet-A. What it leaves out: the tiny CLIP knows eight words; it is a
-stand-in that exercises every code path, not a model whose numbers say why real CLIPs gain.
+background, solid, gradient or noise), each in its class's home colour 80% of the time (a strong,
+imperfect cue: the tiny tower learns colour in seconds, shapes slowly). The "shifted" test images
+show the same classes, same colour rule, small (5-12% of the side) and anywhere in the field with
+two thin random lines as clutter; they are never taught. A single centre view sees the shape at
+a size the model never learned, while some random crops zoom in on it: the mechanism by which
+multi-view test-time methods (TPT, ZERO, GRPO-TTA) gain on ImageNet-A. What it leaves out: the
+tiny CLIP knows a dozen words; it is a stand-in that exercises every code path, not a model whose
+numbers say why real CLIPs gain. docs/grpo-tta.md has the measured figures.
 """
 
 import hashlib
@@ -174,9 +175,10 @@ def teach(model_dir, steps: int = TEACH["steps"], images: int = TEACH["images"],
           batch_size: int = TEACH["batch_size"], lr: float = TEACH["lr"],
           seed: int = TEACH["seed"], log=print) -> Path:
     """Contrastive warm-up on train-style toy images: CLIP's image-to-text cross-entropy of
-    logit_scale * cos(image, "a photo of a {c}.") over the eight class prompts, both towers
-    trained, lr warmed up and decayed with grpo.cosine_lr (the text-to-image half of CLIP's symmetric loss is left out: with eight prompts
-    and 64 images a batch holds each class several times). Random resized crops of scale
+    logit_scale * cos(image, "a photo of a {c}.") over the six class prompts, both towers
+    trained, lr warmed up and decayed with grpo.cosine_lr (the text-to-image half of CLIP's
+    symmetric loss is left out: with six prompts and 32 images a batch holds each class several
+    times). Random resized crops of scale
     TEACH["crop_scale"] and flips. It never sees a shifted image. One thread, deterministic
     algorithms (restored afterwards), so the weights do not depend on the machine's core count.
     """
