@@ -28,17 +28,17 @@ import sys
 import time
 from pathlib import Path
 
-from grpo_tta_config import TINY_CLIP, needs_hub, parse_args
+from harness.grpo_tta_config import TINY_CLIP, needs_hub, parse_args
 
 if __name__ == "__main__":  # --help and bad settings answer before torch and transformers load
     parse_args(sys.argv[1:])
 
 import torch  # noqa: E402
 
-import clip_data  # noqa: E402
+from harness import clip_data  # noqa: E402
 import grpo  # noqa: E402
-import rundir  # noqa: E402
-from clip_models import check_clip, load_clip  # noqa: E402
+from harness import rundir  # noqa: E402
+from harness.clip_models import check_clip, load_clip  # noqa: E402
 from data import DataError  # noqa: E402
 from vlm import ModelError  # noqa: E402
 
@@ -293,7 +293,7 @@ def run(cfg, out: Path, log=print) -> dict:
                         f"--group-size {cfg.group_size} candidates needs at least "
                         f"{cfg.group_size + 1}; add classes or pass a smaller --group-size.")
     if cfg.model == TINY_CLIP:
-        import tiny_clip
+        from harness import tiny_clip
         name = str(tiny_clip.tiny_clip_path(log=log))
     else:
         name = cfg.model

@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-import clip_data
-import clip_models
+from harness import clip_data
+from harness import clip_models
 import grpo
 import grpo_tta
-import tiny_clip
-from grpo_tta_config import TINY_PRESETS, TTAConfig, parse_args
+from harness import tiny_clip
+from harness.grpo_tta_config import TINY_PRESETS, TTAConfig, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP_FILES = ROOT.parent / "shared" / "fixtures" / "clip-vit-base-patch16"

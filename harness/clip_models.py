@@ -44,10 +44,10 @@ def adaptation_latency(model_dir=None, repeats: int = 5, device: str = "cpu", **
     by default. `settings` override TTAConfig fields (views=64, steps=3, ...)."""
     import dataclasses
 
-    import tiny_clip
+    from harness import tiny_clip
     from grpo_tta import (Episode, ViewMaker, chosen_parameters, confident_views, cosines,
                           grpo_tta_adapt, text_embeddings)
-    from grpo_tta_config import TTAConfig
+    from harness.grpo_tta_config import TTAConfig
     cfg = dataclasses.replace(TTAConfig(device=device), **settings)
     model, processor = load_clip(str(model_dir or tiny_clip.tiny_clip_path()), device)
     classes = [f"class {i}" for i in range(8)] if model_dir else tiny_clip.CLASSES

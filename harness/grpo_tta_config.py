@@ -13,8 +13,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-import clip_data
-from config import check_device, flag, opt
+from harness import clip_data
+from harness.config import check_device, flag, opt
 
 TINY_CLIP = "tiny-clip"     # the offline tiny CLIP (tiny_clip.py)
 

@@ -35,6 +35,7 @@ import re
 
 import data
 from data import DataError
+from harness import local_data, resisc45, shapes
 
 WNID = re.compile(r"n\d{8}$")
 IMAGENET_FAMILY = ("imagenet", "imagenet-a", "imagenet-r", "imagenet-v2", "imagenet-sketch")
@@ -89,7 +90,7 @@ def read_classnames(path: str) -> tuple[list[str], dict[str, str]]:
 
 
 def _images(folder: str) -> list[str]:
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(data.IMAGE_EXTENSIONS))
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(local_data.IMAGE_EXTENSIONS))
 
 
 def _class_folders(root: str) -> list[str]:
@@ -105,7 +106,7 @@ def from_folders(name: str, root: str, folders: list[str], labels_of, classnames
         files = _images(os.path.join(root, folder))
         if not files:
             raise DataError(f"Class folder {os.path.join(root, folder)} holds no images "
-                            f"({' '.join(data.IMAGE_EXTENSIONS)}); add some or remove it.")
+                            f"({' '.join(local_data.IMAGE_EXTENSIONS)}); add some or remove it.")
         for f in files:
             examples.append(data.Example(f"{folder}/{f}", "", [], None, folder,
                                          os.path.join(root, folder, f)))
@@ -188,8 +189,8 @@ def load_imagenet_rows(name: str, data_dir: str | None, names: list[str],
                        limit: int | None = None) -> ClassSet:
     """The hub copy named in presets.PRESETS (downloaded, or its files in data_dir): integer
     labels index `names`; a class_name column gives its own sorted class list."""
-    import hub
-    import presets
+    from harness import hub
+    from harness import presets
     p = presets.PRESETS[name]
     split = p.splits["test"]
     path = data_dir or hub._download(p.repo, p.revision, [f"*{split}-*.parquet",
@@ -211,7 +212,7 @@ def load_imagenet_rows(name: str, data_dir: str | None, names: list[str],
 
 def load_toy(name: str, limit: int | None = None, seed: int = 0) -> ClassSet:
     """The tiny CLIP's test images: "toy-shifted" (the shift) or "toy-taught" (as taught)."""
-    import tiny_clip
+    from harness import tiny_clip
     examples = tiny_clip.toy_examples(name.removeprefix("toy-"), limit or TOY_SIZE, seed)
     return ClassSet(name, list(tiny_clip.CLASSES), examples,
                     [tiny_clip.CLASSES.index(e.label) for e in examples])
@@ -219,10 +220,10 @@ def load_toy(name: str, limit: int | None = None, seed: int = 0) -> ClassSet:
 
 def load_other(name: str, data_dir: str | None, limit: int | None = None) -> ClassSet:
     """resisc45, dtd, food101, shapes through presets.load_dataset, with their class lists."""
-    import presets
+    from harness import presets
     examples = presets.load_dataset(name, "test", data_dir=data_dir)
-    known = {"resisc45": [data.display_name(c) for c in presets.RESISC45_CLASSES],
-             "dtd": list(presets.DTD_CLASSES), "shapes": list(data.SHAPES)}
+    known = {"resisc45": [data.display_name(c) for c in resisc45.RESISC45_CLASSES],
+             "dtd": list(presets.DTD_CLASSES), "shapes": list(shapes.SHAPES)}
     classes = known.get(name) or sorted({e.label for e in examples})   # food101: those seen
     return _limited(ClassSet(name, classes, examples, [classes.index(e.label) for e in examples]),
                     limit)

@@ -13,7 +13,7 @@ it back through exactly the `CLIPModel` / `AutoProcessor` path of a hub checkpoi
     build_from_files(fixtures, out)       # a CPU-sized CLIP next to the real ViT-B/16 files
 
 The toy and its shift (TOY): the model is taught on six shape kinds (CLASSES) drawn as
-`data.draw_shape` draws them (a dark, saturated shape filling 14-40% of the side of a light
+`shapes.draw_shape` draws them (a dark, saturated shape filling 14-40% of the side of a light
 background, solid, gradient or noise), each in its class's home colour 80% of the time (a strong,
 imperfect cue: the tiny tower learns colour in seconds, shapes slowly). The "shifted" test images
 show the same classes, same colour rule, small (5-12% of the side) and anywhere in the field with
@@ -36,7 +36,7 @@ import torch
 
 import data
 import grpo
-import tiny
+from harness import shapes, tiny
 
 # ---------------------------------------------------------------------------------------------
 # Tiny CLIP hyperparameters (all in one place).
@@ -46,7 +46,7 @@ VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_at
               image_size=32, patch_size=8)
 PROJECTION = 64
 PROMPT = "a photo of a {}."             # CLIP's prompt; the same in grpo_tta.py
-# Six of data.SHAPE_KINDS: at 32x32 a pentagon or hexagon is hardly told from a circle.
+# Six of shapes.SHAPE_KINDS: at 32x32 a pentagon or hexagon is hardly told from a circle.
 CLASSES = ["circle", "triangle", "square", "star", "cross", "crescent"]
 SPECIAL = ["<|startoftext|>", "<|endoftext|>"]
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -65,7 +65,7 @@ TEACH = dict(images=2000,      # train-style images drawn once (stream "tiny-cli
              seed=0)
 TOY = dict(draw_size=112,            # images are drawn at 112x112 and shown to CLIP at 32x32
            home_colour_rate=0.8,     # each class wears its home colour this often, else any
-           shifted_radius=(0.05, 0.12),   # shape radius / side (taught: 0.14-0.4, data.py)
+           shifted_radius=(0.05, 0.12),   # shape radius / side (taught: 0.14-0.4, harness/shapes.py)
            clutter_lines=2)
 
 
@@ -136,23 +136,23 @@ def _small_shape(kind, rng, size, radius, colour):
             ox, oy, q = cx + 0.5 * r * math.cos(rot), cy + 0.5 * r * math.sin(rot), 0.85 * r
             pen.ellipse((ox - q, oy - q, ox + q, oy + q), fill=0)
     else:
-        pen.polygon([(cx + x, cy + y) for x, y in data._outline(kind, r, rot)], fill=255)
+        pen.polygon([(cx + x, cy + y) for x, y in shapes._outline(kind, r, rot)], fill=255)
     img = Image.composite(Image.new("RGB", (size, size), colour), bg,
                           mask.resize((size, size), Image.BILINEAR))
     pen = ImageDraw.Draw(img)
     for _ in range(TOY["clutter_lines"]):
         pen.line([(rng.uniform(0, size), rng.uniform(0, size)) for _ in range(2)],
-                 fill=rng.choice(data.COLOURS), width=2)
+                 fill=rng.choice(shapes.COLOURS), width=2)
     return img
 
 
 def draw_toy(kind: str, rng: random.Random, style: str):
-    """One toy image of `kind`: style "taught" (data.draw_shape as is) or "shifted" (the shape
+    """One toy image of `kind`: style "taught" (shapes.draw_shape as is) or "shifted" (the shape
     small, anywhere, with clutter; see the module docstring)."""
-    home = data.COLOURS[CLASSES.index(kind)]
-    colour = home if rng.random() < TOY["home_colour_rate"] else rng.choice(data.COLOURS)
+    home = shapes.COLOURS[CLASSES.index(kind)]
+    colour = home if rng.random() < TOY["home_colour_rate"] else rng.choice(shapes.COLOURS)
     if style == "taught":
-        return data.draw_shape(kind, rng, TOY["draw_size"], colour)
+        return shapes.draw_shape(kind, rng, TOY["draw_size"], colour)
     if style != "shifted":
         raise ValueError(f"Unknown toy style {style!r}; use 'taught' or 'shifted'.")
     return _small_shape(kind, rng, TOY["draw_size"], rng.uniform(*TOY["shifted_radius"]), colour)
@@ -240,7 +240,7 @@ def recipe_key() -> str:
     """Hash of everything the cached model depends on: sizes, tokenizer corpus, teaching, toy."""
     import transformers
     recipe = json.dumps([TEXT, VISION, PROJECTION, PROMPT, CLASSES, _CORPUS, TEACH, TOY,
-                         data.COLOURS, transformers.__version__, "one thread"], sort_keys=True)
+                         shapes.COLOURS, transformers.__version__, "one thread"], sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:10]
 
 
