@@ -1,6 +1,7 @@
-"""Errors a user can cause on the command line (issues 11 and 17): each ends in one sentence, with the
-right exit code and no traceback, before any data or model is loaded; a run never merges into
-an old one, and a failed or interrupted run says so in its directory.
+"""Errors a user can cause on the command line (issues 11 and 17): each ends in one sentence,
+with the right exit code and no traceback, before any data or model is loaded where it can; a run
+never merges into an old one, and a failed or interrupted (Ctrl-C, SIGTERM) run says so in its
+directory.
 
 Most tests call ttrv.main in-process with the loaders replaced by ones that fail the test, so a
 check that came too late shows up as "loaded". docs/errors.md lists these.
