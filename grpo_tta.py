@@ -343,11 +343,11 @@ def main(argv=None) -> int:
     cfg = parse_args(argv)
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
-    import vlm
-    vlm.quiet_transformers()
+    from harness import models
+    models.quiet_transformers()
     log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, file=sys.stderr))
     if needs_hub(cfg):              # a hub id or hub dataset: fail at once when offline
-        vlm.work_offline_if_hub_unreachable(log)
+        models.work_offline_if_hub_unreachable(log)
     try:
         out = rundir.run_dir(cfg, log)
     except rundir.RunDirError as e:
