@@ -48,7 +48,7 @@ import rewards
 import rollout
 import vlm
 from harness import models, plain, presets, report
-from harness.distributed import ONE   # one process; torchrun: harness.distributed.Ranks
+from harness.processes import ONE   # one process; torchrun: harness.processes.Ranks
 from harness.config import TINY_MODELS, Config, parse_args  # noqa: F401  (ttrv.parse_args)
 
 

@@ -34,14 +34,14 @@ def main(argv=None) -> int:
 
     import ttrv
     import vlm
-    from harness import distributed, models, report, rundir
+    from harness import distributed, models, processes, report, rundir
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.num_workers is None:
         cfg.num_workers = default_workers(cfg.device)
     use_tf32(cfg.device)
     cfg.save_dtype = cfg.save_dtype or ("bf16" if ttrv.uses_bf16(cfg) else "fp32")
-    procs = distributed.Ranks() if distributed.init(cfg.device) else distributed.ONE
+    procs = processes.Ranks() if distributed.init(cfg.device) else processes.ONE
     main_rank = procs.rank == 0
     if not main_rank:
         cfg.quiet = True                      # rank 0 alone logs, marks and draws progress bars

@@ -10,8 +10,8 @@ MixedPrecisionPolicy computes in bf16 from the fp32 master weights and reduces g
 fp32; on the CPU (gloo) everything is fp32.
 
 One process without torchrun: `init` returns False, no process group exists, nothing is
-wrapped, and the loop runs with `OneProcess` (every call the identity). Under torchrun it
-runs with `Ranks` (below), which answers the same calls.
+
+
 
 ttrv.py's contract under K processes (`Ranks`): each rank samples and scores its own
 prompts (a group never straddles ranks); one AdamW update covers `prompts_per_update` prompts
@@ -304,110 +304,3 @@ def peer_error() -> str | None:
         return next((store.get(k).decode() for k in keys if store.check([k])), None)
     except Exception:  # noqa: BLE001  (no process group or store: nothing to say)
         return None
-
-
-# ------------------------------------------------------------------------------- the loop's contract
-
-class OneProcess:
-    """What the loop (ttrv.py) asks of the processes it runs in, for one process (one GPU):
-    every call is the identity. `Ranks` answers the same calls under torchrun."""
-    rank, count = 0, 1
-
-    def updates(self, idx, per_update):         # [[example index, ...] per AdamW update]
-        return [idx[u:u + per_update] for u in range(0, len(idx), per_update)]
-
-    def same_length(self, roll, pad_id):
-        return roll
-
-    def any_alive(self, alive):                 # does any row still decode?
-        return bool(alive.any())
-
-    def sum(self, x):
-        return float(x)
-
-    def mean(self, pairs):                      # {key: (sum, count)} -> {key: sum / count}
-        return {key: s / c if c else float("nan") for key, (s, c) in pairs.items()}
-
-    def share(self, items):                     # this process's share of an evaluation
-        return items
-
-    def gather(self, result, total):            # an evaluation of every process's share
-        return result
-
-    def on_main(self, fn, *args):
-        return fn(*args)
-
-    def shard(self, policy, ref_model, bf16):
-        pass
-
-    def save(self, model, path):
-        model.save_pretrained(path)
-
-    def checked(self, fn, *args):               # fn(*args); an error ends every process
-        return fn(*args)
-
-    def gathered(self, model):                  # full weights while sampling (FSDP)
-        return contextlib.nullcontext(model)
-
-    def publish_error(self, message):           # tell the other processes why this one ends
-        return message
-
-    def peer_error(self):                       # why another process ended, or None
-        return None
-
-
-ONE = OneProcess()
-
-
-class Ranks(OneProcess):
-    """The loop's calls under torchrun: what it needs from K processes (the contract above)."""
-
-    def __init__(self):
-        super().__init__()
-        self.rank, self.count = rank(), world()
-
-    def updates(self, idx, per_update):
-        """This rank's prompts of each AdamW update, padded with None (a stand-in)."""
-        return [share(idx[u:u + per_update]) for u in range(0, len(idx), per_update)]
-
-    def same_length(self, roll, pad_id):
-        """Rollouts padded to the longest response over the ranks: the same number of forwards."""
-        return type(roll)(*same_length([roll.completion_ids, roll.logprobs, roll.entropies,
-                                        roll.mask], [pad_id, 0, 0, 0]))
-
-    def any_alive(self, alive):
-        return any_rank(alive.any())
-
-    def sum(self, x):
-        return all_sum(x)
-
-    def mean(self, pairs):
-        return mean_over_ranks(pairs)
-
-    def share(self, items):
-        return contiguous_share(items)
-
-    def gather(self, result, total):
-        import eval as evaluation
-        return evaluation.EvalResult.of(gather_share(result.predictions, total))
-
-    def on_main(self, fn, *args):
-        return on_main(fn, *args)
-
-    def shard(self, policy, ref_model, bf16):
-        shard(policy, bf16), shard(ref_model, bf16=False)
-
-    def save(self, model, path):
-        save_pretrained(model, path)
-
-    def checked(self, fn, *args):
-        return checked(fn, *args)
-
-    def gathered(self, model):
-        return gathered(model)
-
-    def publish_error(self, message):
-        return publish_error(message)
-
-    def peer_error(self):
-        return peer_error()

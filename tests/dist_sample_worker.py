@@ -21,12 +21,12 @@ from torch.distributed.tensor import DTensor  # noqa: E402
 
 import rollout  # noqa: E402
 import ttrv  # noqa: E402
-from harness import distributed, presets  # noqa: E402
+from harness import distributed, presets, processes  # noqa: E402
 from harness.config import Config  # noqa: E402
 
 
 def main(model_dir, out):
-    procs = distributed.Ranks() if distributed.init("cpu") else distributed.ONE
+    procs = processes.Ranks() if distributed.init("cpu") else processes.ONE
     cfg = Config(model=model_dir, device="cpu", precision="fp32", rollouts=3, max_new_tokens=5)
     policy, _, processor, _, _ = ttrv.load_models(cfg, log=lambda *a: None, procs=procs)
     examples = presets.load_dataset("shapes", "test")[2 * procs.rank:2 * procs.rank + 2]

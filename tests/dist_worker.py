@@ -27,10 +27,10 @@ import grpo  # noqa: E402
 import rollout  # noqa: E402
 import ttrv  # noqa: E402
 import vlm  # noqa: E402
-from harness import distributed, presets  # noqa: E402
+from harness import distributed, presets, processes  # noqa: E402
 from harness.config import Config  # noqa: E402
 
-PROCS = None   # distributed.Ranks() under torchrun, else distributed.ONE (set in main)
+PROCS = None   # processes.Ranks() under torchrun, else processes.ONE (set in main)
 
 
 def full(t):
@@ -113,7 +113,7 @@ def adapt_with_stand_ins(model_dir):
 
 def main(model_dir, out):
     global PROCS
-    PROCS = distributed.Ranks() if distributed.init("cpu") else distributed.ONE
+    PROCS = processes.Ranks() if distributed.init("cpu") else processes.ONE
     results = dict(one_update=one_update(model_dir),
                    adapt_with_stand_ins=adapt_with_stand_ins(model_dir))
     torch.save(results, f"{out}.rank{distributed.rank()}.pt")
