@@ -10,10 +10,10 @@ MixedPrecisionPolicy computes in bf16 from the fp32 master weights and reduces g
 fp32; on the CPU (gloo) everything is fp32.
 
 One process without torchrun: `init` returns False, no process group exists, nothing is
+wrapped, and the loop runs with harness/processes.py's `OneProcess` (every call the identity).
+Under torchrun it runs with `Ranks` there, which answers the same calls with the functions here.
 
-
-
-ttrv.py's contract under K processes (`Ranks`): each rank samples and scores its own
+ttrv.py's contract under K processes (harness/processes.py `Ranks`): each rank samples and scores its own
 prompts (a group never straddles ranks); one AdamW update covers `prompts_per_update` prompts
 spread over the ranks, its loss normalised by the token count of all of them (all-reduced, as
 verl does), so the update equals the single-process update over the same prompts. Every rank
