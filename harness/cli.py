@@ -36,12 +36,15 @@ def main(argv=None) -> int:
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg.save_dtype = cfg.save_dtype or ("bf16" if ttrv.uses_bf16(cfg) else "fp32")
+    cfg.micro_batch = config.micro_batch_for(cfg)       # 8 rows on a GPU when unset
     procs = distributed.Ranks() if distributed.init(cfg.device) else distributed.ONE
     main_rank = procs.rank == 0
     if not main_rank:
         cfg.quiet = True                      # rank 0 alone logs, marks and draws progress bars
     log = (lambda *a: None) if cfg.quiet else tqdm.write   # tqdm.write: above any progress bar
     models.quiet_transformers()
+    if cfg.precision == "auto" and cfg.device == "cuda" and not ttrv.uses_bf16(cfg):
+        log("note: this GPU has no bf16 (compute capability below 8.0); computing in fp32.")
     if needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
         models.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
@@ -130,6 +133,9 @@ def model_path(name: str, log=print) -> str:
     if seeds:
         raise ModelError(f"{name} holds one model per seed; pass one of them, e.g. "
                              f"--model {seeds[0]}.")
+    if (run / "adapter").is_dir() or any(run.glob("seed-*/adapter")):
+        raise ModelError(f"{name} holds LoRA adapters only (it ran with --lora-rank, without "
+                         "--merge-lora); rerun with --merge-lora for a model eval.py loads.")
     raise ModelError(f"{name} is a run directory without a saved model (it ran with "
                          "--no-save-model, or ended early); pass a model directory or hub id.")
 
@@ -148,6 +154,9 @@ def eval_main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=1024)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
                    help="auto: cuda when available")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="as ttrv.py's: fp32 weights under bf16 autocast (bf16), fp32, or auto "
+                   "(bf16 on a GPU that has it); the adapted model is then scored as the run did")
     p.add_argument("--allow-cpu", action="store_true",
                    help="evaluate a >1B model on the CPU anyway (very slow)")
     p.add_argument("--output", default=None, help="write per-example predictions (JSONL) here")
@@ -156,7 +165,8 @@ def eval_main(argv=None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"{config.flag(name)} {value} is out of range; pass an integer >= 1.")
-    problem = config.check_device(args.device)
+    problem = config.check_device(args.device) or config.check_precision(args.precision,
+                                                                          args.device)
     if problem:
         p.error(problem)
     import torch
@@ -174,12 +184,15 @@ def eval_main(argv=None) -> int:
             models.work_offline_if_hub_unreachable()
         examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
                                         seed=args.seed)[:args.limit]
-        dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, processor = vlm.load(models.resolve_name(name), args.device, dtype,
-                                   allow_cpu=args.allow_cpu)
+        # fp32 weights under bf16 autocast: the computation of ttrv.py's own evaluations
+        bf16 = config.bf16_compute(args.precision, args.device)
+        model, processor = vlm.load(models.resolve_name(name), args.device, torch.float32,
+                                    allow_cpu=args.allow_cpu)
         model.eval()
         result = evaluation.evaluate(model, processor, examples, batch_size=args.batch_size,
-                          max_new_tokens=args.max_new_tokens)
+                                     max_new_tokens=args.max_new_tokens,
+                                     autocast=torch.autocast(args.device, dtype=torch.bfloat16,
+                                                             enabled=bf16))
     except (data.DataError, vlm.ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -291,7 +291,8 @@ class Ranks(OneProcess):
         return on_main(fn, *args)
 
     def shard(self, policy, ref_model, bf16):
-        shard(policy, bf16), shard(ref_model, bf16=False)
+        # both gathered as bf16 (FSDP's param_dtype): the reference computes as the policy does
+        shard(policy, bf16), shard(ref_model, bf16)
 
     def save(self, model, path):
         save_pretrained(model, path)
