@@ -76,7 +76,7 @@ def setup(args):
     params = [p for p in policy.parameters() if p.requires_grad]
     return SimpleNamespace(
         device=device, policy=policy, ref=ref, params=params, what=arch.what,
-        optimizer=torch.optim.AdamW(params, lr=5e-7, betas=(0.9, 0.999), weight_decay=0.01),
+        optimizer=grpo.adamw(params, 5e-7, 0.01),     # the loop's AdamW: fused on CUDA
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
         precision="fp32 master + bf16 autocast, bf16 reference" if bf16 else "fp32",
         prompts=vlm.to_device(arch.prompts, device), preprocess=arch.preprocess,
@@ -252,11 +252,19 @@ def parse_args(argv=None):
     p.add_argument("--logprob-lens", type=int, nargs="+", default=[16, 256, 1024],
                    help="response lengths T for --logprob-memory")
     p.add_argument("--logprob-rows", type=int, default=2, help="responses for --logprob-memory")
+    p.add_argument("--gpu-check", action="store_true",
+                   help="only the GPU check (harness/gpu_check.py): the issue-17 figures, 1 GPU")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --gpu-check: the same code on the tiny models, CPU")
+    p.add_argument("--gpu-check-json", default=None, help="write the GPU check's JSON here")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.gpu_check:
+        from harness import gpu_check
+        return gpu_check.main(args.dry_run, args.gpu_check_json)
     if args.logprob_memory:
         print("\n".join(bench_logprob.logprob_memory(args)))
         return 0

@@ -6,7 +6,9 @@ the order a training step uses them (ttrv.adapt):
     A      = group_advantages(rewards)                              # [B, N]    eq. (2)
     mask   = completion_mask(ids, eos_token_ids)                    # [B*N, T]
     logp   = token_logprobs(head, hidden, ids, temperature)         # [R, T]    chunked head
+    order  = by_length(mask); length_chunks(mask[order], size)      # micro-batches, trimmed
     loss, stats = grpo_loss(logp, old_logp, ref_logp, A, mask)      # eq. (1): clip + KL
+    optimizer = adamw(params, lr, weight_decay)                     # fused on CUDA
     set_lr(optimizer, cosine_lr(batch, batches, peak_lr)); loss.backward(); clip_grad_norm
 
 Conventions follow the paper's official code (a verl fork): clip 0.2 both sides, dual clip 3.0,
@@ -158,7 +160,8 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
 
     stats: "loss", "pg_loss" (surrogate alone, same aggregation), "kl" (mean per-token KL),
     "clip_frac" (tokens whose clipped branch was selected, gradient stopped), "dual_clip_frac",
-    "ratio", "ratio_max" (over masked tokens), "adv" (mean advantage per sequence).
+    "ratio", "ratio_max", "ratio_dev" (largest |ratio - 1|; over masked tokens), "adv" (mean
+    advantage per sequence).
     """
     mask = mask.to(logp.dtype)
     A = advantages.to(logp.dtype).unsqueeze(1)                         # [B, 1]
@@ -202,12 +205,63 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
             "dual_clip_frac": _masked_mean(is_dual.to(mask.dtype), mask).item(),
             "ratio": _masked_mean(ratio, mask).item(),
             "ratio_max": torch.where(mask > 0, ratio, torch.zeros_like(ratio)).max().item(),
+            "ratio_dev": torch.where(mask > 0, (ratio - 1).abs(), torch.zeros_like(ratio)).max().item(),
             "adv": advantages.float().mean().item(),
         }
     return loss, stats
 
 
+# ----------------------------------------------------------------------------- micro-batches
+
+
+def by_length(mask: torch.Tensor) -> torch.Tensor:
+    """Row order longest response first (stable): [R] indices, mask [R, T].
+
+    Sorting a group before cutting it into micro-batches puts rows of like length together, so
+    each chunk, trimmed to its own longest row (length_chunks), carries little padding.
+    """
+    return mask.sum(1).argsort(descending=True, stable=True)
+
+
+def length_chunks(mask: torch.Tensor, size: int | None = None) -> list[tuple[slice, int]]:
+    """The micro-batches of a group: (rows, T_c) for each run of `size` consecutive rows (None:
+    all rows at once), T_c the chunk's own longest row (its last column holding a 1).
+
+    Columns past T_c are padding for every row of the chunk, and every log-prob is causal, so
+    dropping them changes no loss term (grpo_loss's dr_grpo still divides by the group's T).
+
+    >>> length_chunks(torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]]), 2)
+    [(slice(0, 2, None), 3), (slice(2, 3, None), 1)]
+    """
+    rows = mask.shape[0]
+    size = size or rows
+    out = []
+    for c in range(0, rows, size):
+        used = mask[c:c + size].sum(0).nonzero()                       # columns with a 1
+        out.append((slice(c, min(c + size, rows)), int(used.max()) + 1 if len(used) else 1))
+    return out
+
+
 # ----------------------------------------------------------------------------- optimiser helpers
+
+
+def _on_cuda(p: torch.Tensor) -> bool:
+    return p.device.type == "cuda"
+
+
+def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """The loop's AdamW (betas 0.9, 0.999 as verl); the fused kernel when every parameter is on CUDA.
+
+    On CUDA torch otherwise picks its foreach kernel, whose step() takes `_foreach_sqrt` of the
+    second moments: a temporary fp32 copy the size of all trained parameters (15 GB for the 3B
+    model), at the moment grads and both moments are already held. The fused kernel updates in
+    place. Elsewhere (CPU, meta) torch's default stays.
+    """
+    params = list(params)
+    fused = bool(params) and all(_on_cuda(p) for p in params)
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay,
+                             fused=True if fused else None)
+
 
 
 def cosine_lr(step: int, total_steps: int, peak_lr: float, warmup_ratio: float = 0.03,

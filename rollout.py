@@ -83,6 +83,19 @@ class Experience:
     weight: float = 1.0           # 0: a stand-in that only keeps processes in step (torchrun)
 
 
+class _ComputeCache(DynamicCache):
+    """transformers' DynamicCache with keys and values in the autocast dtype. Under bf16
+    autocast RoPE's fp32 cos/sin make the keys fp32, and DynamicCache then keeps both in fp32
+    (twice the memory); attention under autocast casts them to bf16 itself, so no result changes."""
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        device = key_states.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            key_states, value_states = key_states.to(dtype), value_states.to(dtype)
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+
 class _PrefixCache(DynamicCache):
     """A read-only KV cache: every layer's prompt keys/values, new tokens attend to them.
 
@@ -95,8 +108,8 @@ class _PrefixCache(DynamicCache):
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         self.reads += 1
         layer = self.layers[layer_idx]  # keys/values: [B*n, kv_heads, P, head_dim]
-        return (torch.cat([layer.keys, key_states], dim=-2),
-                torch.cat([layer.values, value_states], dim=-2))
+        return (torch.cat([layer.keys, key_states.to(layer.keys.dtype)], dim=-2),  # bf16 prefix
+                torch.cat([layer.values, value_states.to(layer.values.dtype)], dim=-2))
 
 
 _MISSING = object()
@@ -155,7 +168,7 @@ def _prefill(model, prompt_inputs):
     if mrope:
         saved, inner.rope_deltas = inner.rope_deltas, None
     try:
-        cache = DynamicCache()
+        cache = _ComputeCache()
         out = model(**prompt_inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
         mask = prompt_inputs["attention_mask"]                      # [B, P]
         if mrope and inner.rope_deltas is not None:                 # (None: no image, 1D positions)

@@ -47,9 +47,9 @@ import grpo
 import rewards
 import rollout
 import vlm
-from harness import models, plain, presets, report
+from harness import lora, models, plain, presets, report
 from harness.processes import ONE   # one process; torchrun: harness.processes.Ranks
-from harness.config import TINY_MODELS, Config, parse_args  # noqa: F401  (ttrv.parse_args)
+from harness.config import TINY_MODELS, Config, bf16_compute, parse_args  # noqa: F401
 
 
 # ------------------------------------------------------------------------------- the vote
@@ -130,40 +130,47 @@ def collect(policy, ref_model, processor, batch, weights, cfg, autocast, sampler
 
 def experience(ref_model, prompt, ids, mask, old_logp, advantages, weight, cfg, autocast,
                sampler):
-    """One prompt's rollout.Experience, its frozen reference log-probs (eq. 1) computed once."""
+    """One prompt's rollout.Experience, rows longest first, its frozen reference log-probs
+    (eq. 1) computed once, in the micro-batches `backward` will use (the same shapes)."""
+    order = grpo.by_length(mask)                       # micro-batches of like lengths
+    ids, mask, old_logp, advantages = ids[order], mask[order], old_logp[order], advantages[order]
     ref = None
     if cfg.beta:
+        ref = torch.zeros_like(mask)                                               # [k, T]
         with torch.no_grad(), autocast:
-            ref = sampler.logprobs(ref_model, prompt, ids, mask, cfg.temperature).float()
+            for rows, T in grpo.length_chunks(mask, cfg.micro_batch):
+                ref[rows, :T] = sampler.logprobs(ref_model, prompt, ids[rows, :T],
+                                                 mask[rows, :T], cfg.temperature).float()
     return rollout.Experience(prompt, ids, mask, old_logp.float(), ref,
                               advantages.to(mask.device), weight)
 
 
 def backward(policy, g, cfg, autocast, sampler, total, scale):
-    """Loss (eq. 1) and backward for one prompt's group, in micro-batches of cfg.micro_batch.
+    """Loss (eq. 1) and backward for one prompt's group, in micro-batches of cfg.micro_batch rows,
+    each cut to its own longest row (grpo.length_chunks).
 
     Each chunk's loss is weighted by its share of `total` (tokens for token_mean, rows
     otherwise, over all groups of the update), so the accumulated gradient is that of all groups
     at once. `scale` multiplies the loss (0 for a stand-in). Returns the loss statistics.
     """
-    rows = g.ids.shape[0]
-    size = cfg.micro_batch or rows
     stats = []
-    for c in range(0, rows, size):
-        part = slice(c, c + size)
+    for rows, T in grpo.length_chunks(g.mask, cfg.micro_batch):
+        part = (rows, slice(0, T))                     # the columns past T are padding here
         with autocast:
             logp = sampler.logprobs(policy, g.prompt, g.ids[part], g.mask[part], cfg.temperature)
         loss, s = grpo.grpo_loss(logp.float(), g.old_logp[part],
                                  None if g.ref_logp is None else g.ref_logp[part],
-                                 g.advantages[part], g.mask[part], clip_eps=cfg.clip_eps,
+                                 g.advantages[rows], g.mask[part], clip_eps=cfg.clip_eps,
                                  beta=cfg.beta, dual_clip=cfg.dual_clip,
-                                 aggregation=cfg.loss_agg, max_len=g.ids.shape[1])
+                                 aggregation=cfg.loss_agg, max_len=g.ids.shape[1])  # group's T
         share = (g.mask[part].sum() / total if cfg.loss_agg == "token_mean"
                  else torch.tensor(g.ids[part].shape[0] / total))
         (loss * share * scale).backward()
         stats.append((float(share), s))
     weight = sum(w for w, _ in stats)      # this group's share of the update
-    return {key: sum(w * s[key] for w, s in stats) / weight for key in stats[0][1]}
+    out = {key: sum(w * s[key] for w, s in stats) / weight for key in stats[0][1]}
+    out.update({key: max(s[key] for _, s in stats) for key in ("ratio_max", "ratio_dev")})
+    return out
 
 
 def update(policy, optimizer, params, groups, cfg, autocast, sampler, procs=ONE):
@@ -207,8 +214,7 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None, s
     which strips them (tests/test_ttrv.py checks that labelled examples give the same updates).
     """
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999),
-                                  weight_decay=cfg.weight_decay)
+    optimizer = grpo.adamw(params, cfg.lr, cfg.weight_decay)   # fused when all on CUDA
     torch.manual_seed(cfg.seed + procs.rank)           # rollouts: torch's global generator
     reward_rng = np.random.default_rng(cfg.seed)
     batches, history, updates = schedule(len(examples), cfg), [], 0
@@ -260,8 +266,8 @@ def vote_entropy(policy, processor, examples, cfg, autocast, sampler=rollout, pr
 # ------------------------------------------------------------------------------- setup and run
 
 def uses_bf16(cfg) -> bool:
-    """bf16 autocast and reference under --precision bf16, or auto on a GPU."""
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and cfg.device == "cuda")
+    """bf16 autocast under --precision bf16, or auto on a GPU with bf16 (config.bf16_compute)."""
+    return bf16_compute(cfg.precision, cfg.device)
 
 
 def load_models(cfg, log=print, procs=ONE):
@@ -269,18 +275,36 @@ def load_models(cfg, log=print, procs=ONE):
     from harness import tiny
     name = (str(procs.on_main(lambda: tiny.tiny_model_path(cfg.model, log=log)))
             if cfg.model in TINY_MODELS else models.resolve_name(cfg.model, log))
-    bf16 = uses_bf16(cfg)
     # fp32 master weights even under bf16: an AdamW step at lr 5e-7 is far below bf16's resolution.
     policy, processor = vlm.load(name, cfg.device, torch.float32, cfg.allow_cpu)
-    ref_model = vlm.load_model(name, cfg.device, torch.bfloat16 if bf16 else torch.float32,
-                               allow_cpu=True).eval().requires_grad_(False)
-    vlm.freeze_vision(policy, cfg.freeze_vision)    # None: the family's default (vlm.FAMILIES)
+    reference = lambda: vlm.load_model(name, "cpu", torch.float32, allow_cpu=True)  # noqa: E731
+    policy, ref_model, autocast = prepare(policy, cfg, reference, procs)
+    return policy, ref_model, processor, autocast, name
+
+
+def prepare(policy, cfg, reference, procs=ONE):
+    """(policy, ref_model, autocast): an fp32 model made ready for `adapt`.
+
+    One precision story (ours): the policy computes under bf16 autocast from fp32 weights, and
+    the reference makes the same computation (vlm.frozen_reference stores in bf16 exactly the
+    weights autocast casts, the rest fp32), so at step 0 the two are one model: KL 0 (a copy
+    wholly in bf16 is a slightly different model). --lora-rank: the reference is `policy` with
+    its adapters off (harness/lora.py); otherwise a frozen copy of `reference()` (an fp32 load).
+    """
+    bf16 = uses_bf16(cfg)
+    train_vision = not vlm.freeze_vision(policy, cfg.freeze_vision)  # None: the family's default
+    if cfg.lora_rank:  # the frozen base stored as autocast computes; the adapters train in fp32
+        vlm.compute_storage(policy, torch.bfloat16 if bf16 else None)
+        policy, ref_model = lora.add(policy, cfg.lora_rank, cfg.lora_alpha or 2 * cfg.lora_rank,
+                                     train_vision)
+    else:
+        ref_model = vlm.frozen_reference(reference(), torch.bfloat16 if bf16 else None)
+        ref_model.to(next(policy.parameters()).device)
     if cfg.gradient_checkpointing:
         policy.activation_checkpointing_enable({"use_reentrant": False})  # ("gradient checkpointing")
     policy.train()
-    procs.shard(policy, ref_model, bf16)   # torchrun: FSDP2, bf16 compute from fp32 masters
-    autocast = torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=bf16)
-    return policy, ref_model, processor, autocast, name
+    procs.shard(policy, ref_model, bf16)   # torchrun: FSDP2, both gathered in bf16
+    return policy, ref_model, torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=bf16)
 
 
 def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
@@ -367,8 +391,11 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
                                  entropy=[(m["step"], m["answer_entropy"]) for m in history],
                                  vote_entropy=[(0, before), (len(history), after)])
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    if cfg.save_model:  # in --save-dtype (default: the compute dtype), not always fp32
-        policy.to(torch.bfloat16 if cfg.save_dtype == "bf16" else torch.float32)
-        procs.save(policy, out / "model")  # gathered under FSDP
+    # in --save-dtype (default: the compute dtype), not always fp32; LoRA: the adapters, and the
+    # merged model with --merge-lora (lora.for_saving)
+    model = lora.for_saving(policy, out / "adapter", cfg.merge_lora) if cfg.save_model else None
+    if model is not None:
+        model.to(torch.bfloat16 if cfg.save_dtype == "bf16" else torch.float32)
+        procs.save(model, out / "model")  # gathered under FSDP
         processor.save_pretrained(out / "model")
     return results

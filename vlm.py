@@ -34,9 +34,14 @@ from safetensors import SafetensorError
 
 CPU_PARAM_LIMIT = 1_000_000_000  # above this, refuse to train on a CPU unless asked
 
+# The language model's attention and MLP projections (Qwen2 / Llama blocks): where --lora-rank
+# puts its adapters (harness/lora.py) unless a family lists its own `lora_modules`. A family whose
+# vision tower trains also gets adapters on every linear layer of the tower.
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 # Each family's protocol, as the official runs set it; keyed by config.model_type. Families
 # not listed get the defaults (vision trains, the template's own system prompt, the
-# processor's own image settings).
+# processor's own image settings, LORA_MODULES).
 FAMILIES = {
     # Every Qwen2.5-VL log of the official runs samples at 1.5 (run.sh and the paper say 1.0).
     "qwen2_5_vl": dict(official_temperature=1.5),
@@ -44,6 +49,9 @@ FAMILIES = {
         official_temperature=1.0,          # the InternVL logs sample at 1.0
         # The official code freezes InternVL's vision tower (the projector trains).
         freeze_vision=True,
+        # LoRA: the Qwen2 text model's projections and the projector's two layers, which the
+        # official protocol trains (our choice: adapters there rather than full weights).
+        lora_modules=LORA_MODULES + ("linear_1", "linear_2"),
         # Up to 12 tiles plus a thumbnail, as InternVL3 was trained and evaluated (the
         # checkpoint's preprocessor_config says crop_to_patches false; InternVLProcessor turns
         # it on itself, and we pass all three explicitly so neither default decides).
@@ -143,6 +151,40 @@ def official_temperature(model) -> float:
     return family(model).get("official_temperature", 1.0)
 
 
+def is_vision(name: str) -> bool:
+    """Whether a parameter or module name lies in the vision tower (InternVL's `vision_tower`,
+    Qwen-VL's `visual` with its merger; InternVL's `multi_modal_projector` is not)."""
+    return "visual" in name or "vision" in name
+
+
+def compute_storage(model, compute_dtype=None):
+    """Store `model` (fp32, as loaded) in place as bf16 autocast computes with it.
+
+    With compute_dtype bf16 every linear and convolution layer keeps its weights in bf16 and
+    every other parameter (norms, embeddings) stays fp32. Under bf16 autocast that is exactly the
+    computation of the fp32 model: autocast runs those layers on bf16 copies of the fp32
+    weights, the rest in fp32; at 2 bytes per weight, no copies made per forward. A model stored
+    wholly in bf16 would also round its norms and embeddings and carry its residual stream in
+    bf16: a slightly different model. Tied embeddings are untied so the lookup stays fp32 while
+    the output head is bf16. For frozen weights only: trained ones keep fp32 masters.
+    """
+    if compute_dtype is not None:
+        head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+        if head is not None and embed is not None and head.weight is embed.weight:
+            embed.weight = torch.nn.Parameter(embed.weight.detach().clone(),
+                                              requires_grad=embed.weight.requires_grad)
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+                m.to(compute_dtype)
+    return model
+
+
+def frozen_reference(model, compute_dtype=None):
+    """The frozen reference of eq. (1) from an fp32 model: stored as autocast computes
+    (compute_storage), so at step 0 it is the policy's own computation, eval mode, no grads."""
+    return compute_storage(model, compute_dtype).eval().requires_grad_(False)
+
+
 def freeze_vision(model, freeze=None) -> bool:
     """Freeze the vision tower's parameters (`freeze` None: the family's default); returns
     whether it froze them. The rule is by parameter name: InternVL's `vision_tower` freezes and
@@ -152,7 +194,7 @@ def freeze_vision(model, freeze=None) -> bool:
         freeze = family(model).get("freeze_vision", False)
     if freeze:
         for name, p in model.named_parameters():
-            if "visual" in name or "vision" in name:
+            if is_vision(name):
                 p.requires_grad_(False)
     return freeze
 

@@ -41,6 +41,7 @@ def main(argv=None) -> int:
         cfg.num_workers = default_workers(cfg.device)
     use_tf32(cfg.device)
     cfg.save_dtype = cfg.save_dtype or ("bf16" if ttrv.uses_bf16(cfg) else "fp32")
+    cfg.micro_batch = config.micro_batch_for(cfg)       # 8 rows on a GPU when unset
     procs = processes.Ranks() if distributed.init(cfg.device) else processes.ONE
     main_rank = procs.rank == 0
     if not main_rank:
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
         if main_rank:
             print(f"error: {e}", file=sys.stderr)
         return 1
+    if cfg.precision == "auto" and cfg.device == "cuda" and not ttrv.uses_bf16(cfg):
+        log("note: this GPU has no bf16 (compute capability below 8.0); computing in fp32.")
     if needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
         models.work_offline_if_hub_unreachable(log)
     seeds = cfg.seeds or [cfg.seed]
@@ -165,6 +168,9 @@ def model_path(name: str, log=print) -> str:
     if seeds:
         raise ModelError(f"{name} holds one model per seed; pass one of them, e.g. "
                              f"--model {seeds[0]}.")
+    if (run / "adapter").is_dir() or any(run.glob("seed-*/adapter")):
+        raise ModelError(f"{name} holds LoRA adapters only (it ran with --lora-rank, without "
+                         "--merge-lora); rerun with --merge-lora for a model eval.py loads.")
     raise ModelError(f"{name} is a run directory without a saved model (it ran with "
                          "--no-save-model, or ended early); pass a model directory or hub id.")
 
@@ -200,14 +206,17 @@ def eval_main(argv=None) -> int:
         examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
                                         seed=args.data_seed, protocol=args.protocol,
                                         max_image_side=args.max_image_side)[:args.eval_limit]
-        dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, processor = vlm.load(models.resolve_name(name), args.device, dtype,
-                                   allow_cpu=args.allow_cpu)
+        # fp32 weights under bf16 autocast: the computation of ttrv.py's own evaluations
+        bf16 = config.bf16_compute(args.precision, args.device)
+        model, processor = vlm.load(models.resolve_name(name), args.device, torch.float32,
+                                    allow_cpu=args.allow_cpu)
         model.eval()
         result = evaluation.evaluate(model, processor, examples,
                                      batch_size=args.eval_batch_size,
                                      max_new_tokens=args.eval_max_new_tokens,
-                                     num_workers=args.num_workers)
+                                     num_workers=args.num_workers,
+                                     autocast=torch.autocast(args.device, dtype=torch.bfloat16,
+                                                             enabled=bf16))
     except (data.DataError, vlm.ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

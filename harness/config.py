@@ -11,9 +11,17 @@ heavy is loaded.
 import argparse
 import dataclasses
 import math
+import importlib.util
+import os
 from dataclasses import dataclass, field
 
 import rewards
+
+
+# Responses per forward/backward chunk on a GPU when --micro-batch is unset: one rambling
+# response then costs 8 rows at its length, not the whole group (a memory knob, not a
+# hyperparameter: the gradient is the same at any size).
+CUDA_MICRO_BATCH = 8
 
 
 def opt(default, group, help, choices=None, alias=None):  # a config field and its --help entry
@@ -31,13 +39,18 @@ class Config:
                      "with a built-in failure of format) or 'tiny-letters' (letters only)")
     device: str = opt("auto", "model", "cuda, cpu, or auto (cuda when available; pick a GPU with "
                       "CUDA_VISIBLE_DEVICES)", ["auto", "cuda", "cpu"])
-    precision: str = opt("auto", "model", "bf16 (fp32 master weights, bf16 autocast, bf16 "
-                         "reference), fp32, or auto (bf16 on GPU, fp32 on CPU)",
-                         ["auto", "bf16", "fp32"])
+    precision: str = opt("auto", "model", "bf16 (fp32 master weights under bf16 autocast; the "
+                         "reference computes the same way), fp32, or auto (bf16 on a GPU that has "
+                         "it, else fp32)", ["auto", "bf16", "fp32"])
     gradient_checkpointing: bool = opt(True, "model", "recompute activations in the backward")
     freeze_vision: bool = opt(None, "model", "freeze the vision tower (saves memory); default: "
                               "the family's protocol (InternVL frozen, Qwen-VL trained)")
     allow_cpu: bool = opt(False, "model", "train a >1B model on the CPU anyway")
+    lora_rank: int = opt(None, "model", "train rank-R LoRA adapters (PEFT) on the language "
+                         "model's attention and MLP projections instead of every weight; the "
+                         "reference is the same model with its adapters off (default: full "
+                         "fine-tuning)")
+    lora_alpha: float = opt(None, "model", "LoRA scale alpha (default: 2 x --lora-rank)")
     # data
     dataset: str = opt("shapes", "data", "resisc45, shapes, folder:PATH, jsonl:PATH, ... "
                        "(adapt and evaluate on it)")
@@ -65,8 +78,9 @@ class Config:
                         alias="--votes")
     train_rollouts: int = opt(None, "rollouts", "train on only the first K of them (the official "
                               "code: 32 votes, 16 trained; default all, as the paper says)")
-    micro_batch: int = opt(None, "rollouts", "responses per forward/backward chunk (lowers "
-                           "memory; default the whole group)")
+    micro_batch: int = opt(None, "rollouts", "responses per forward/backward chunk, each cut "
+                           f"to its longest response (lowers memory; default: {CUDA_MICRO_BATCH} "
+                           "on a GPU, the whole group on the CPU)")
     temperature: float = opt(1.0, "rollouts", "sampling temperature (--protocol official: "
                              "per model family, vlm.official_temperature)")
     top_p: float = opt(1.0, "rollouts", "nucleus sampling threshold")
@@ -114,6 +128,8 @@ class Config:
     overwrite: bool = opt(False, "output", "replace an existing run directory: the old one is moved "
                           "aside to DIR.replaced-<time> (never deleted) before anything is written")
     save_model: bool = opt(True, "output", "save the adapted model (save_pretrained)")
+    merge_lora: bool = opt(False, "output", "with --lora-rank: also save the merged model "
+                           "(model/, which eval.py loads); the adapters always go to adapter/")
     save_dtype: str = opt(None, "output", "dtype of the saved model (default: the training compute "
                           "dtype: bf16 under bf16 precision, fp32 otherwise)", ["bf16", "fp32"])
     quiet: bool = opt(False, "output", "no progress bars or per-step logs")
@@ -142,6 +158,8 @@ RANGES = dict(
     rollouts=(lambda v: v >= 1, "an integer >= 1 (the paper: 32)"),
     train_rollouts=(lambda v: v >= 1, "an integer >= 1, at most --rollouts"),
     micro_batch=(lambda v: v >= 1, "an integer >= 1"),
+    lora_rank=(lambda v: v >= 1, "an integer >= 1 (e.g. 16)"),
+    lora_alpha=(lambda v: v > 0, "a number > 0"),
     temperature=(lambda v: v > 0, "a number > 0 (the paper: 1.0): at 0 the N responses are one "
                  "greedy answer repeated, every advantage is 0 and nothing is learned"),
     top_p=(lambda v: 0 < v <= 1, "a number in (0, 1]"),
@@ -200,7 +218,42 @@ def check(cfg: Config) -> str | None:
                 "records; drop --no-shared-prefix.")
     if cfg.sampling == "biased" and not cfg.classes:
         return "--sampling biased needs --classes K (the number of classes to draw from)."
-    return check_device(cfg.device)
+    if (cfg.lora_alpha is not None or cfg.merge_lora) and not cfg.lora_rank:
+        return "--lora-alpha and --merge-lora apply to LoRA; pass --lora-rank R as well."
+    if cfg.lora_rank and importlib.util.find_spec("peft") is None:
+        return "--lora-rank needs the peft package; install it: pip install -r requirements.txt."
+    if cfg.lora_rank and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return ("--lora-rank runs in one process (LoRA under FSDP is untested); launch without "
+                "torchrun, or drop --lora-rank.")
+    return check_device(cfg.device) or check_precision(cfg.precision, cfg.device)
+
+
+def check_precision(precision: str, device: str) -> str | None:
+    """None, or one sentence when bf16 is asked of a GPU without it (before any model loads)."""
+    if precision == "bf16" and device != "cpu" and _cuda_without_bf16():
+        return ("--precision bf16 but this GPU has no bf16 (compute capability below 8.0); pass "
+                "--precision fp32, or auto (fp32 on such a GPU).")
+    return None
+
+
+def _cuda_without_bf16() -> bool:
+    import torch
+    return torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def bf16_compute(precision: str, device: str) -> bool:
+    """Whether to compute under bf16 autocast: --precision bf16, or auto on a GPU with bf16
+    (auto on a GPU without it, e.g. a V100 or T4, computes in fp32)."""
+    if precision != "auto":
+        return precision == "bf16"
+    return device.startswith("cuda") and not _cuda_without_bf16()
+
+
+def micro_batch_for(cfg: Config) -> int | None:
+    """--micro-batch, or CUDA_MICRO_BATCH rows on a GPU when it is unset (None: the whole group)."""
+    if cfg.micro_batch is None and cfg.device.startswith("cuda"):
+        return CUDA_MICRO_BATCH
+    return cfg.micro_batch
 
 
 def check_numbers(values: dict) -> str | None:
@@ -281,7 +334,7 @@ def parse_args(argv=None) -> Config:
 
 # eval.py's flags: the same fields (one definition, Config's) as ttrv.py's; field -> the flag
 # eval.py has always had for it, kept as an alias.
-EVAL_FIELDS = dict(protocol=None, model=None, device=None, allow_cpu=None, dataset=None,
+EVAL_FIELDS = dict(protocol=None, model=None, device=None, precision=None, allow_cpu=None, dataset=None,
                    data_dir=None, data_seed="--seed", max_image_side=None, num_workers=None,
                    eval_limit="--limit", eval_batch_size="--batch-size",
                    eval_max_new_tokens="--max-new-tokens")

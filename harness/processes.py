@@ -102,7 +102,8 @@ class Ranks(OneProcess):
         return distributed.on_main(fn, *args)
 
     def shard(self, policy, ref_model, bf16):
-        distributed.shard(policy, bf16), distributed.shard(ref_model, bf16=False)
+        # both gathered as bf16 (FSDP's param_dtype): the reference computes as the policy does
+        distributed.shard(policy, bf16), distributed.shard(ref_model, bf16)
 
     def save(self, model, path):
         distributed.save_pretrained(model, path)

@@ -146,3 +146,18 @@ def test_done_when_mixed_tiles_first_update_gradient_norm_agrees(internvl_files)
         norms.append(grpo.clip_grad_norm(params, float("inf")))
         policy.zero_grad(set_to_none=True)
     assert norms[0] > 0 and abs(norms[0] - norms[1]) <= 1e-5 * norms[1], norms
+
+
+def test_lora_rank_8_runs_on_the_real_qwen_files_and_eval_py_reads_the_merged_model(
+        qwen_files, tmp_path, capsys):
+    out = tmp_path / "lora"
+    assert cli.main(["--model", str(qwen_files), "--num-samples", "2", "--rollouts", "2",
+                     "--prompts-per-step", "2", "--epochs", "1", "--eval-limit", "2",
+                     "--max-new-tokens", "2", "--quiet", "--device", "cpu", "--allow-cpu",
+                     "--lora-rank", "8", "--merge-lora", "--output-dir", str(out)]) == 0, \
+        capsys.readouterr().err
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[0]["updates"] == 2
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 8
+    assert cli.eval_main(["--model", str(out), "--limit", "2", "--max-new-tokens", "2",
+                          "--batch-size", "2", "--device", "cpu"]) == 0
