@@ -20,9 +20,10 @@ Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the process's peak R
 both paths, from resource.getrusage). Times: one warm-up step, then --repeats steps; the repeat
 with the shortest full step is reported (best of k). CUDA is synchronised around every phase.
 
-Precision as in ttrv.py: GPU = fp32 master weights + bf16 autocast, a bf16 reference copy, fp32
-AdamW states; CPU = fp32 everywhere. The response length is forced: every end token (and every
-other special token) is suppressed, so each rollout has exactly L tokens.
+Precision as in ttrv.py: GPU = fp32 master weights + bf16 autocast, the reference stored as
+autocast computes (vlm.frozen_reference), fp32 AdamW states (fused); CPU = fp32 everywhere.
+The response length is forced: every end token (and every other special token) is suppressed,
+so each rollout has exactly L tokens.
 The models and their inputs per --arch, and the meta-device parameter counts, are in
 harness/bench_models.py; --logprob-memory is harness/bench_logprob.py.
 
@@ -42,6 +43,7 @@ from types import SimpleNamespace
 import torch
 
 import eval as evaluation
+import grpo
 import rollout
 import ttrv
 import vlm
@@ -69,8 +71,7 @@ def setup(args):
     arch = bench_models.build(args, device)
     policy = arch.policy
     bf16 = device.type == "cuda"
-    ref = copy.deepcopy(policy).to(torch.bfloat16 if bf16 else torch.float32)
-    ref.eval().requires_grad_(False)
+    ref = vlm.frozen_reference(copy.deepcopy(policy), torch.bfloat16 if bf16 else None)  # as ttrv
     policy.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -78,7 +79,7 @@ def setup(args):
         device=device, policy=policy, ref=ref, params=params, what=arch.what,
         optimizer=grpo.adamw(params, 5e-7, 0.01),     # the loop's AdamW: fused on CUDA
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
-        precision="fp32 master + bf16 autocast, bf16 reference" if bf16 else "fp32",
+        precision="fp32 master + bf16 autocast" if bf16 else "fp32",
         prompts=vlm.to_device(arch.prompts, device), preprocess=arch.preprocess,
         eval_inputs=[vlm.to_device(b, device) for b in arch.eval_inputs],
         end_ids=arch.end_ids, pad_id=arch.pad_id,

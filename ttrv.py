@@ -17,7 +17,8 @@ Where this departs from the paper / official code (each also said where it happe
   16 of its 32 votes (--votes 32 --train-rollouts 16).
 - Unparseable responses are each an answer of their own (--no-answer; official: their text).
 - Each prompt is encoded once per group (rollout.py), the same maths as N copies.
-- Mixed precision: fp32 master weights with bf16 autocast (verl's FSDP also keeps fp32 masters).
+- Mixed precision: fp32 master weights with bf16 autocast (verl's FSDP also keeps fp32 masters);
+  the reference computes the same way (prepare). --lora-rank trains PEFT adapters (ours).
 - --protocol official sets the official runs' settings (docs/protocols.md).
 - torchrun (harness/distributed.py): one AdamW update per K prompts, one per process, as the
   official code; --prompts-per-update K gives the same update in one process.

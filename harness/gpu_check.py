@@ -84,8 +84,9 @@ def real_model(name, device):
 def tiny_model(arch, device):
     """A tiny random-weight model of `arch` (harness/tiny.py), built in a temporary directory."""
     from harness import tiny
-    path = tiny.build_tiny_model(tempfile.mkdtemp(prefix=f"gpu-check-{arch}-"), arch=arch)
-    return vlm.load(str(path), device, torch.float32, allow_cpu=True)
+    with tempfile.TemporaryDirectory(prefix=f"gpu-check-{arch}-") as tmp:
+        return vlm.load(str(tiny.build_tiny_model(tmp, arch=arch)), device, torch.float32,
+                        allow_cpu=True)
 
 
 class Meter:
@@ -113,7 +114,8 @@ class Meter:
 
 def settings(sizes, device, **kw):
     """The run's Config at these sizes, with the GPU defaults the command line would fill in."""
-    cfg = config.Config(device=device, precision="bf16", num_samples=sizes["samples"],
+    cfg = config.Config(device=device, precision="bf16" if device == "cpu" else "auto",
+                        num_samples=sizes["samples"],
                         rollouts=sizes["rollouts"], epochs=sizes["epochs"],
                         prompts_per_step=sizes["prompts_per_step"],
                         max_new_tokens=sizes["response_tokens"], quiet=True, **kw)

@@ -385,7 +385,7 @@ def test_eval_takes_ttrv_s_data_and_protocol_flags(tmp_path, capsys, monkeypatch
         seen.update(kw, name=name, split=split)
         return ["example"] * 10
 
-    def evaluate(model, processor, examples, **kw):
+    def evaluate(model, processor, examples, autocast=None, **kw):
         seen.update(kw, examples=len(examples))
         return evaluation.EvalResult.of([dict(correct=1, prediction="A")])
     monkeypatch.setattr(presets, "load_dataset", load_dataset)
