@@ -472,6 +472,8 @@ def parse_args(argv=None):
     p.add_argument("--logprob-lens", type=int, nargs="+", default=[16, 256, 1024],
                    help="response lengths T for --logprob-memory")
     p.add_argument("--logprob-rows", type=int, default=2, help="responses for --logprob-memory")
+    p.add_argument("--text-sampler", action="store_true",
+                   help="only the tiny text LM's sampler vs generate (harness/bench_text.py)")
     return p.parse_args(argv)
 
 
@@ -479,6 +481,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.logprob_memory:
         print("\n".join(logprob_memory(args)))
+        return 0
+    if args.text_sampler:
+        from harness import bench_text
+        print("\n".join(bench_text.report(args)))
         return 0
     if args.device == "meta":
         if args.arch == "tiny":

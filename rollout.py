@@ -57,6 +57,7 @@ from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 import grpo
+import kv_cache
 
 
 @dataclass
@@ -315,10 +316,11 @@ def sample(model, prompt_inputs, n, *, temperature, top_p, max_new_tokens, eos_t
 
 def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_token_ids,
             pad_token_id, generator, suppress_token_ids, any_alive):
-    """The decode loop; a row that has ended leaves the batch (and the cache): a step costs the
-    rows still decoding (entropy = -sum p log p, 0 log 0 = 0)."""
+    """The decode loop; a row that has ended leaves the batch (and the cache, written in place:
+    kv_cache.py), so a step costs the rows still decoding (entropy: -sum p log p, 0 log 0 = 0)."""
     cache, logits, start = _prefill(model, prompt_inputs)
     cache.batch_repeat_interleave(n)                                 # every layer: [R, kv, P, d]
+    cache = kv_cache.in_place(cache, max_new_tokens - 1)             # steps write in place
     logits = logits.repeat_interleave(n, dim=0)                      # [R, V], R = B*n
     attention_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)  # [R, P]
     start = start.repeat_interleave(n, dim=0)                        # [R, 1]

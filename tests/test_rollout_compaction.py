@@ -129,3 +129,33 @@ def test_stand_in_row_when_others_still_decode(text_lm):
     assert r.completion_ids.shape == (6, 4) and r.mask[:, 0].tolist() == [1] * 6
     assert r.mask[:, 1:].sum() == 0 and (r.completion_ids[:, 1:] == 0).all()
     assert seen[1:] == [1, 1, 1]
+
+
+# ----------------------------------------------------------------------------- kv_cache
+
+def test_buffered_layer_matches_dynamic_cache_and_writes_in_place():
+    import doctest
+
+    from transformers import DynamicCache
+
+    import kv_cache
+    assert doctest.testmod(kv_cache).failed == 0
+    g = torch.Generator().manual_seed(0)
+    prompt = [torch.randn(4, 2, 5, 8, generator=g) for _ in range(2)]
+    plain, buffered = DynamicCache(), DynamicCache()
+    plain.update(*prompt, 0)
+    buffered.update(*prompt, 0)
+    buffered = kv_cache.in_place(buffered, room=40)
+    layer, pointers = buffered.layers[0], set()
+    for step in range(30):
+        new = [torch.randn(plain.layers[0].keys.shape[0], 2, 1, 8, generator=g) for _ in range(2)]
+        k1, v1 = plain.update(*new, 0)
+        k2, v2 = buffered.update(*new, 0)
+        assert torch.equal(k1, k2) and torch.equal(v1, v2)
+        assert buffered.get_seq_length() == plain.get_seq_length() == 6 + step
+        pointers.add(layer._k.data_ptr())
+        if step == 10:                                      # rows 1 and 3 end
+            keep = torch.tensor([0, 2])
+            plain.batch_select_indices(keep)
+            buffered.batch_select_indices(keep)
+    assert len(pointers) <= 5        # regrown by doubling (5 -> 10 -> 20 -> 40 -> 45) + 1 select
