@@ -324,6 +324,7 @@ def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_tok
     logits = logits.repeat_interleave(n, dim=0)                      # [R, V], R = B*n
     attention_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)  # [R, P]
     start = start.repeat_interleave(n, dim=0)                        # [R, 1]
+    padded = bool((attention_mask == 0).any())     # else all ones, the same as no mask: None
     R, device = logits.shape[0], logits.device
     eos = torch.tensor(eos_token_ids, device=device)
     suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
@@ -350,7 +351,7 @@ def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_tok
             cache.batch_select_indices(keep)
             attention_mask, start = attention_mask[keep], start[keep]
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
-        logits = model(input_ids=drawn[:, None], attention_mask=attention_mask,
+        logits = model(input_ids=drawn[:, None], attention_mask=attention_mask if padded else None,
                        position_ids=start + t, past_key_values=cache,
                        use_cache=True).logits[:, -1]
     ids, logps, ents, mask = (torch.stack(x, dim=1) for x in zip(*steps))

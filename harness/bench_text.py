@@ -23,6 +23,7 @@ reward and the vote (microseconds).
 from __future__ import annotations
 
 import copy
+import functools
 import platform
 import time
 from types import SimpleNamespace
@@ -62,17 +63,19 @@ def machine(device) -> str:
     return f"{name}, {torch.get_num_threads()} torch threads"
 
 
-def best_seconds(fn, repeats: int, device) -> tuple[float, object]:
-    """(shortest of `repeats` timed calls after one warm-up, the last call's result)."""
+def best_seconds(calls: dict, repeats: int, device) -> dict:
+    """name -> (shortest of `repeats` timed calls after one warm-up, the last call's result);
+    the calls take turns, so a change in the machine's load reaches them all alike."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    out, best = fn(), float("inf")
+    out = {name: [float("inf"), call()] for name, call in calls.items()}
     for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for name, call in calls.items():
+            sync()
+            t0 = time.perf_counter()
+            out[name][1] = call()
+            sync()
+            out[name][0] = min(out[name][0], time.perf_counter() - t0)
+    return {name: tuple(v) for name, v in out.items()}
 
 
 def sampler_calls(env, n: int, T: int, forced: bool) -> dict:
@@ -102,9 +105,9 @@ def tokens_per_second(env, args, n=64, T=256) -> list[str]:
     rates = {}
     for forced in (True, False):
         with env.autocast:
-            for name, call in sampler_calls(env, n, T, forced).items():
-                seconds, mask = best_seconds(call, args.repeats, env.device)
-                rates[name, forced] = (float(mask.sum()) / seconds, float(mask.sum()) / n)
+            timed = best_seconds(sampler_calls(env, n, T, forced), args.repeats, env.device)
+        for name, (seconds, mask) in timed.items():
+            rates[name, forced] = (float(mask.sum()) / seconds, float(mask.sum()) / n)
     for name in ("shared-prefix sampler", "generate", "plain sampler"):
         f, e = rates[name, True], rates[name, False]
         lines.append(f"| {name} | {f[0]:,.0f} | {f[0] / rates['generate', True][0]:.2f} | "
@@ -136,8 +139,9 @@ def step_table(env, args) -> list[str]:
     for n in ROLLOUTS:
         cells = []
         for T in LENGTHS:
-            s = {shared: best_seconds(lambda: step_seconds(env, shared, n, T), args.repeats,
-                                      env.device)[0] for shared in (True, False)}
+            s = {k: v[0] for k, v in best_seconds(
+                {shared: functools.partial(step_seconds, env, shared, n, T)
+                 for shared in (True, False)}, args.repeats, env.device).items()}
             cells.append(f"{s[True]:.3f} / {s[False]:.3f} ({s[False] / s[True]:.1f}x)")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines

@@ -90,9 +90,10 @@ def test_a_row_subset_draws_what_the_full_batch_draws():
     assert torch.equal(part, full[rows])
 
 
-@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
-def test_same_tokens_as_the_uncompacted_loop(text_lm, temperature, top_p):
-    inputs = prompts()
+@pytest.mark.parametrize("temperature, top_p, padded", [(1.0, 1.0, True), (0.7, 0.9, True),
+                                                       (1.0, 1.0, False)])
+def test_same_tokens_as_the_uncompacted_loop(text_lm, temperature, top_p, padded):
+    inputs = prompts() if padded else {k: v[2:] for k, v in prompts().items()}  # one, unpadded
     r = sample(text_lm, inputs, 5, temperature, top_p, 16, seed=3)
     ids, logp, ent, mask = reference_sample(text_lm, inputs, 5, temperature, top_p, 16, seed=3)
     assert len(set(r.mask.sum(-1).tolist())) > 3                    # rows end at many steps
