@@ -258,6 +258,8 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true",
                    help="with --gpu-check: the same code on the tiny models, CPU")
     p.add_argument("--gpu-check-json", default=None, help="write the GPU check's JSON here")
+    p.add_argument("--text-sampler", action="store_true",
+                   help="only the tiny text LM's sampler vs generate (harness/bench_text.py)")
     return p.parse_args(argv)
 
 
@@ -268,6 +270,10 @@ def main(argv=None) -> int:
         return gpu_check.main(args.dry_run, args.gpu_check_json)
     if args.logprob_memory:
         print("\n".join(bench_logprob.logprob_memory(args)))
+        return 0
+    if args.text_sampler:
+        from harness import bench_text
+        print("\n".join(bench_text.report(args)))
         return 0
     if args.device == "meta":
         if args.arch == "tiny":

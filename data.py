@@ -75,11 +75,14 @@ class Example:
     options: list[str]
     answer: str | None
     label: str | None
-    source: Any = dataclasses.field(repr=False)
+    source: Any = dataclasses.field(repr=False)  # None: a text-only question (no image)
+    answer_format: str | None = None  # "math": free-form math, graded by rewards.math_equal
 
     def image(self) -> Image.Image:
         """The image as RGB; `DataError` naming the file if it cannot be read."""
         src = self.source
+        if src is None:
+            raise DataError(f"{self.id} is a text-only question: it has no image to read.")
         if isinstance(src, Image.Image):
             return src.convert("RGB")  # a copy
         where = f"{src[1]} in {src[0]}" if isinstance(src, tuple) else str(src)
@@ -158,8 +161,9 @@ def _questions(items: list[tuple[str, str, Any]], classes: list[str], seed: int,
 
 
 def is_counting(example: Example) -> bool:
-    """A free-form (numeric) question: no options; `answer` is the true count as text."""
-    return not example.options
+    """A free-form (numeric) question: no options; `answer` is the true count as text. A math
+    question (answer_format "math") is free-form too, but not a count."""
+    return not example.options and example.answer_format != "math"
 
 
 def count_score(prediction: float | None, truth: float) -> float:
@@ -196,8 +200,8 @@ def _header_size(example: Example) -> tuple[int, int]:
 
 def drop_large_images(examples: list[Example], max_side: int) -> list[Example]:
     """The examples whose image is at most `max_side` pixels wide and tall (the paper drops
-    images larger than 1000x1000, Table 8: `--max-image-side 1000`)."""
-    return [e for e in examples if max(image_size(e)) <= max_side]
+    images larger than 1000x1000, Table 8: `--max-image-side 1000`); text-only ones are kept."""
+    return [e for e in examples if e.source is None or max(image_size(e)) <= max_side]
 
 
 def draw_adaptation_set(examples: list[Example], k: int, seed: int, sampling: str = "random",

@@ -6,6 +6,11 @@ a response by how often its answer was given (eq. 4) minus alpha times the entro
 
     text --extract_choice/extract_number--> answer --answer_keys--> key --rewards--> float
 
+Math answers (TTRL, DARE on text LLMs) live in math_answers.py and are re-exported here:
+`extract_boxed` (the last \\boxed{...}), `math_equal` (math-verify equivalence, gold first) and
+`math_key` (a vote key that merges equivalent answers; None for an empty one, which then never
+wins the vote).
+
 What it leaves out: the GRPO advantage of eq. (2) (grpo.py), sampling (ttrv.py), and computing
 token entropies for DARE (the caller passes them in). Plain Python + NumPy, no torch.
 
@@ -33,6 +38,8 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Sequence
 
 import numpy as np
+
+from math_answers import extract_boxed, math_equal, math_key  # noqa: F401  (re-exported)
 
 # ----------------------------------------------------------------------------- answer extraction
 

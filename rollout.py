@@ -58,6 +58,7 @@ from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 import grpo
+import kv_cache
 
 
 @dataclass
@@ -226,7 +227,6 @@ def scored_forward(model, targets, temperature=1.0, skip_last=False, **inputs):
     return logits
 
 
-
 def shared_prefix_logprobs(model, prompt_inputs, completion_ids, completion_mask, n,
                            temperature=1.0):
     """Per-token log pi_T(y_t | x, y_<t) of given completions, the prompt run once per group.
@@ -272,12 +272,16 @@ def shared_prefix_logprobs(model, prompt_inputs, completion_ids, completion_mask
     return token_logp.masked_fill(completion_mask == 0, 0.0)
 
 
-def _sample_top_p(logp, top_p, generator=None):
+def _sample_top_p(logp, top_p, generator=None, rows=None, total=None):
     """One token per row from softmax(logp) restricted to the top-p nucleus.
 
     The nucleus is the smallest set of most likely tokens whose mass reaches top_p (the top token
     is always in it). Example: probs [0.5, 0.3, 0.15, 0.05], top_p 0.7: the mass before each
     token is [0, 0.5, 0.8, 0.95], so the nucleus is {0, 1}, drawn with probs 0.5/0.8 and 0.3/0.8.
+
+    The draw is torch.multinomial(probs, 1)'s own, argmax(probs / q) with q ~ Exp(1) (a test checks
+    it), with q drawn for all `total` rows and read at `rows` (those still decoding): dropping
+    finished rows leaves the random stream and every other row's draw as they were.
     """
     # Renormalise first: `logp` may have -inf at suppressed tokens (placeholders) and then sums
     # to less than 1; generate's nucleus is built on the renormalised distribution too.
@@ -286,7 +290,9 @@ def _sample_top_p(logp, top_p, generator=None):
         sorted_p, order = probs.sort(dim=-1, descending=True)
         outside = sorted_p.cumsum(-1) - sorted_p >= top_p
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p.masked_fill(outside, 0.0))
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # renormalises itself
+    q = torch.empty((total or probs.shape[0], probs.shape[1]), dtype=probs.dtype,
+                    device=probs.device).exponential_(generator=generator)   # [total, V]
+    return (probs / (q if rows is None else q[rows])).argmax(-1)
 
 
 @torch.no_grad()
@@ -295,7 +301,7 @@ def sample(model, prompt_inputs, n, *, temperature, top_p, max_new_tokens, eos_t
     """Draw n completions for each of B prompts: one prompt forward, the cache repeated n times.
 
     Returns `Rollouts` of [B*n, T] (T <= max_new_tokens: decoding stops once every row has
-    produced an eos). `logprobs` is log_softmax(logits / temperature) at the drawn token, the
+    produced an eos; a row that has stops costing forwards). `logprobs` is log_softmax(logits / temperature) at the drawn token, the
     tempered policy exactly as `shared_prefix_logprobs(..., temperature)` computes it, so it can
     serve as the old-policy log-prob; top_p only restricts which tokens may be drawn and is not
     renormalised into it; likewise `suppress_token_ids` (image/video placeholders, which the next
@@ -325,30 +331,44 @@ def sample(model, prompt_inputs, n, *, temperature, top_p, max_new_tokens, eos_t
 
 def _decode(model, prompt_inputs, n, temperature, top_p, max_new_tokens, eos_token_ids,
             pad_token_id, generator, suppress_token_ids, any_alive):
+    """The decode loop; a row that has ended leaves the batch (and the cache, written in place:
+    kv_cache.py), so a step costs the rows still decoding (entropy: -sum p log p, 0 log 0 = 0)."""
     cache, logits, start = _prefill(model, prompt_inputs)
-    cache.batch_repeat_interleave(n)                                 # every layer: [B*n, kv, P, d]
-    logits = logits.repeat_interleave(n, dim=0)                      # [B*n, V]
-    attention_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)  # [B*n, P]
-    start = start.repeat_interleave(n, dim=0)                        # [B*n, 1]
-    eos = torch.tensor(eos_token_ids, device=logits.device)
-    suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=logits.device)
-    alive = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)  # before its eos
+    cache.batch_repeat_interleave(n)                                 # every layer: [R, kv, P, d]
+    cache = kv_cache.in_place(cache, max_new_tokens - 1)             # steps write in place
+    logits = logits.repeat_interleave(n, dim=0)                      # [R, V], R = B*n
+    attention_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)  # [R, P]
+    start = start.repeat_interleave(n, dim=0)                        # [R, 1]
+    padded = bool((attention_mask == 0).any())     # else all ones, the same as no mask: None
+    R, device = logits.shape[0], logits.device
+    eos = torch.tensor(eos_token_ids, device=device)
+    suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
+    rows = torch.arange(R, device=device)          # the batch's rows, as rows of the R outputs
+    alive = torch.ones(R, dtype=torch.bool, device=device)           # [R] before its eos
     steps = []                                                       # (token, logp, entropy, mask)
     for t in range(max_new_tokens):
-        logp = torch.log_softmax(logits.float() / _tempered(temperature), dim=-1)  # [B*n, V]
+        logp = torch.log_softmax(logits.float() / _tempered(temperature), dim=-1)  # [r, V]
         drawable = logp.index_fill(-1, suppress, float("-inf")) if len(suppress) else logp
-        token = (_sample_top_p(drawable, top_p, generator) if temperature > 0
-                 else drawable.argmax(-1))
-        token_logp = logp.gather(-1, token[:, None]).squeeze(-1)
+        drawn = (_sample_top_p(drawable, top_p, generator, rows, R) if temperature > 0
+                 else drawable.argmax(-1))                           # [r]
+        token = drawn.new_full((R,), pad_token_id).index_copy(0, rows, drawn)   # [R]
+        token_logp = logp.new_zeros(R).index_copy(0, rows, logp.gather(-1, drawn[:, None])[:, 0])
         # -sum p log p (0 log 0 = 0) over ln V, its largest value: in [0, 1], DARE's u scale
-        entropy = torch.special.entr(logp.exp()).sum(-1) / math.log(logp.shape[-1])
+        entropy = logp.new_zeros(R).index_copy(0, rows, torch.special.entr(logp.exp()).sum(-1)
+                                               / math.log(logp.shape[-1]))
         steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive,
                       entropy * alive, alive.long()))
         alive = alive & ~torch.isin(token, eos)
         if not any_alive(alive) or t + 1 == max_new_tokens:
             break
+        keep = alive[rows]                                           # [r]
+        if not keep.all():        # compact; with none left here (torchrun), one stand-in row
+            keep = keep.nonzero().squeeze(-1) if keep.any() else keep.new_zeros(1, dtype=torch.long)
+            rows, drawn = rows[keep], drawn[keep]
+            cache.batch_select_indices(keep)
+            attention_mask, start = attention_mask[keep], start[keep]
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
-        logits = model(input_ids=steps[-1][0][:, None], attention_mask=attention_mask,
+        logits = model(input_ids=drawn[:, None], attention_mask=attention_mask if padded else None,
                        position_ids=start + t, past_key_values=cache,
                        use_cache=True).logits[:, -1]
     ids, logps, ents, mask = (torch.stack(x, dim=1) for x in zip(*steps))

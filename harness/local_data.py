@@ -2,13 +2,15 @@
 
     load_dataset("folder:animals/")        # animals/<class>/<image>, >= 4 classes: 4-way MC
     load_dataset("jsonl:questions.jsonl")  # {"image", "question", "options", "answer"} per line
+    load_dataset("jsonl:problems.jsonl")   # {"question", "answer"}: free-form math, no image
 
 Choices:
   - folder: every image is one question about its class, asked as data.make_choice_question
     does (classes alphabetical, images ascending, one `random.Random(seed)`).
   - jsonl: a question is shown verbatim (Appendix C has a different prompt per benchmark); its
-    options are not appended to it.
-Imports data.py only; presets.py's `load_dataset` dispatches to these.
+    options are not appended to it. A row with neither "options" nor "image" is a text-only
+    math question (harness/math_data.math_example: answer_format "math", its answer checked).
+Imports data.py and math_data.math_example; presets.py's `load_dataset` dispatches to these.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 from typing import Any
 
 from data import LETTERS, RECOGNITION_PROMPT, DataError, Example, _questions, display_name
+from harness.math_data import math_example
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -69,6 +72,10 @@ def load_jsonl(split: str = "test", data_dir: str | None = None, seed: int = 0,
                 continue
             try:
                 row = json.loads(line)
+                if isinstance(row, dict) and "options" not in row and "image" not in row:
+                    out.append(math_example(str(row.get("id", f"line{n}")), row["question"],
+                                            row.get("answer"), f"{data_dir} line {n}"))
+                    continue
                 options = row["options"]
                 if not (isinstance(options, list) and 2 <= len(options) <= 26
                         and all(isinstance(o, str) for o in options)):
@@ -81,8 +88,8 @@ def load_jsonl(split: str = "test", data_dir: str | None = None, seed: int = 0,
                                    letter, options[LETTERS.index(letter)], path))
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 raise DataError(f"{data_dir} line {n} is invalid ({type(err).__name__}: {err}); "
-                                'each line needs "image", "question", "options", "answer".'
-                                ) from err
+                                'each line needs "image", "question", "options", "answer" (or '
+                                '"question", "answer" only: a math question).') from err
     if not out:
         raise DataError(f"{data_dir} holds no questions; add one JSON object per line.")
     return out

@@ -39,6 +39,7 @@ Presets (repo @ pinned revision; columns; what becomes of them). Sources are in 
 seed, capture and the unconfirmed presets use revision "main". --max-image-side N (Table 8:
 1000) drops larger images for any dataset; no preset turns it on by itself.
 
+TTRL's text benchmarks (math500, aime24, amc23, gpqa-diamond; text-only questions): math_data.py.
 Generic hub datasets (hub:OWNER/NAME?...) and the file formats: see hub.py.
 """
 
@@ -55,6 +56,7 @@ from harness.benchmarks import (OFFICIAL_AI2D_PROMPT, OFFICIAL_MME_PROMPT, crpe_
                                 realworldqa_examples)
 from harness.hub import _download, _needed, hub_examples, load_hub, parse_hub_name, read_rows
 from harness.local_data import load_folder, load_jsonl
+from harness.math_data import MATH_BENCHMARKS, load_math
 from harness.resisc45 import load_resisc45
 from harness.shapes import load_shapes
 
@@ -184,7 +186,8 @@ def load_preset(name: str, split: str = "test", data_dir: str | None = None, see
 # name -> loader(split, data_dir, seed, prompt, spell); folder/jsonl take their path as data_dir
 DATASETS = {"resisc45": load_resisc45, "shapes": load_shapes, "folder": load_folder,
             "jsonl": load_jsonl, **{n: functools.partial(load_preset, n) for n in PRESETS},
-            "imagenet-v2": load_imagenet_v2, "capture": load_capture}
+            "imagenet-v2": load_imagenet_v2, "capture": load_capture,
+            **{n: functools.partial(load_math, n) for n in MATH_BENCHMARKS}}
 # The paper's 16 benchmarks (Tables 1, 2, 7, 8), all served by load_dataset.
 PAPER_BENCHMARKS = ["resisc45", "dtd", "imagenet", "imagenet-v2", "imagenet-a", "imagenet-r",
                     "imagenet-sketch", "food101", "ai2d", "mme", "seed", "realworldqa",
@@ -211,7 +214,8 @@ def official_prompt(kind: str) -> str | None:
 def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None, seed: int = 0,
                  prompt: str | None = None, protocol: str = "paper",
                  max_image_side: int | None = None) -> list[Example]:
-    """Examples of any dataset name: a preset (PAPER_BENCHMARKS), "shapes", "folder:PATH",
+    """Examples of any dataset name: a preset (PAPER_BENCHMARKS), a math benchmark
+    (math_data.MATH_BENCHMARKS), "shapes", "folder:PATH",
     "jsonl:PATH" or "hub:OWNER/NAME?...". `prompt` overrides the dataset's template.
     protocol "official": the official runs' prompt text and option spelling (class names with
     underscores, as in their test prompts; `official_prompt`). `max_image_side`: drop examples
@@ -230,7 +234,7 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
         if kind in ("resisc45", "shapes", "folder", "jsonl", "imagenet-v2"):
             template = template or PROMPTS.get(kind, RECOGNITION_PROMPT)
         loader = DATASETS[kind]
-        if kind in ("shapes", "jsonl", "capture"):      # no class names to spell
+        if kind in ("shapes", "jsonl", "capture", *MATH_BENCHMARKS):  # no class names to spell
             examples = loader(split, path or data_dir, seed, template)
         else:
             examples = loader(split, path or data_dir, seed, template,

@@ -1,0 +1,159 @@
+"""TTRL's text benchmarks by name, and free-form math rows: text-only `Example`s (no image).
+
+    load_dataset("math500")                 # hub download (main), or data_dir=a local copy
+    load_dataset("gpqa-diamond", data_dir="gpqa_diamond.csv")
+    load_dataset("jsonl:problems.jsonl")    # {"question", "answer"} rows: free-form math
+
+A math question shows the bare problem (the model's chat template adds the rest, see vlm.py),
+has no options, `answer` = the gold answer as text and answer_format "math" (graded by
+rewards.math_equal). GPQA-Diamond is multiple choice: four options, graded by letter.
+
+Sources (repo, file, columns; confirmed from the dataset cards and public code that reads them;
+revisions not pinned: "main"):
+  math500       HuggingFaceH4/MATH-500 test.jsonl: problem, answer, unique_id (500 rows).
+  aime24        Maxwell-Jia/AIME_2024 aime_2024_problems.parquet: ID, Problem, Solution, Answer
+                (int; 30 rows; its order matches TTRL's file, methods-notes section 1).
+  amc23         AI-MO/aimo-validation-amc data/train-*.parquet: id, problem, answer (a float,
+                142.0 -> "142"), url; 83 rows of AMC12 2022 and 2023, TTRL's "AMC".
+  gpqa-diamond  Idavidrein/gpqa gpqa_diamond.csv (gated: a token is needed): Question, Correct
+                Answer, Incorrect Answer 1-3, Record ID; 198 rows.
+TTRL trains and tests on the same file, so every split name reads it.
+
+Choices (the papers are silent): GPQA's four options are shuffled with one random.Random(seed)
+drawn in row order (TTRL's shuffle seed is unknown), shown as "A. ..." lines under the question
+with GPQA_PROMPT (reconstructed, ours). A gold answer that math-verify cannot read ends the load
+with the row named, before any model time.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fnmatch
+import os
+import random
+
+from data import LETTERS, DataError, Example
+from harness.hub import _download, _fill, read_rows
+
+GPQA_PROMPT = ("{question}\n\n{options}\n\nAnswer with the letter of the correct option, "
+               "within \\boxed{{}}.")
+_GPQA_OPTIONS = ["Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
+                 "Incorrect Answer 3"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MathBenchmark:
+    repo: str
+    file: str                  # the data file's name (a glob) inside the repo
+    id: str | None             # columns
+    question: str
+    answer: str
+    gated: bool = False
+
+
+MATH_BENCHMARKS = {
+    "math500": MathBenchmark("HuggingFaceH4/MATH-500", "test.jsonl", "unique_id", "problem",
+                             "answer"),
+    "aime24": MathBenchmark("Maxwell-Jia/AIME_2024", "aime_2024_problems.parquet", "ID",
+                            "Problem", "Answer"),
+    "amc23": MathBenchmark("AI-MO/aimo-validation-amc", "train-*.parquet", "id", "problem",
+                           "answer"),
+    "gpqa-diamond": MathBenchmark("Idavidrein/gpqa", "gpqa_diamond.csv", "Record ID",
+                                  "Question", "Correct Answer", gated=True),
+}
+
+
+def _token() -> str | None:
+    """The Hugging Face token in use (HF_TOKEN or `hf auth login`), or None."""
+    from huggingface_hub import get_token
+    return get_token()
+
+
+def _find(path: str, pattern: str) -> list[str]:
+    """`path` itself if it is a file, else the files under it whose name matches `pattern`."""
+    if os.path.isfile(path):
+        return [path]
+    return sorted(os.path.join(root, f) for root, _, files in os.walk(path)
+                  for f in files if fnmatch.fnmatch(f, pattern))
+
+
+def _read(files: list[str], columns: list[str]) -> list[dict]:
+    """Rows of .csv files (csv module) or .jsonl/.json/.parquet files (hub.read_rows)."""
+    rows = []
+    for f in files:
+        if f.endswith(".csv"):
+            with open(f, encoding="utf-8", newline="") as fh:
+                reader = csv.DictReader(fh)
+                missing = [c for c in columns if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise DataError(f"{f} lacks column(s) {missing}; it has {reader.fieldnames}.")
+                rows += list(reader)
+        else:
+            rows += read_rows(f, "", columns)[0]
+    return rows
+
+
+def answer_text(value) -> str:
+    """A gold answer as text: 142.0 -> "142", 7 -> "7", " \\frac{1}{2} " -> "\\frac{1}{2}"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value).strip()
+
+
+def math_example(ex_id: str, question: str, answer, where: str,
+                 prompt: str | None = None) -> Example:
+    """A free-form math question; DataError (naming `where`) if its answer is missing or is
+    nothing math-verify can read."""
+    from math_answers import is_math_answer
+    gold = answer_text(answer)
+    if not gold:
+        raise DataError(f"{where} has no answer; every math question needs its gold answer.")
+    if not is_math_answer(gold):
+        raise DataError(f"{where} has answer {gold!r}, which math-verify cannot read; write it as "
+                        "a number or LaTeX (e.g. \\frac{1}{2}).")
+    text = str(question).strip()
+    if prompt:
+        text = _fill(prompt, {"question"}, question=text)
+    return Example(ex_id, text, [], gold, gold, None, answer_format="math")
+
+
+def gpqa_examples(rows: list[dict], seed: int = 0, prompt: str | None = None) -> list[Example]:
+    """GPQA rows -> 4-way lettered questions, options shuffled by one random.Random(seed)."""
+    rng, out = random.Random(seed), []
+    for i, row in enumerate(rows):
+        options = [str(row[c]).strip() for c in _GPQA_OPTIONS]
+        order = list(range(4))
+        rng.shuffle(order)                       # order[k] = which option sits at letter k
+        shown = [options[k] for k in order]
+        letter = LETTERS[order.index(0)]         # where the correct answer went
+        block = "\n".join(f"{L}. {o}" for L, o in zip(LETTERS, shown))
+        text = _fill(prompt or GPQA_PROMPT, {"question", "options"},
+                     question=str(row["Question"]).strip(), options=block)
+        out.append(Example(str(row.get("Record ID") or f"gpqa-{i:03d}"), text, shown, letter,
+                           options[0], None))
+    return out
+
+
+def load_math(name: str, split: str = "test", data_dir: str | None = None, seed: int = 0,
+              prompt: str | None = None) -> list[Example]:
+    """A benchmark of MATH_BENCHMARKS from the hub (or `data_dir`: its file, or a folder holding
+    it). `split` is not used: TTRL adapts and tests on the same file."""
+    b = MATH_BENCHMARKS[name]
+    if b.gated and not data_dir and not _token():
+        raise DataError(f"{name} ({b.repo}) is gated: accept its terms on "
+                        f"hf.co/datasets/{b.repo} and set HF_TOKEN (or run `hf auth login`), or "
+                        "pass the downloaded file as --data-dir.")
+    path = data_dir or _download(b.repo, "main", [f"*{b.file}"])
+    files = _find(path, b.file)
+    if not files:
+        raise DataError(f"No {b.file} at {path}; pass the {b.repo} file or its folder.")
+    columns = [c for c in (b.id, b.question, b.answer) if c]
+    rows = _read(files, columns + (_GPQA_OPTIONS[1:] if name == "gpqa-diamond" else []))
+    if name == "gpqa-diamond":
+        examples = gpqa_examples(rows, seed, prompt)
+    else:
+        examples = [math_example(str(r[b.id]), r[b.question], r[b.answer],
+                                 f"{name} question {r[b.id]}", prompt) for r in rows]
+    if not examples:
+        raise DataError(f"{path} holds no {name} questions.")
+    return examples
