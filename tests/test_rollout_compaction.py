@@ -5,6 +5,8 @@ step and torch.multinomial draws the tokens. The sampler must give the same toke
 the same seed (its draw is multinomial's own, with the noise of every row drawn), and log-probs /
 entropies equal up to float rounding (a forward over fewer rows may round differently).
 """
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
@@ -50,7 +52,8 @@ def reference_sample(model, inputs, n, temperature, top_p, max_new_tokens, seed)
         token = torch.multinomial(probs, 1, generator=gen)[:, 0]
         fed = token.masked_fill(~alive, 0)
         steps.append((fed, logp.gather(-1, token[:, None])[:, 0] * alive,
-                      torch.special.entr(logp.exp()).sum(-1) * alive, alive.long()))
+                      torch.special.entr(logp.exp()).sum(-1) / math.log(V) * alive,  # H / ln V
+                      alive.long()))
         alive = alive & ~torch.isin(token, torch.tensor(EOS))
         if not alive.any() or t + 1 == max_new_tokens:
             break
