@@ -9,7 +9,7 @@ prompt of PROMPT_TOKENS tokens:
      entropies of one prompt read once), `eval.generate` (transformers' generate over the 64
      repeated prompts; tokens only) and `harness/plain.sample` (generate + the log-prob forward:
      the loop's --no-shared-prefix sampler). Forced: every end token suppressed, each row exactly
-     256 tokens. Ending: END_IDS end a row (about 1% a step under these random weights), so rows
+     256 tokens. Ending: END_IDS (5 of the 512 tokens) end a row, so rows
      stop at spread lengths; generate runs every row until the last one ends, the shared sampler
      drops rows that ended. Tokens = tokens of the responses up to and including their end.
   2. one GRPO step's seconds for N rollouts x T forced tokens on both paths, through the loop's
