@@ -9,7 +9,7 @@ prompt of PROMPT_TOKENS tokens:
      entropies of one prompt read once), `eval.generate` (transformers' generate over the 64
      repeated prompts; tokens only) and `harness/plain.sample` (generate + the log-prob forward:
      the loop's --no-shared-prefix sampler). Forced: every end token suppressed, each row exactly
-     256 tokens. Ending: END_IDS end a row (about 1% a step under these random weights), so rows
+     256 tokens. Ending: END_IDS (5 of the 512 tokens) end a row, so rows
      stop at spread lengths; generate runs every row until the last one ends, the shared sampler
      drops rows that ended. Tokens = tokens of the responses up to and including their end.
   2. one GRPO step's seconds for N rollouts x T forced tokens on both paths, through the loop's
@@ -40,7 +40,8 @@ from harness.tiny import TEXT, VOCAB_SIZE
 
 PROMPT_TOKENS = 64
 END_IDS = [0, 1, 2, 3, 4]         # "ending" mode's end tokens (0 is also the pad)
-ROLLOUTS, LENGTHS = [8, 16, 32, 64], [4, 16, 64, 256]
+SAMPLER_SHAPE = (64, 256)         # rollouts x tokens of the tokens/s figure
+ROLLOUTS, LENGTHS = [8, 16, 32, 64], [4, 16, 64, 256]   # the step table's N and T
 
 
 def build_lm(device):
@@ -98,7 +99,8 @@ def sampler_calls(env, n: int, T: int, forced: bool) -> dict:
     return {"shared-prefix sampler": shared, "generate": generate, "plain sampler": plain_sample}
 
 
-def tokens_per_second(env, args, n=64, T=256) -> list[str]:
+def tokens_per_second(env, args) -> list[str]:
+    n, T = SAMPLER_SHAPE
     lines = [f"Sampler tokens/s, {n} rollouts x {T} tokens, one prompt of {PROMPT_TOKENS} "
              "tokens:", "", "| sampler | forced: tokens/s | x generate | ending: tokens/s | "
              "x generate | ending: mean length |", "|---|---|---|---|---|---|"]
