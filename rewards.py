@@ -118,6 +118,31 @@ def extract_number(text: str) -> float | None:
     return float(numbers[-1].replace(",", "")) if numbers else None
 
 
+# ------------------------------------------------ math answers: STAND-INS until issue-18b merges
+# issue-18b writes extract_boxed, math_key and math_equal (math-verify, its tests); when merging,
+# keep its versions and delete this block. These are only what tiny-math's integers need.
+
+def extract_boxed(text: str) -> str | None:
+    """Stand-in: the content of the last \\boxed{...} (brace-matched), or None."""
+    return _last_boxed(text)
+
+
+def math_key(answer: str | None) -> Hashable | None:
+    """Stand-in: the answer without spaces (a number as its float); None for an empty answer."""
+    if answer is None or not answer.strip():
+        return None
+    text = answer.replace(" ", "")
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def math_equal(gold: str, answer: str) -> bool:
+    """Stand-in: equal math_key."""
+    return math_key(gold) is not None and math_key(gold) == math_key(answer)
+
+
 # ----------------------------------------------------------------------------- answers -> keys
 
 @dataclass(frozen=True)

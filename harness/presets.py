@@ -57,6 +57,7 @@ from harness.hub import _download, _needed, hub_examples, load_hub, parse_hub_na
 from harness.local_data import load_folder, load_jsonl
 from harness.resisc45 import load_resisc45
 from harness.shapes import load_shapes
+from harness.tiny_math import load_tiny_math
 
 MATHVISTA_PROMPT = ("Hint: Please answer the question and provide the correct option letter, "
                     "e.g., A, B, C, D, at the end.\nDo not include any explanation or extra text."
@@ -184,7 +185,7 @@ def load_preset(name: str, split: str = "test", data_dir: str | None = None, see
 # name -> loader(split, data_dir, seed, prompt, spell); folder/jsonl take their path as data_dir
 DATASETS = {"resisc45": load_resisc45, "shapes": load_shapes, "folder": load_folder,
             "jsonl": load_jsonl, **{n: functools.partial(load_preset, n) for n in PRESETS},
-            "imagenet-v2": load_imagenet_v2, "capture": load_capture}
+            "imagenet-v2": load_imagenet_v2, "capture": load_capture, "tiny-math": load_tiny_math}
 # The paper's 16 benchmarks (Tables 1, 2, 7, 8), all served by load_dataset.
 PAPER_BENCHMARKS = ["resisc45", "dtd", "imagenet", "imagenet-v2", "imagenet-a", "imagenet-r",
                     "imagenet-sketch", "food101", "ai2d", "mme", "seed", "realworldqa",
@@ -230,7 +231,7 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
         if kind in ("resisc45", "shapes", "folder", "jsonl", "imagenet-v2"):
             template = template or PROMPTS.get(kind, RECOGNITION_PROMPT)
         loader = DATASETS[kind]
-        if kind in ("shapes", "jsonl", "capture"):      # no class names to spell
+        if kind in ("shapes", "jsonl", "capture", "tiny-math"):      # no class names to spell
             examples = loader(split, path or data_dir, seed, template)
         else:
             examples = loader(split, path or data_dir, seed, template,
