@@ -1,8 +1,11 @@
 """The question format for TTRV (paper section 4 and Appendix C): examples, labels stripped, the
 adaptation-set draw.
 
-Every dataset becomes a list of `Example`s: an image (loaded lazily), the prompt text shown with
-it, the lettered options and the correct letter. TTRV adapts on a few of them with their labels
+Every dataset becomes a list of `Example`s: an image (loaded lazily; none for a text-only
+question), the prompt text shown with it, the lettered options and the correct letter, and its
+`kind`, which decides how a response's answer is read, voted on and graded (answers.py):
+"choice" (options: letters), "count" (no options, an image: a number) or "math" (no options, no
+image: a free-form math answer in \\boxed{}). TTRV adapts on a few of them with their labels
 stripped (`draw_adaptation_set`) and evaluates on all of them.
 
     >>> pool = [Example(f"q{i}", "Which?", ["cat", "dog"], "AB"[i % 2], ["cat", "dog"][i % 2],
@@ -28,7 +31,8 @@ Choices:
   - Option text = class folder name with spaces for underscores ("golf course"; `spell=str`
     keeps the underscores, as the official test prompts do); `label` is that same text, so
     `label == options[LETTERS.index(answer)]` always.
-  - Free-form (counting) questions have no options; `count_score` scores them.
+  - Free-form questions have no options: about an image they are counts (`count_score` scores
+    them), without one free-form math (TTRL's benchmarks); a loader may set `kind` itself.
 Left out: image preprocessing (the model's processor resizes and normalises).
 """
 from __future__ import annotations
@@ -58,16 +62,20 @@ RECOGNITION_PROMPT = (
 DTD_PROMPT = RECOGNITION_PROMPT.replace("what it shows", "what texture it shows")
 PROMPTS = {"dtd": DTD_PROMPT}  # dataset name -> template; any other dataset: RECOGNITION_PROMPT
 LETTERS = string.ascii_uppercase
+KINDS = ("choice", "count", "math")   # how an answer is read, voted on and graded (answers.py)
 
 
 @dataclasses.dataclass
 class Example:
-    """One multiple-choice question about one image. `source`: a file path, a
-    (zip path, member) pair, or a PIL image.
+    """One question: multiple choice when it has options, about one image unless `source` is
+    None. `source`: a file path, a (zip path, member) pair, a PIL image, or None (text only).
+    `kind` ("choice", "count", "math"; KINDS) defaults to what options and source say.
 
     >>> ex = Example("x", "Q", ["cat", "dog"], "B", "dog", Image.new("RGB", (8, 8)))
-    >>> ex.image().size, ex.options[LETTERS.index(ex.answer)] == ex.label
-    ((8, 8), True)
+    >>> ex.image().size, ex.options[LETTERS.index(ex.answer)] == ex.label, ex.kind
+    ((8, 8), True, 'choice')
+    >>> Example("m", "What is 3 + 4?", [], "7", None, None).kind
+    'math'
     """
 
     id: str
@@ -76,13 +84,20 @@ class Example:
     answer: str | None
     label: str | None
     source: Any = dataclasses.field(repr=False)  # None: a text-only question (no image)
-    answer_format: str | None = None  # "math": free-form math, graded by rewards.math_equal
+    kind: str | None = None
 
-    def image(self) -> Image.Image:
-        """The image as RGB; `DataError` naming the file if it cannot be read."""
+    def __post_init__(self):
+        if self.kind is None:
+            self.kind = "choice" if self.options else "count" if self.source is not None else "math"
+        if self.kind not in KINDS:
+            raise DataError(f"Question {self.id} has kind {self.kind!r}; use one of {KINDS}.")
+
+    def image(self) -> Image.Image | None:
+        """The image as RGB (None for a text-only question); `DataError` naming the file if it
+        cannot be read."""
         src = self.source
         if src is None:
-            raise DataError(f"{self.id} is a text-only question: it has no image to read.")
+            return None
         if isinstance(src, Image.Image):
             return src.convert("RGB")  # a copy
         where = f"{src[1]} in {src[0]}" if isinstance(src, tuple) else str(src)
@@ -161,9 +176,8 @@ def _questions(items: list[tuple[str, str, Any]], classes: list[str], seed: int,
 
 
 def is_counting(example: Example) -> bool:
-    """A free-form (numeric) question: no options; `answer` is the true count as text. A math
-    question (answer_format "math") is free-form too, but not a count."""
-    return not example.options and example.answer_format != "math"
+    """A counting question: no options, an image; `answer` is the true count as text."""
+    return example.kind == "count"
 
 
 def count_score(prediction: float | None, truth: float) -> float:
@@ -186,6 +200,8 @@ def image_size(example: Example) -> tuple[int, int]:
 
 def _header_size(example: Example) -> tuple[int, int]:
     src = example.source
+    if src is None:                                  # a text-only question
+        return (0, 0)
     if isinstance(src, Image.Image):
         return src.size
     try:

@@ -1,4 +1,5 @@
-"""Greedy evaluation of a VLM on multiple-choice questions: the paper's accuracy numbers.
+"""Greedy evaluation on the test questions: the paper's accuracy numbers; with K samples per
+question also TTRL's avg@K and maj@K.
 
     python eval.py --model runs/<run>/model --dataset shapes
     python eval.py --model Qwen/Qwen2.5-VL-3B-Instruct --dataset resisc45 --data-dir NWPU-RESISC45.zip
@@ -7,7 +8,12 @@ The paper evaluates by greedy decoding on the whole test set, before and after a
 (Appendix A). Prompts are batched with left padding; a response counts as correct when the
 option letter extracted from it (rewards.extract_choice) is the right one, and as unparseable
 when no letter can be extracted. Counting questions (no options, e.g. Capture) are scored by
-1 - symmetric percentage error on the extracted number (data.count_score).
+1 - symmetric percentage error on the extracted number (data.count_score); free-form math
+questions by the last \\boxed{} answer's equivalence to the gold one (answers.py).
+
+With `samples=K` (TTRL's evaluation: K = 16 at temperature 0.6, top-p 0.95) each question also
+gets K sampled responses (rollout.sample): avg@K is their mean score (what TTRL reports as
+"pass@1"), maj@K the score of their plain majority answer under the same grader.
 The command line is harness/cli.py's (`eval_main`).
 """
 if __name__ == "__main__":
@@ -20,9 +26,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+import answers
 import data
 import grpo
-import rewards
 import vlm
 
 
@@ -34,21 +40,28 @@ class EvalResult:
     unparseable: int
     predictions: list[dict] = field(repr=False)  # one dict per example, in dataset order
     letter_forced: float | None = None  # see letter_forced_accuracy; None: not defined here
+    avg_at_k: float | None = None       # mean score of the K samples (TTRL's "pass@1"); None: K = 0
+    maj_at_k: float | None = None       # score of the K samples' majority answer
 
     @classmethod
     def of(cls, predictions: list[dict]) -> "EvalResult":
         """The sums over per-example predictions (also over all ranks' gathered predictions)."""
+        n = max(len(predictions), 1)
         correct = sum(p["correct"] for p in predictions)
-        forced = [p.get("letter_forced") for p in predictions]
-        return cls(correct / max(len(predictions), 1), correct, len(predictions),
+
+        def mean(key):
+            values = [p.get(key) for p in predictions]
+            return None if not values or None in values else sum(values) / n
+        return cls(correct / n, correct, len(predictions),
                    sum(p["prediction"] is None for p in predictions), predictions,
-                   None if not forced or None in forced else sum(forced) / len(forced))
+                   mean("letter_forced"), mean("avg_at_k"), mean("maj_at_k"))
 
 
 @torch.no_grad()
 def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens: int = 1024,
              autocast=None, progress: bool = True, desc: str = "eval", num_workers: int = 0,
-             bucket: bool = True, checked=None) -> EvalResult:
+             bucket: bool = True, checked=None, samples: int = 0, temperature: float = 0.6,
+             top_p: float = 0.95, seed: int = 0, any_alive=None) -> EvalResult:
     """Greedy answers for every example; accuracy over all of them (unparseable = wrong).
 
     The same generate call keeps the option letters' logits of its first step, so the
@@ -58,6 +71,8 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
     masked padding differs). `num_workers` DataLoader workers prepare the next batches while
     the model decodes (vlm.prompt_batches). `checked(fn)` runs each batch's preparation (under
     torchrun procs.checked: a corrupt image on one process ends every process with its error).
+    `samples` K > 0 also draws K responses per example at `temperature` / `top_p` (seeded by
+    `seed`; `any_alive` as for rollout.sample) for avg@K and maj@K.
     """
     device = next(model.parameters()).device
     end_ids, pad_id = vlm.end_token_ids(model, processor), vlm.pad_token_id(processor)
@@ -69,17 +84,21 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
     predictions = [None] * len(examples)
     for b, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
         inputs = vlm.to_device((checked or _call)(next, prepared), device)
+    generator = torch.Generator(device).manual_seed(seed) if samples else None
         with autocast or torch.autocast(device.type, enabled=False):
             out = generate(model, inputs, temperature=0.0, top_p=1.0,
                               max_new_tokens=max_new_tokens, eos_token_ids=end_ids,
                               pad_token_id=pad_id, first_step_ids=letters,
                               suppress_token_ids=vlm.placeholder_token_ids(model))
         ids, first = out if letters is not None else (out, None)  # [B, T], [B, K]
+        sampled = (sample_scores(model, processor, inputs, batch, samples, temperature, top_p,
+                                 max_new_tokens, generator, any_alive, autocast)
+                   if samples else [{}] * len(batch))
         for i, (example, text) in enumerate(zip(batch, vlm.decode(processor, ids))):
             forced = {} if first is None else dict(letter_forced=forced_correct(first[i], example))
             predictions[order[b * batch_size + i]] = dict(                  # dataset order
                 id=example.id, response=text, answer=example.answer, **score(text, example),
-                **forced)
+                **forced, **sampled[i])
     return EvalResult.of(predictions)
 
 
@@ -95,6 +114,27 @@ def length_order(examples) -> list[int]:
         width, height = data.image_size(examples[i])
         return width * height, len(examples[i].question)
     return sorted(range(len(examples)), key=size)
+
+
+def sample_scores(model, processor, inputs, batch, k, temperature, top_p, max_new_tokens,
+                  generator, any_alive, autocast) -> list[dict]:
+    """avg@k and maj@k of each example of `batch`: k responses each from rollout.sample."""
+    import rollout
+    device = inputs["input_ids"].device
+    with autocast or torch.autocast(device.type, enabled=False):
+        roll = rollout.sample(model, inputs, k, temperature=temperature, top_p=top_p,
+                              max_new_tokens=max_new_tokens, generator=generator,
+                              eos_token_ids=vlm.end_token_ids(model, processor),
+                              pad_token_id=vlm.pad_token_id(processor),
+                              suppress_token_ids=vlm.placeholder_token_ids(model),
+                              any_alive=any_alive)                               # [B*k, T]
+    texts = vlm.decode(processor, roll.completion_ids)
+    out = []
+    for b, example in enumerate(batch):
+        found = [answers.extract(t, example) for t in texts[b * k:(b + 1) * k]]
+        out.append(dict(avg_at_k=sum(answers.grade(a, example) for a in found) / k,
+                        maj_at_k=answers.grade(answers.majority(found, example), example)))
+    return out
 
 
 @torch.no_grad()
@@ -169,7 +209,7 @@ def letter_token_ids(processor, examples) -> list[int] | None:
     when a question has no options (counting) or a letter is not a single token."""
     if not examples or any(not e.options for e in examples):
         return None
-    ids = [processor.tokenizer.encode(letter, add_special_tokens=False)
+    ids = [vlm.tokenizer_of(processor).encode(letter, add_special_tokens=False)
            for letter in data.LETTERS[:max(len(e.options) for e in examples)]]
     return None if any(len(i) != 1 for i in ids) else [i[0] for i in ids]
 
@@ -208,13 +248,11 @@ def letter_forced_accuracy(model, processor, examples, *, batch_size: int = 32,
 
 
 def score(text: str, example) -> dict:
-    """The extracted prediction and its score: 1/0 for multiple choice; for a counting question
-    (no options) 1 - symmetric percentage error, whose mean over a dataset is 1 - sMAPE."""
-    if data.is_counting(example):
-        number = rewards.extract_number(text)
-        return dict(prediction=number, correct=data.count_score(number, float(example.answer)))
-    choice = rewards.extract_choice(text, num_options=len(example.options))
-    return dict(prediction=choice, correct=choice == example.answer)
+    """The extracted prediction and its score (answers.py): 1/0 for multiple choice and math; for
+    a counting question 1 - symmetric percentage error, whose mean over a dataset is 1 - sMAPE."""
+    prediction = answers.extract(text, example)
+    value = answers.grade(prediction, example)
+    return dict(prediction=prediction, correct=value if example.kind == "count" else bool(value))
 
 
 def write_predictions(path, result: EvalResult) -> None:

@@ -24,6 +24,8 @@ Where this departs from the paper / official code (each also said where it happe
   official code; --prompts-per-update K gives the same update in one process.
 - The tiny model's presets (lr, lengths) differ from the paper's; see harness/config.py.
 - Answer extraction does not read the article "a" as option A (rewards.extract_choice).
+- Text-only models on math questions (TTRL, --protocol ttrl): the same loop; what votes is the
+  question's kind (answers.py), the prompt the model's own (vlm.py).
 
 The command line, its checks and the run directory are harness/cli.py's; `python ttrv.py ...`
 hands over to it, which checks the settings before torch loads and then calls `run` here.
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import answers
 import data
 import eval as evaluation
 import grpo
@@ -56,19 +59,15 @@ from harness.config import TINY_MODELS, Config, bf16_compute, parse_args  # noqa
 # ------------------------------------------------------------------------------- the vote
 
 def vote_keys(texts, example, cfg):
-    """One prompt's N responses -> the keys they vote with (rewards.answer_keys)."""
-    if example.options:
-        answers = [rewards.extract_choice(t, len(example.options)) for t in texts]
-    else:
-        answers = [rewards.extract_number(t) for t in texts]
-    return rewards.answer_keys(answers, texts, no_answer=cfg.no_answer)
+    """One prompt's N responses -> the keys they vote with (answers.vote_keys)."""
+    return answers.vote_keys(texts, example, no_answer=cfg.no_answer)
 
 
 def score(texts, example, cfg, rng, entropies=None):
     """One prompt's N responses -> (rewards [N], answer entropy, majority share).
 
-    Multiple choice votes on option letters; a question without options (counting) votes on
-    the extracted number (rewards.extract_number).
+    The question's kind decides what votes (answers.py): option letters (multiple choice), the
+    extracted number (counting), the canonical key of the last \\boxed{} answer (math).
     """
     keys = vote_keys(texts, example, cfg)
     r = rewards.compute_rewards(cfg.reward, keys, alpha=cfg.alpha,             # eq. (3)-(7)
@@ -326,14 +325,16 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
     # official: a fixed adaptation set per dataset (the same for every seed); its train.json is
     # not public, so the closest thing is one draw with --data-seed
     draw_seed = cfg.data_seed if cfg.fixed_adaptation_set else cfg.seed
-    examples = data.draw_adaptation_set(pool, cfg.num_samples, draw_seed, cfg.sampling,
-                                        cfg.classes)                  # labels stripped here
+    # --protocol ttrl (num_samples None): the whole benchmark, as TTRL adapts (train = test)
+    examples = data.draw_adaptation_set(pool, cfg.num_samples or len(pool), draw_seed,
+                                        cfg.sampling, cfg.classes)    # labels stripped here
     test = test[:cfg.eval_limit]
     subset = (random.Random(cfg.data_seed).sample(test, min(cfg.eval_subset, len(test)))
               if cfg.eval_subset else test)                           # for --eval-every
     policy, ref_model, processor, autocast, name = load_models(cfg, log, procs)
-    if cfg.temperature is None:  # --protocol official: the family's value, known once loaded
-        cfg = dataclasses.replace(cfg, temperature=vlm.official_temperature(policy))
+    if cfg.temperature is None:  # --protocol official / ttrl: the family's value, known once loaded
+        of = vlm.ttrl_temperature if cfg.protocol == "ttrl" else vlm.official_temperature
+        cfg = dataclasses.replace(cfg, temperature=of(policy))
     sampler = rollout if cfg.shared_prefix else plain    # plain: the N-copies reference path
     (out / "config.json").write_text(json.dumps(
         dict(dataclasses.asdict(cfg), resolved_model=name), indent=2))
@@ -343,7 +344,7 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
     def evaluate(examples_, key=None, step=None):
         # step 0, the base model: the same answers for every seed
         memo = None if step != 0 else "base" if examples_ is test else "base-subset"
-        if key == "adapted" and step in latest:
+        if key == "adapted" and step in latest and not cfg.eval_samples:
             r = latest[step]            # --eval-every already evaluated this model on it
         elif memo in shared:
             r = shared[memo]            # an earlier seed evaluated the same base model on it
@@ -354,7 +355,10 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
                     policy, processor, procs.share(examples_), batch_size=cfg.eval_batch_size,
                     autocast=autocast, progress=not cfg.quiet, desc=f"eval {key or ''}",
                     max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
-                    num_workers=cfg.num_workers or 0, checked=procs.checked)
+                    num_workers=cfg.num_workers or 0, checked=procs.checked,
+                    samples=cfg.eval_samples if key else 0,   # full evaluations
+                    temperature=cfg.eval_temperature, top_p=cfg.eval_top_p, seed=cfg.seed,
+                    any_alive=procs.any_alive)
             policy.train()
             r = procs.gather(r, len(examples_))
             if memo:
@@ -365,8 +369,13 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
             evaluation.write_predictions(out / f"predictions_{key}.jsonl", r)
             results[key] = dict(accuracy=r.accuracy, correct=r.correct, total=r.total,
                                 unparseable=r.unparseable, letter_forced_accuracy=r.letter_forced)
+            if cfg.eval_samples:      # TTRL's figures: avg@K ("pass@1") and maj@K
+                k = cfg.eval_samples
+                results[key].update({f"avg@{k}": r.avg_at_k, f"maj@{k}": r.maj_at_k})
             (out / "results.json").write_text(json.dumps(results, indent=2))
-            log(f"{key} accuracy {r.accuracy:.4f} ({r.correct}/{r.total})")
+            log(f"{key} accuracy {r.accuracy:.4f} ({r.correct}/{r.total})" + (
+                f", avg@{cfg.eval_samples} {r.avg_at_k:.4f}, maj@{cfg.eval_samples} "
+                f"{r.maj_at_k:.4f}" if cfg.eval_samples else ""))
         return r.accuracy
 
     base = evaluate(test, "base", step=0)

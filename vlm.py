@@ -1,9 +1,11 @@
-"""The model seam: every line that knows what kind of vision-language model we run.
+"""The model seam: every line that knows what kind of model we run (a vision-language model or a
+text-only causal LM).
 
 The algorithm (grpo.py, rollout.py, ttrv.py) sees a Hugging Face model and a dict of
 prompt tensors. Everything family-specific stays here: loading a model through the Auto
-classes, each family's protocol (which parameters train, how images are cut), turning (image,
-question) pairs into chat-formatted, left-padded prompt tensors, repeating and splitting those
+classes, each family's protocol (which parameters train, how images are cut, the sampling
+temperature, TTRL's prompt suffix), turning (image, question) pairs into chat-formatted,
+left-padded prompt tensors (image None: a text-only prompt), repeating and splitting those
 tensors per prompt, and the end-of-turn token ids. Model-card names and the hub's reachability
 are the command lines' business (harness/models.py).
 
@@ -20,6 +22,8 @@ weights; no real weights were run here):
   * InternVL (transformers' InternVLForConditionalGeneration, the "-hf" checkpoints, no remote
     code): pixel_values [tiles, 3, 448, 448]; each image is cut into 1-12 tiles plus a thumbnail,
     256 <IMG_CONTEXT> tokens per tile, so prompts own different numbers of rows.
+  * Text-only causal LMs (AutoModelForCausalLM, e.g. Qwen2.5-Math): the processor is the
+    tokenizer; input_ids and attention_mask only.
 `prompt_inputs` returns a `PromptInputs`: a dict of exactly the processor's tensors (all passed
 to the model) plus, as an attribute the model never sees, `pixel_rows`: the rows of
 pixel_values each prompt owns. Models whose pixel_values have one row per prompt (e.g.
@@ -63,6 +67,17 @@ FAMILIES = {
 # none (Qwen's template adds "You are a helpful assistant." itself, as in its official runs).
 # prompt_inputs never writes a system turn, so each family gets its own template's behaviour.
 
+# Text-only prompts (TTRL): the bare problem as the user turn of the model's own template, plus
+# this suffix for every model but Qwen2.5-Math, whose default system prompt already asks for
+# \boxed{}; `prompt_suffix` reads that off the template, not the name (ours: an adapted copy saved
+# under another name keeps its prompt).
+TTRL_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+TEXT_DEFAULTS = dict(ttrl_temperature=0.6)    # TTRL samples other text models at 0.6
+# Text families by a fragment of the checkpoint's name, matched case-insensitively in its
+# name_or_path (Qwen2.5, Qwen2.5-Math and tiny-math all have model_type "qwen2").
+NAMED_FAMILIES = {"qwen2.5-math": dict(ttrl_temperature=1.0),   # TTRL's Qwen2.5-Math scripts
+                  "tiny-math": dict(ttrl_temperature=1.0)}      # its template (tiny_math.py)
+
 
 class ModelError(Exception):
     """A model problem the user can fix; the message says how."""
@@ -73,47 +88,63 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
+def tokenizer_of(processor):
+    """The tokenizer inside a VLM's processor, or the processor itself (a text model's)."""
+    return getattr(processor, "tokenizer", processor)
+
+
 def load_processor(name: str):
-    """AutoProcessor with left padding, checked for a chat template."""
+    """AutoProcessor (a text model's: its tokenizer) with left padding, checked for a chat
+    template."""
     from transformers import AutoProcessor
     try:
         processor = AutoProcessor.from_pretrained(name)
     except OSError as e:
         raise ModelError(_load_failure(name, e)) from e
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is None or not hasattr(processor, "image_processor"):
-        raise ModelError(f"{name} has no image processor and tokenizer pair, so it is not a "
-                         "vision-language model; pass an image-text-to-text model to --model.")
-    if not (processor.chat_template or tokenizer.chat_template):
-        raise ModelError(f"{name} has no chat template; use an instruction-tuned checkpoint "
-                         "(e.g. a *-Instruct model) whose processor defines one.")
+    tokenizer = tokenizer_of(processor)
+    if not (getattr(processor, "chat_template", None) or tokenizer.chat_template):
+        raise ModelError(f"{name} has no chat template, so ttrv cannot write its prompts; use a "
+                         "checkpoint whose tokenizer_config.json defines one (e.g. a *-Instruct "
+                         "model or Qwen2.5-Math).")
     tokenizer.padding_side = "left"  # generation appends on the right
     return processor
 
 
+def auto_class(config):
+    """AutoModelForImageTextToText for a VLM's config, AutoModelForCausalLM for a text model's."""
+    import transformers as tf
+    for auto in (tf.AutoModelForImageTextToText, tf.AutoModelForCausalLM):
+        if type(config) in auto._model_mapping:
+            return auto
+    raise ModelError(f"{getattr(config, 'name_or_path', '') or 'this model'} "
+                     f"({config.model_type}) is neither an image-text-to-text model nor a causal "
+                     "LM; pass a model such as Qwen/Qwen2.5-VL-3B-Instruct or "
+                     "Qwen/Qwen2.5-Math-1.5B to --model.")
+
+
 def count_parameters(name: str) -> int:
     """Parameters of `name`'s architecture, counted on the meta device (nothing allocated)."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoConfig
     config = AutoConfig.from_pretrained(name)
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config)
+        model = auto_class(config).from_config(config)
     return sum(p.numel() for p in model.parameters())
 
 
 def load_model(name: str, device: str, dtype: torch.dtype, allow_cpu: bool = False):
-    """AutoModelForImageTextToText on `device` in `dtype`, or a ModelError saying what to do."""
-    from transformers import AutoModelForImageTextToText
+    """The model (auto_class) on `device` in `dtype`, or a ModelError saying what to do."""
+    from transformers import AutoConfig
     try:
         if device == "cpu" and not allow_cpu:
             n = count_parameters(name)
             if n > CPU_PARAM_LIMIT:
                 raise ModelError(f"{name} has {n / 1e9:.1f}B parameters and no GPU is in use; run "
                                  "on a CUDA machine, or pass --allow-cpu to try anyway (very slow).")
-        model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
+        model = auto_class(AutoConfig.from_pretrained(name)).from_pretrained(name, dtype=dtype)
     except ValueError as e:
         if "Unrecognized configuration class" in str(e):
-            raise ModelError(f"{name} is not an image-text-to-text model; pass a vision-language "
-                             "model such as Qwen/Qwen2.5-VL-3B-Instruct to --model.") from e
+            raise ModelError(f"{name} is not a model transformers knows; pass a vision-language "
+                             "model or a causal LM to --model.") from e
         if "Unrecognized model" in str(e):         # a config.json without a model_type
             raise ModelError(f"{name} has no model config (config.json with a model_type); pass "
                              "a model directory or a hub id to --model.") from e
@@ -136,13 +167,21 @@ def _load_failure(name: str, error: Exception) -> str:
 
 def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
          allow_cpu: bool = False):
-    """(model, processor) for a hub id or a local directory."""
-    return load_model(name, device, dtype, allow_cpu), load_processor(name)
+    """(model, processor) for a hub id or a local directory; the processor first, so a missing
+    chat template ends before the weights load."""
+    processor = load_processor(name)
+    return load_model(name, device, dtype, allow_cpu), processor
 
 
 def family(model) -> dict:
-    """The protocol entries of FAMILIES for this model ({} when its family has none)."""
-    return FAMILIES.get(getattr(model.config, "model_type", None), {})
+    """This model's protocol entries: NAMED_FAMILIES by its name, else FAMILIES by model_type;
+    a text-only model's over TEXT_DEFAULTS ({} for a VLM without an entry)."""
+    config = model.config
+    name = str(getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "")).lower()
+    text = not any(hasattr(config, k) for k in ("vision_config", "image_token_id"))
+    named = next((f for key, f in NAMED_FAMILIES.items() if key in name), None)
+    own = named or FAMILIES.get(getattr(config, "model_type", None), {})
+    return {**TEXT_DEFAULTS, **own} if text else own
 
 
 def official_temperature(model) -> float:
@@ -185,6 +224,12 @@ def frozen_reference(model, compute_dtype=None):
     return compute_storage(model, compute_dtype).eval().requires_grad_(False)
 
 
+def ttrl_temperature(model) -> float:
+    """TTRL's rollout temperature (--protocol ttrl): 1.0 for Qwen2.5-Math, 0.6 for other text
+    models (TTRL's scripts); a VLM without an entry: 1.0, the paper's."""
+    return family(model).get("ttrl_temperature", 1.0)
+
+
 def freeze_vision(model, freeze=None) -> bool:
     """Freeze the vision tower's parameters (`freeze` None: the family's default); returns
     whether it froze them. The rule is by parameter name: InternVL's `vision_tower` freezes and
@@ -211,23 +256,45 @@ class PromptInputs(dict):
         return out
 
 
+def prompt_suffix(processor) -> str:
+    """TTRL's suffix for text-only prompts, or "" when the template's own turns (Qwen2.5-Math's
+    default system prompt) already ask for \\boxed{}."""
+    rendered = processor.apply_chat_template([{"role": "user", "content": "Q"}],
+                                             add_generation_prompt=True, tokenize=False)
+    return "" if "\\boxed" in rendered else TTRL_SUFFIX
+
+
 def prompt_inputs(processor, images, questions) -> PromptInputs:
-    """Chat-formatted, left-padded prompt tensors for (image, question) pairs, one image each.
+    """Chat-formatted, left-padded prompt tensors for (image, question) pairs, one image each;
+    images all None: text-only prompts.
 
     Each prompt is one user turn holding the image then the question, and no system turn (the
     family's template adds its own default, if any); the chat template puts the model's own
     image placeholder where the paper's prompts write "<image>", and ends with the assistant
     header so generation starts the answer. Example (InternVL, a 640x480 and a 256x256 image):
     input_ids [2, P] holding 13*256 and 1*256 <IMG_CONTEXT>; pixel_values [14, 3, 448, 448];
-    pixel_rows [13, 1].
+    pixel_rows [13, 1]. A text-only prompt: the question plus `prompt_suffix` (TTRL).
     """
+    images = list(images)
+    if all(i is None for i in images):
+        suffix = prompt_suffix(processor)
+        texts = [processor.apply_chat_template([{"role": "user", "content": q + suffix}],
+                                               add_generation_prompt=True, tokenize=False)
+                 for q in questions]
+        if processor is tokenizer_of(processor):    # the template wrote BOS etc. already
+            return PromptInputs.of(dict(processor(texts, padding=True, return_tensors="pt",
+                                                  add_special_tokens=False)))
+        return PromptInputs.of(dict(processor(text=texts, padding=True, return_tensors="pt")))
+    if any(i is None for i in images):
+        raise ModelError("A batch mixes questions with and without an image; ttrv needs one kind "
+                         "per dataset (check the dataset's image column).")
     texts = [processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
         add_generation_prompt=True, tokenize=False) for q in questions]
     image_kwargs = next((f["image_kwargs"] for f in FAMILIES.values()
                          if f.get("processor") == type(processor).__name__), {})
     inputs = dict(processor(text=texts, images=list(images), padding=True, return_tensors="pt",
-                            **image_kwargs))
+                            **image_kwargs))  # images: a list of PIL images
     return PromptInputs.of(inputs, _pixel_rows(processor, inputs))
 
 
@@ -366,12 +433,26 @@ def to_device(inputs: dict, device) -> dict:
 
 
 def end_token_ids(model, processor) -> list[int]:
-    """Token ids that end a response: the generation config's eos ids plus the tokenizer's."""
+    """Token ids that end a response: the generation config's eos ids, the tokenizer's, and the
+    special token the chat template writes after an assistant turn (Qwen2.5-Math's generation
+    config stops only on <|endoftext|>, its template ends a turn with <|im_end|>: both stop it)."""
     ids = model.generation_config.eos_token_id
     ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if processor.tokenizer.eos_token_id is not None:
-        ids.append(processor.tokenizer.eos_token_id)
-    return sorted(set(ids))
+    ids += [tokenizer_of(processor).eos_token_id, _turn_end_id(processor)]
+    return sorted({i for i in ids if i is not None})
+
+
+def _turn_end_id(processor):
+    """The special token right after an assistant turn's text in the chat template, or None."""
+    tokenizer, reply = tokenizer_of(processor), "Rz7q"
+    try:
+        text = processor.apply_chat_template([{"role": "user", "content": "Q"}, {
+            "role": "assistant", "content": reply}], tokenize=False)
+    except Exception:           # a template that refuses this conversation: no extra end token
+        return None
+    ids = tokenizer(text[text.rfind(reply) + len(reply):], add_special_tokens=False)["input_ids"]
+    added = tokenizer.added_tokens_decoder.get(ids[0]) if ids else None
+    return ids[0] if added is not None and added.special else None
 
 
 def placeholder_token_ids(model) -> list[int]:
@@ -382,10 +463,10 @@ def placeholder_token_ids(model) -> list[int]:
 
 
 def pad_token_id(processor) -> int:
-    tokenizer = processor.tokenizer
+    tokenizer = tokenizer_of(processor)
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def decode(processor, completion_ids) -> list[str]:
     """Response texts without special tokens."""
-    return processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return tokenizer_of(processor).batch_decode(completion_ids, skip_special_tokens=True)

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         print(f"seed {s}:" if len(seeds) > 1 else "", report.run_table(r), sep="\n")
     if len(seeds) > 1:
         print(table)
-    print(f"answer entropy of the vote on the {cfg.num_samples} adaptation images (same prompts, "
+    print(f"answer entropy of the vote on the {cfg.num_samples or 'all'} adaptation examples (same prompts, "
           f"before -> after, mean over seeds): "
           f"{np.mean([r['base']['answer_entropy'] for r in runs]):.3f} -> "
           f"{np.mean([r['adapted']['answer_entropy'] for r in runs]):.3f}")
@@ -146,9 +146,9 @@ def _classify(e, procs):
 
 def needs_hub(model: str, *datasets) -> bool:
     """Whether the model or a dataset is named by a hub id (anything not built or read locally)."""
-    local = ("shapes", "folder:", "jsonl:")
+    local = ("shapes", "folder:", "jsonl:", "tiny-math")
     import vlm
-    return ((model != "tiny" and not vlm._looks_local(model))
+    return ((model not in config.TINY_MODELS and not vlm._looks_local(model))
             or any(d and not d.startswith(local) for d in datasets))
 
 

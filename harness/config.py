@@ -32,11 +32,12 @@ def opt(default, group, help, choices=None, alias=None):  # a config field and i
 @dataclass
 class Config:
     protocol: str = opt("paper", "protocol", "paper: the paper's text; official: the settings "
-                        "the official runs used (README table; explicit flags still win)",
-                        ["paper", "official"])
+                        "the official runs used; ttrl: TTRL's text-LLM scripts (docs/protocols.md;"
+                        " explicit flags still win)", ["paper", "official", "ttrl"])
     # model
     model: str = opt("tiny", "model", "hub id, local directory, 'tiny' (built offline, "
-                     "with a built-in failure of format) or 'tiny-letters' (letters only)")
+                     "with a built-in failure of format), 'tiny-letters' (letters only) or "
+                     "'tiny-math' (a text LM on arithmetic, docs/tiny-math.md)")
     device: str = opt("auto", "model", "cuda, cpu, or auto (cuda when available; pick a GPU with "
                       "CUDA_VISIBLE_DEVICES)", ["auto", "cuda", "cpu"])
     precision: str = opt("auto", "model", "bf16 (fp32 master weights under bf16 autocast; the "
@@ -58,7 +59,8 @@ class Config:
     adapt_dataset: str = opt(None, "data", "adapt on this dataset instead (Table 12)")
     eval_dataset: str = opt(None, "data", "evaluate on this dataset instead (Table 12)")
     eval_data_dir: str = opt(None, "data", "local copy of --eval-dataset")
-    num_samples: int = opt(20, "data", "unlabeled test examples to adapt on (Tables 6, 9)")
+    num_samples: int = opt(20, "data", "unlabeled test examples to adapt on (Tables 6, 9; "
+                           "--protocol ttrl: all of them)")
     sampling: str = opt("random", "data", "random, or biased: only from --classes classes "
                         "(Table 4; reads labels to pick the classes)", ["random", "biased"])
     classes: int = opt(None, "data", "number of classes for --sampling biased")
@@ -81,8 +83,8 @@ class Config:
     micro_batch: int = opt(None, "rollouts", "responses per forward/backward chunk, each cut "
                            f"to its longest response (lowers memory; default: {CUDA_MICRO_BATCH} "
                            "on a GPU, the whole group on the CPU)")
-    temperature: float = opt(1.0, "rollouts", "sampling temperature (--protocol official: "
-                             "per model family, vlm.official_temperature)")
+    temperature: float = opt(1.0, "rollouts", "sampling temperature (--protocol official / "
+                             "ttrl: per model family, vlm.official_temperature / ttrl_temperature)")
     top_p: float = opt(1.0, "rollouts", "nucleus sampling threshold")
     max_new_tokens: int = opt(1024, "rollouts", "longest response, in tokens")
     prompts_per_step: int = opt(4, "rollouts", "prompts whose rollouts are drawn together "
@@ -123,6 +125,11 @@ class Config:
     eval_every: int = opt(None, "evaluation", "also evaluate every k steps (Figure 1)")
     eval_subset: int = opt(None, "evaluation", "those evaluations use a seeded random subset of "
                            "this many test examples (default: the whole test set)")
+    eval_samples: int = opt(0, "evaluation", "also sample K responses per test question: avg@K "
+                            "(mean accuracy of the K, TTRL's 'pass@1') and maj@K (their majority "
+                            "answer) beside the greedy accuracy")
+    eval_temperature: float = opt(0.6, "evaluation", "temperature of those samples (TTRL's)")
+    eval_top_p: float = opt(0.95, "evaluation", "nucleus of those samples (TTRL's)")
     # output
     output_dir: str = opt(None, "output", "run directory (default: runs/<time>-<model>-<data>)")
     overwrite: bool = opt(False, "output", "replace an existing run directory: the old one is moved "
@@ -141,6 +148,18 @@ OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer=
                 adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)
 
 
+# --protocol ttrl: TTRL's Qwen2.5-Math-1.5B scripts (docs/protocols.md, methods-notes section 1).
+# The whole benchmark is the adaptation set (num_samples None: all of it, labels stripped);
+# temperature None: per family, vlm.ttrl_temperature (1.0 Qwen2.5-Math, 0.6 other text models).
+TTRL = dict(rollouts=64, train_rollouts=32, lr=5e-7, warmup_ratio=0.03, beta=0.001,
+            clip_eps=0.2, loss_agg="token_mean", temperature=None, max_new_tokens=3072,
+            num_samples=None, no_answer="own", eval_samples=16)
+# Per benchmark (TTRL's scripts): episodes and prompts per step. Other datasets keep the defaults.
+TTRL_BENCHMARKS = {"aime24": dict(epochs=80, prompts_per_step=8),
+                   "amc23": dict(epochs=30, prompts_per_step=8),
+                   "math500": dict(epochs=10, prompts_per_step=32)}
+
+
 # The tiny offline models are ~1,000x smaller than a 3B VLM: at the paper's lr of 5e-7 their
 # weights would not move in 40 updates, and their answers are a few tokens. Used only with
 # --model tiny or tiny-letters, for settings the command line leaves at their default; an
@@ -148,7 +167,10 @@ OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer=
 TINY_PRESETS = dict(lr=1e-4, max_new_tokens=8, eval_every=5)
 # The offline tiny models (tiny_teach.RECIPES): "tiny" has a built-in failure of format (it often
 # answers with a sentence), "tiny-letters" always answers with a letter.
-TINY_MODELS = ("tiny", "tiny-letters")
+TINY_MODELS = ("tiny", "tiny-letters", "tiny-math")
+# tiny-math (harness/tiny_math.py): a text LM whose answers are one \\boxed{} of a few digits;
+# its own default dataset, the tiny-math test split.
+TINY_MATH_PRESETS = dict(TINY_PRESETS, max_new_tokens=12, dataset="tiny-math")
 
 
 # The range of every numeric setting: field -> (test, what to pass). None always passes (unset).
@@ -183,6 +205,9 @@ RANGES = dict(
     eval_subset=(lambda v: v >= 1, "an integer >= 1"),
     num_workers=(lambda v: v >= 0, "an integer >= 0 (0: prepare images in the main process)"),
     max_image_side=(lambda v: v >= 1, "an integer >= 1"),
+    eval_samples=(lambda v: v >= 0, "an integer >= 0 (TTRL: 16)"),
+    eval_temperature=(lambda v: v > 0, "a number > 0 (TTRL: 0.6)"),
+    eval_top_p=(lambda v: 0 < v <= 1, "a number in (0, 1]"),
 )
 
 
@@ -321,10 +346,15 @@ def parse_args(argv=None) -> Config:
     for f in dataclasses.fields(Config):
         _add_flag(parser, groups, f, TINY_PRESETS)
     known, _ = parser.parse_known_args(argv)
-    if known.model in TINY_MODELS:     # presets replace defaults only; flags still win
-        parser.set_defaults(**TINY_PRESETS)
+    tiny = {} if known.model not in TINY_MODELS else (
+        TINY_MATH_PRESETS if known.model == "tiny-math" else TINY_PRESETS)
+    parser.set_defaults(**tiny)        # presets replace defaults only; flags still win
     if known.protocol == "official":
         parser.set_defaults(**OFFICIAL)
+    if known.protocol == "ttrl":
+        dataset = parser.parse_known_args(argv)[0].dataset   # tiny-math's own default included
+        parser.set_defaults(**TTRL, **TTRL_BENCHMARKS.get(dataset, {}))
+    parser.set_defaults(**tiny)        # a tiny model keeps its sizes under every protocol
     cfg = Config(**vars(parser.parse_args(argv)))
     problem = check(cfg)
     if problem:

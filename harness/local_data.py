@@ -9,7 +9,7 @@ Choices:
     does (classes alphabetical, images ascending, one `random.Random(seed)`).
   - jsonl: a question is shown verbatim (Appendix C has a different prompt per benchmark); its
     options are not appended to it. A row with neither "options" nor "image" is a text-only
-    math question (harness/math_data.math_example: answer_format "math", its answer checked).
+    math question (harness/math_data.math_example: kind "math", its answer checked).
 Imports data.py and math_data.math_example; presets.py's `load_dataset` dispatches to these.
 """
 

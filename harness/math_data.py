@@ -5,7 +5,7 @@
     load_dataset("jsonl:problems.jsonl")    # {"question", "answer"} rows: free-form math
 
 A math question shows the bare problem (the model's chat template adds the rest, see vlm.py),
-has no options, `answer` = the gold answer as text and answer_format "math" (graded by
+has no options, `answer` = the gold answer as text and kind "math" (graded by
 rewards.math_equal). GPQA-Diamond is multiple choice: four options, graded by letter.
 
 Sources (repo, file, columns; confirmed from the dataset cards and public code that reads them;
@@ -114,7 +114,7 @@ def math_example(ex_id: str, question: str, answer, where: str,
     text = str(question).strip()
     if prompt:
         text = _fill(prompt, {"question"}, question=text)
-    return Example(ex_id, text, [], gold, gold, None, answer_format="math")
+    return Example(ex_id, text, [], gold, gold, None, kind="math")
 
 
 def gpqa_examples(rows: list[dict], seed: int = 0, prompt: str | None = None) -> list[Example]:

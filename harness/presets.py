@@ -59,6 +59,7 @@ from harness.local_data import load_folder, load_jsonl
 from harness.math_data import MATH_BENCHMARKS, load_math
 from harness.resisc45 import load_resisc45
 from harness.shapes import load_shapes
+from harness.tiny_math import load_tiny_math
 
 MATHVISTA_PROMPT = ("Hint: Please answer the question and provide the correct option letter, "
                     "e.g., A, B, C, D, at the end.\nDo not include any explanation or extra text."
@@ -187,6 +188,7 @@ def load_preset(name: str, split: str = "test", data_dir: str | None = None, see
 DATASETS = {"resisc45": load_resisc45, "shapes": load_shapes, "folder": load_folder,
             "jsonl": load_jsonl, **{n: functools.partial(load_preset, n) for n in PRESETS},
             "imagenet-v2": load_imagenet_v2, "capture": load_capture,
+            "tiny-math": load_tiny_math,
             **{n: functools.partial(load_math, n) for n in MATH_BENCHMARKS}}
 # The paper's 16 benchmarks (Tables 1, 2, 7, 8), all served by load_dataset.
 PAPER_BENCHMARKS = ["resisc45", "dtd", "imagenet", "imagenet-v2", "imagenet-a", "imagenet-r",
@@ -234,7 +236,7 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
         if kind in ("resisc45", "shapes", "folder", "jsonl", "imagenet-v2"):
             template = template or PROMPTS.get(kind, RECOGNITION_PROMPT)
         loader = DATASETS[kind]
-        if kind in ("shapes", "jsonl", "capture", *MATH_BENCHMARKS):  # no class names to spell
+        if kind in ("shapes", "jsonl", "capture", "tiny-math", *MATH_BENCHMARKS):  # no class names
             examples = loader(split, path or data_dir, seed, template)
         else:
             examples = loader(split, path or data_dir, seed, template,

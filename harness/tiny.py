@@ -204,27 +204,31 @@ def build_from_files(src_dir, out_dir, seed: int = 0) -> Path:
     """A random-weight, CPU-sized model next to a real checkpoint's files (no weights there).
 
     Reads src_dir's config.json, shrinks the layers and widths (SHRINK_*; the vision tower's
-    output width follows the text model's), builds it with random weights and saves it with the
+    output width follows the text model's; a causal LM's config is its text config), builds it
+    with random weights and saves it with the
     real processor (tokenizer, chat template, image processor) and generation config, so it
     loads exactly as the real checkpoint would. The saved copy holds a tokenizer.json, which
     loads much faster than the source's vocab.json/merges.txt.
     """
-    from transformers import (AutoConfig, AutoModelForImageTextToText, AutoProcessor,
-                              GenerationConfig)
+    from transformers import AutoConfig, AutoProcessor, GenerationConfig
+
+    import vlm
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     config = AutoConfig.from_pretrained(src_dir).to_dict()
     kind = config["model_type"]
-    if kind not in SHRINK_VISION:
+    vision = "vision_config" in config             # a causal LM (Qwen2.5-Math): text only
+    if vision and kind not in SHRINK_VISION:
         raise ValueError(f"No shrink recipe for {kind!r}; add one to tiny.SHRINK_VISION.")
-    text = config["text_config"]
+    text = config["text_config"] if vision else config
     text.update(SHRINK_TEXT, layer_types=text.get("layer_types", ["full_attention"])[:2],
                 max_window_layers=SHRINK_TEXT["num_hidden_layers"])
-    config["vision_config"].update(SHRINK_VISION[kind])
+    if vision:
+        config["vision_config"].update(SHRINK_VISION[kind])
     if kind == "qwen2_5_vl":
         config["vision_config"]["out_hidden_size"] = SHRINK_TEXT["hidden_size"]
     config = AutoConfig.for_model(**config)
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
+    model = vlm.auto_class(config).from_config(config)
     if (src_dir / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(src_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +256,9 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     import time
 
     from harness import shapes
+    if name == "tiny-math":            # the text LM: harness/tiny_math.py builds and caches it
+        from harness.tiny_math import tiny_math_path
+        return tiny_math_path(cache_dir, log)
     if name not in RECIPES:
         raise ValueError(f"Unknown tiny model {name!r}; use one of {sorted(RECIPES)}.")
     teach = RECIPES[name]

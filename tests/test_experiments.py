@@ -73,7 +73,8 @@ def test_the_batch_baseline_lets_alpha_change_the_advantages():
 
 def test_counting_questions_vote_on_numbers():
     cfg = ttrv.parse_args(["--reward", "frequency"])
-    r, _, share = ttrv.score([r"\boxed{3}", "3", "there are 4", "3."], fake_example(()), cfg, None)
+    count = data.Example("x", "How many?", [], None, None, None, kind="count")
+    r, _, share = ttrv.score([r"\boxed{3}", "3", "there are 4", "3."], count, cfg, None)
     assert share == 0.75 and np.allclose(r, [0.75, 0.75, 0.25, 0.75])
 
 
@@ -150,7 +151,7 @@ def test_paper_table_layout():
 
 def test_counting_questions_are_scored_by_one_minus_symmetric_percentage_error():
     import eval as evaluation
-    example = data.Example("c", "How many?", [], "4", "4", None)
+    example = data.Example("c", "How many?", [], "4", "4", None, kind="count")
     assert evaluation.score(r"so \boxed{4}", example) == dict(prediction=4.0, correct=1.0)
     assert evaluation.score("6 apples", example)["correct"] == 1 - 2 / 10
     assert evaluation.score("no idea", example) == dict(prediction=None, correct=0.0)

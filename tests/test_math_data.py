@@ -28,8 +28,8 @@ def test_math500_jsonl(tmp_path):
         ("test/algebra/1.json", "What is $1+1$?", "2"),
         ("test/algebra/2.json", "Simplify $\\frac{2}{4}$.", "\\frac{1}{2}")]
     e = exs[0]
-    assert (e.options, e.source, e.answer_format) == ([], None, "math")
-    assert not data.is_counting(e) and data.strip_labels(e).answer_format == "math"
+    assert (e.options, e.source, e.kind) == ([], None, "math")
+    assert not data.is_counting(e) and data.strip_labels(e).kind == "math"
 
 
 def test_aime24_parquet_int_answers(tmp_path):
@@ -74,7 +74,7 @@ def test_gpqa_diamond_csv_shuffled_with_a_fixed_seed(tmp_path):
                                             f"wrong c{i}"])
         assert e.options[data.LETTERS.index(e.answer)] == e.label == f"right {i}"
         assert e.question.startswith(f"Question {i},\nwith two lines?\n\nA. {e.options[0]}\n")
-        assert e.answer_format is None and e.source is None       # votes on letters
+        assert e.kind is None and e.source is None       # votes on letters
     assert len({e.answer for e in exs}) > 1                          # the slot moves
     again = presets.load_dataset("gpqa-diamond", data_dir=path)
     other = presets.load_dataset("gpqa-diamond", data_dir=path, seed=1)
@@ -123,7 +123,7 @@ def test_jsonl_question_answer_rows_are_math(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"question": "2+2?", "answer": "4"},
                                               {"id": "q2", "question": "Half?", "answer": 0.5}])
     exs = presets.load_dataset(f"jsonl:{path}")
-    assert [(e.id, e.question, e.answer, e.answer_format, e.options) for e in exs] == [
+    assert [(e.id, e.question, e.answer, e.kind, e.options) for e in exs] == [
         ("line1", "2+2?", "4", "math", []), ("q2", "Half?", "0.5", "math", [])]
     assert data.drop_large_images(exs, 10) == exs                  # no image to measure
 

@@ -52,3 +52,52 @@ def test_explicit_flags_win_over_the_protocol():
 def test_the_official_temperature_is_the_loaded_family_s(model_type, temperature):
     model = SimpleNamespace(config=SimpleNamespace(model_type=model_type))
     assert vlm.official_temperature(model) == temperature
+
+
+def ttrl_rows():
+    """(field, ttrl cell) of docs/protocols.md's --protocol ttrl table."""
+    text = PROTOCOLS.read_text().split("## `--protocol ttrl`")[1].split("\nPer benchmark")[0]
+    return [tuple(c.strip() for c in line.split("|")[1:3]) for line in text.splitlines()
+            if line.startswith("| `")]
+
+
+def test_ttrl_protocol_sets_each_field_of_its_table():
+    from harness.config import TTRL
+    rows = ttrl_rows()
+    cfg = parse_args(["--protocol", "ttrl", "--model", "Qwen/Qwen2.5-Math-1.5B"])
+    for field, cell in rows:
+        name = field.strip("`")
+        if name == "temperature":     # per family, filled by vlm.ttrl_temperature in ttrv.run
+            assert cfg.temperature is None
+            continue
+        assert str(getattr(cfg, name)) == cell.strip("`"), name
+    assert {r[0].strip("`") for r in rows} == set(TTRL)
+
+
+@pytest.mark.parametrize("dataset", ["aime24", "amc23", "math500", "jsonl:x.jsonl"])
+def test_ttrl_protocol_sets_each_benchmark_s_episodes_and_prompts_per_step(dataset):
+    text = PROTOCOLS.read_text().split("\nPer benchmark")[1].split("\n### ")[0]
+    table = {c[0].strip(" `"): (int(c[2].strip(" `")), int(c[3].strip(" `")))
+             for c in (line.split("|")[1:5] for line in text.splitlines() if line.startswith("| `"))}
+    assert set(table) == {"aime24", "amc23", "math500"}
+    model = ["--model", "Qwen/Qwen2.5-Math-1.5B"]
+    cfg = parse_args(["--protocol", "ttrl", "--dataset", dataset] + model)
+    default = parse_args(model)
+    assert (cfg.epochs, cfg.prompts_per_step) == table.get(
+        dataset, (default.epochs, default.prompts_per_step))
+    assert parse_args(["--protocol", "ttrl", "--dataset", dataset, "--epochs", "3"] + model
+                      ).epochs == 3
+
+
+def test_tiny_math_keeps_its_sizes_under_the_ttrl_protocol():
+    cfg = parse_args(["--model", "tiny-math", "--protocol", "ttrl"])
+    assert (cfg.dataset, cfg.lr, cfg.max_new_tokens, cfg.rollouts) == ("tiny-math", 1e-4, 12, 64)
+
+
+@pytest.mark.parametrize("name, temperature", [("Qwen/Qwen2.5-Math-1.5B", 1.0),
+                                               ("/models/qwen2.5-math-7b", 1.0),
+                                               ("Qwen/Qwen2.5-7B", 0.6),
+                                               ("meta-llama/Llama-3.1-8B-Instruct", 0.6)])
+def test_the_ttrl_temperature_is_the_text_family_s(name, temperature):
+    model = SimpleNamespace(config=SimpleNamespace(model_type="qwen2", name_or_path=name))
+    assert vlm.ttrl_temperature(model) == temperature
