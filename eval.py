@@ -82,9 +82,9 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
                for s in range(0, len(examples), batch_size)]
     prepared = vlm.prompt_batches(processor, batches, num_workers)
     predictions = [None] * len(examples)
+    generator = torch.Generator(device).manual_seed(seed) if samples else None
     for b, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
         inputs = vlm.to_device((checked or _call)(next, prepared), device)
-    generator = torch.Generator(device).manual_seed(seed) if samples else None
         with autocast or torch.autocast(device.type, enabled=False):
             out = generate(model, inputs, temperature=0.0, top_p=1.0,
                               max_new_tokens=max_new_tokens, eos_token_ids=end_ids,
