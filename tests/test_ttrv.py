@@ -212,6 +212,6 @@ def test_evaluate_reads_the_letter_forced_accuracy_from_its_own_decode(taught_di
     for example, p in zip(examples, greedy.predictions):
         assert p["letter_forced"] == (evaluation.letter_forced_accuracy(
             model, processor, [example]) == 1.0)
-    counting = [dataclasses.replace(examples[0], options=[], answer="3")]
+    counting = [dataclasses.replace(examples[0], options=[], answer="3", kind="count")]
     assert evaluation.evaluate(model, processor, counting, max_new_tokens=2,
                                progress=False).letter_forced is None
