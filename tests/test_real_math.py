@@ -6,14 +6,13 @@ Skipped in a clone without ../shared (failing under CI=true)."""
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-import data
 import vlm
-from harness import cli, presets, tiny
+from conftest import shared_path
+from harness import cli, tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 MATH = "qwen2.5-math-1.5b"
@@ -23,13 +22,7 @@ SMALL = ["--num-samples", "2", "--rollouts", "2", "--prompts-per-step", "2", "--
 
 
 def fixture_dir() -> Path:
-    path = ROOT.parent / "shared" / "fixtures" / MATH
-    if not path.is_dir():
-        reason = f"{path} is absent (../shared beside the repository)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; CI=true needs it", pytrace=False)
-        pytest.skip(reason)
-    return path
+    return shared_path("fixtures", MATH)    # skips without ../shared; fails under CI=true
 
 
 @pytest.fixture(scope="session")
@@ -82,10 +75,6 @@ def test_a_whole_run_on_a_jsonl_file_of_math_questions(math_files, tmp_path, cap
         {"question": "What is $\\frac{1}{2} + \\frac{1}{2}$?", "answer": "1"},
         {"question": "Solve $2x = 6$ for $x$.", "answer": "3"},
         {"question": "What is $3 \\cdot 4$?", "answer": "12"}]))
-    try:
-        presets.load_dataset(f"jsonl:{path}")
-    except data.DataError as e:     # rows without options: issue-18b's loader (harness/)
-        pytest.skip(f"this branch's jsonl:PATH has no free-form math rows yet ({e})")
     out = tmp_path / "run"
     assert cli.main(["--model", str(math_files), "--dataset", f"jsonl:{path}", "--output-dir",
                      str(out)] + SMALL) == 0, capsys.readouterr().err
