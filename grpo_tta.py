@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.grpo_tta_config import TINY_CLIP, needs_hub, parse_args
+from harness.grpo_tta_config import TINY_CLIP, fit_group, needs_hub, parse_args
 
 if __name__ == "__main__":  # --help and bad settings answer before torch and transformers load
     parse_args(sys.argv[1:])
@@ -37,10 +37,8 @@ import torch  # noqa: E402
 
 from harness import clip_data  # noqa: E402
 import grpo  # noqa: E402
-from harness import rundir  # noqa: E402
+from harness import cli, rundir  # noqa: E402
 from harness.clip_models import check_clip, load_clip  # noqa: E402
-from data import DataError  # noqa: E402
-from vlm import ModelError  # noqa: E402
 
 PROMPT = "a photo of a {}."
 METHODS = ("zero-shot", "ZERO", "TPT", "GRPO-TTA")
@@ -288,10 +286,7 @@ def run(cfg, out: Path, log=print) -> dict:
     if cfg.model != TINY_CLIP:
         check_clip(cfg.model)                      # before the data and any weights
     ds = clip_data.load(cfg.dataset, cfg.data_dir, cfg.classnames, cfg.limit, cfg.seed)
-    if len(ds.classnames) < cfg.group_size + 1:
-        raise DataError(f"{cfg.dataset} has {len(ds.classnames)} classes, but a group of "
-                        f"--group-size {cfg.group_size} candidates needs at least "
-                        f"{cfg.group_size + 1}; add classes or pass a smaller --group-size.")
+    cfg = fit_group(cfg, len(ds.classnames), log)   # fewer classes than K: all of them
     if cfg.model == TINY_CLIP:
         from harness import tiny_clip
         name = str(tiny_clip.tiny_clip_path(log=log))
@@ -353,33 +348,16 @@ def main(argv=None) -> int:
     except rundir.RunDirError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    rundir.mark(out, "running")
     try:
         results = run(cfg, out, log)
-    except (DataError, ModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        if rundir.mark(out, "failed", str(e)) == "nothing":
-            import shutil
-            shutil.rmtree(out)                # nothing was written: no empty run directory left
-        else:
-            print(f"run failed; {rundir.ending(out, 'failed', str(e))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"interrupted; {rundir.ending(out, 'interrupted')}", file=sys.stderr)
-        return 130
-    except BaseException as e:                # a bug: marked, then its traceback
-        rundir.mark(out, "failed", f"{type(e).__name__}: {e}")
-        raise
-    (out / "results.md").write_text(table(results) + "\n")
+        (out / "results.md").write_text(table(results) + "\n")
+        rundir.mark(out, "complete")
+    except BaseException as e:     # one line and status.json: failed, interrupted, or a bug
+        return cli.ended(out, e)
     print(table(results))
-    rundir.mark(out, "complete")
     print(f"written to {out}")
     return 0
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:          # before the run directory existed
-        print("interrupted; nothing was saved.", file=sys.stderr)
-        sys.exit(130)
+if __name__ == "__main__":        # SIGTERM ends the run as Ctrl-C does (cli.command)
+    sys.exit(cli.command(main))

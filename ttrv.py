@@ -51,7 +51,7 @@ import grpo
 import rewards
 import rollout
 import vlm
-from harness import lora, models, plain, presets, report
+from harness import lora, math_data, models, plain, presets, report
 from harness.processes import ONE   # one process; torchrun: harness.processes.Ranks
 from harness.config import TINY_MODELS, Config, bf16_compute, parse_args  # noqa: F401
 
@@ -332,6 +332,7 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
     subset = (random.Random(cfg.data_seed).sample(test, min(cfg.eval_subset, len(test)))
               if cfg.eval_subset else test)                           # for --eval-every
     policy, ref_model, processor, autocast, name = load_models(cfg, log, procs)
+    math_data.check_fits(processor, policy, pool, test)    # before any evaluation or update
     if cfg.temperature is None:  # --protocol official / ttrl: the family's value, known once loaded
         of = vlm.ttrl_temperature if cfg.protocol == "ttrl" else vlm.official_temperature
         cfg = dataclasses.replace(cfg, temperature=of(policy))
