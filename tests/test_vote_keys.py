@@ -9,9 +9,21 @@ import pytest
 
 import answers
 import data
+import math_answers
 import rewards
 import ttrv
 from harness.config import Config
+
+@pytest.fixture(autouse=True)
+def no_wall_clock_timeouts(monkeypatch):
+    """math-verify's timeouts are wall-clock (signal.alarm): on a loaded machine a parse can run
+    out and its key fall back to text. The key is tested here, not the timeout (_tame bounds
+    the work), so they are off, as in a worker thread; the caches start and end empty."""
+    monkeypatch.setattr(math_answers, "_timeout", lambda: None)
+    math_answers.math_key.cache_clear(), math_answers.math_equal.cache_clear()
+    yield
+    math_answers.math_key.cache_clear(), math_answers.math_equal.cache_clear()
+
 
 HALF = ["\\boxed{\\frac12}", "\\boxed{0.5}", "so it is \\boxed{\\dfrac{1}{2}}", "\\boxed{1/2}"]
 
@@ -56,7 +68,8 @@ def test_assignments_sets_and_rounding_through_vote_keys():
     for a, b in same:
         assert keys([a, b])[0] == keys([a, b])[1], (a, b)
     differ = [("\\boxed{\\frac{1}{3}}", "\\boxed{0.333}"), ("\\boxed{(2, 1)}", "\\boxed{(1, 2)}"),
-              ("\\boxed{(a, b) = (1, 2)}", "\\boxed{(a, b) = (3, 4)}")]
+              ("\\boxed{(a, b) = (1, 2)}", "\\boxed{(a, b) = (3, 4)}"),
+              ("\\boxed{\\{3, 4\\}}", "\\boxed{(3, 4)}")]
     for a, b in differ:
         assert keys([a, b])[0] != keys([a, b])[1], (a, b)
 
