@@ -11,6 +11,9 @@ writes it with `save_pretrained`. ttrv then loads it back through exactly the sa
     teach_shapes(dir)                     # brief supervised warm-up on shapes' train split
     tiny_model_path("tiny")               # both, cached in the user cache directory
 
+Each build runs in a child process with pinned numerics (tiny_build.pinned), so it writes the
+same bytes on every x86 CPU.
+
 Two taught models (tiny_teach.RECIPES): "tiny", the default, answers with a sentence instead of
 a letter on purpose, although the letter is known: a failure of format for TTRV to repair.
 "tiny-letters" always answers with a letter. tiny_teach.py says how each is taught.
@@ -20,13 +23,12 @@ They are stand-ins that exercise every code path and show one mechanism by which
 not models whose numbers say why real VLMs gain.
 """
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from harness.tiny_build import (PINNED, build_cached, cached, default_cache_dir,  # noqa: F401
+                                discard, pinned, unreadable)   # tiny.build_cached etc. still work
 from harness.tiny_teach import NON_ANSWERS, RECIPES, teach_shapes
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +109,7 @@ def _build_tokenizer(special_tokens=SPECIAL_TOKENS, **extra_special_tokens):
                                       if extra_special_tokens else {}))
 
 
+@pinned
 def build_tiny_model(out_dir, arch: str = "qwen2_5_vl", seed: int = 0) -> Path:
     """Write a random-weight tiny VLM to `out_dir`; `arch`: "qwen2_5_vl", "qwen2_vl" or "internvl".
 
@@ -200,6 +203,7 @@ SHRINK_VISION = {"qwen2_5_vl": dict(depth=2, hidden_size=32, intermediate_size=6
                                   num_attention_heads=2)}
 
 
+@pinned
 def build_from_files(src_dir, out_dir, seed: int = 0) -> Path:
     """A random-weight, CPU-sized model next to a real checkpoint's files (no weights there).
 
@@ -237,9 +241,11 @@ def build_from_files(src_dir, out_dir, seed: int = 0) -> Path:
     return out_dir
 
 
-def default_cache_dir() -> Path:
-    """Where the taught tiny model is cached: $TTRV_CACHE, else ~/.cache/ttrv."""
-    return Path(os.environ.get("TTRV_CACHE", Path.home() / ".cache" / "ttrv"))
+@pinned
+def build_taught(out_dir, name: str = "tiny") -> Path:
+    """The tiny VLM `name` (RECIPES) built and taught in `out_dir`, in one pinned child."""
+    build_tiny_model(out_dir, seed=RECIPES[name]["seed"])
+    return teach_shapes(out_dir, **RECIPES[name])
 
 
 def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
@@ -247,13 +253,14 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     first use and cached (what `--model tiny` loads).
 
     The cache key hashes the recipe (sizes, tokenizer corpus, the name's teaching recipe and
-    NON_ANSWERS) and the shapes data version, so changing either rebuilds. The model is built in
-    a temporary sibling directory and renamed when complete, so an interrupted build never
-    leaves a half-written cache.
+    NON_ANSWERS), the shapes data version, the pinned numerics and the torch and transformers
+    versions, so changing any rebuilds. tiny_build.cached builds it in a temporary sibling
+    directory, renamed when complete, and rebuilds an entry that cannot be read.
     """
     import hashlib
     import json
-    import time
+
+    import transformers
 
     from harness import shapes
     if name == "tiny-math":            # the text LM: harness/tiny_math.py builds and caches it
@@ -264,63 +271,9 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     teach = RECIPES[name]
     recipe = json.dumps([TEXT, MROPE_SECTION, VISION_25, VOCAB_SIZE, MAX_IMAGE_PIXELS, _CORPUS,
                          CHAT_TEMPLATE, teach, shapes.SHAPES, shapes.HOME_COLOUR_RATE,
-                         NON_ANSWERS if teach["non_answer_share"] else None, "one thread"],
+                         NON_ANSWERS if teach["non_answer_share"] else None, PINNED,
+                         torch.__version__, transformers.__version__],
                         sort_keys=True)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / f"{name}-qwen2_5_vl-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
-    if (path / "config.json").exists():
-        problem = unreadable(path)
-        if problem is None:
-            return path
-        log(f"the cached tiny model in {path} cannot be read ({problem}); rebuilding it")
-        discard(path)
-    log(f"building the tiny offline model in {path} (first run only, about a minute)")
-    start = time.time()
-    build_cached(path, lambda tmp: (build_tiny_model(tmp), teach_shapes(tmp, log=log, **teach)))
-    log(f"built the tiny model in {time.time() - start:.0f} s")
-    return path
-
-
-def unreadable(path: Path) -> str | None:
-    """What makes the saved model in `path` unreadable (a config that is not JSON, weights
-    whose safetensors header or length is wrong, e.g. a truncated copy), or None. Reads only the
-    config and each weight file's header, not the tensors."""
-    import json
-
-    from safetensors import safe_open
-    try:
-        json.loads((path / "config.json").read_text())
-        for weights in sorted(path.glob("*.safetensors")) or [path / "model.safetensors"]:
-            with safe_open(str(weights), "pt"):
-                pass
-    except Exception as e:  # noqa: BLE001  (SafetensorError, OSError, JSONDecodeError: all say it)
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def discard(path: Path) -> None:
-    """Remove a cache entry: renamed aside first (atomic), so no reader sees it half deleted."""
-    aside = path.with_name(f"{path.name}.discarded-{os.getpid()}")
-    try:
-        path.rename(aside)
-    except FileNotFoundError:       # another process discarded it first
-        return
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def build_cached(path: Path, build) -> Path:
-    """`build(tmp)` in a temporary sibling directory, renamed to `path` when complete, so an
-    interrupted build never leaves a half-written cache; nothing is built when `path` exists."""
-    if (path / "config.json").exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
-    try:
-        build(tmp)
-        tmp.rename(path)
-    except OSError:
-        if not (path / "config.json").exists():     # unless a concurrent build finished first
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return cached(path, lambda tmp: build_taught(tmp, name, log=log), "tiny model", log)

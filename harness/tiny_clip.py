@@ -36,7 +36,8 @@ import torch
 
 import data
 import grpo
-from harness import shapes, tiny
+from harness import shapes
+from harness.tiny_build import PINNED, build_cached, cached, default_cache_dir, pinned
 
 # ---------------------------------------------------------------------------------------------
 # Tiny CLIP hyperparameters (all in one place).
@@ -91,6 +92,7 @@ def _tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TEXT["max_position_embeddings"])
 
 
+@pinned
 def build_tiny_clip(out_dir, seed: int = 0) -> Path:
     """Write a random-weight tiny CLIP (CLIPModel + CLIPProcessor) to `out_dir`; returns it."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
@@ -171,6 +173,7 @@ def toy_examples(style: str, n: int, seed: int = 0, split: str = "test") -> list
 # ---------------------------------------------------------------------------------------------
 # Teaching.
 
+@pinned
 def teach(model_dir, steps: int = TEACH["steps"], images: int = TEACH["images"],
           batch_size: int = TEACH["batch_size"], lr: float = TEACH["lr"],
           seed: int = TEACH["seed"], log=print) -> Path:
@@ -179,8 +182,8 @@ def teach(model_dir, steps: int = TEACH["steps"], images: int = TEACH["images"],
     trained, lr warmed up and decayed with grpo.cosine_lr (the text-to-image half of CLIP's
     symmetric loss is left out: with six prompts and 32 images a batch holds each class several
     times). Random resized crops of scale
-    TEACH["crop_scale"] and flips. It never sees a shifted image. One thread, deterministic
-    algorithms (restored afterwards), so the weights do not depend on the machine's core count.
+    TEACH["crop_scale"] and flips. It never sees a shifted image. Runs in a pinned child
+    (tiny_build.PINNED), so the weights do not depend on the machine's CPU or core count.
     """
     from torchvision.ops import roi_align
     from transformers import AutoProcessor, CLIPModel
@@ -194,28 +197,21 @@ def teach(model_dir, steps: int = TEACH["steps"], images: int = TEACH["images"],
                                return_tensors="pt")
     mean, std = torch.tensor(OPENAI_MEAN)[:, None, None], torch.tensor(OPENAI_STD)[:, None, None]
     rng = random.Random(seed)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     model.train()
-    try:
-        for step in range(steps):
-            grpo.set_lr(optimizer, grpo.cosine_lr(step, steps, lr, TEACH["warmup_ratio"]))
-            idx = rng.sample(range(len(train)), batch_size)
-            views = _random_crops(pixels[idx], VISION["image_size"], rng, roi_align)  # [B,3,s,s]
-            out = model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
-                        pixel_values=(views - mean) / std)
-            loss = torch.nn.functional.cross_entropy(out.logits_per_image, labels[idx])  # [B, C]
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if (step + 1) % 200 == 0:
-                log(f"teach tiny CLIP: step {step + 1}/{steps} loss {loss.item():.3f}")
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+    for step in range(steps):
+        grpo.set_lr(optimizer, grpo.cosine_lr(step, steps, lr, TEACH["warmup_ratio"]))
+        idx = rng.sample(range(len(train)), batch_size)
+        views = _random_crops(pixels[idx], VISION["image_size"], rng, roi_align)  # [B,3,s,s]
+        out = model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
+                    pixel_values=(views - mean) / std)
+        loss = torch.nn.functional.cross_entropy(out.logits_per_image, labels[idx])  # [B, C]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % 200 == 0:
+            log(f"teach tiny CLIP: step {step + 1}/{steps} loss {loss.item():.3f}")
     model.save_pretrained(model_dir)
     return Path(model_dir)
 
@@ -237,26 +233,29 @@ def _random_crops(images, side, rng, roi_align):
 
 
 def recipe_key() -> str:
-    """Hash of everything the cached model depends on: sizes, tokenizer corpus, teaching, toy."""
+    """Hash of everything the cached model depends on: sizes, tokenizer corpus, teaching, toy,
+    the pinned numerics, the torch and transformers versions."""
     import transformers
     recipe = json.dumps([TEXT, VISION, PROJECTION, PROMPT, CLASSES, _CORPUS, TEACH, TOY,
-                         shapes.COLOURS, transformers.__version__, "one thread"], sort_keys=True)
+                         shapes.COLOURS, PINNED, torch.__version__, transformers.__version__],
+                        sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:10]
 
 
+@pinned
+def build_taught(out_dir) -> Path:
+    """The tiny CLIP built and taught in `out_dir`, in one pinned child."""
+    build_tiny_clip(out_dir)
+    return teach(out_dir)
+
+
 def tiny_clip_path(cache_dir=None, log=print) -> Path:
-    """The taught tiny CLIP, built on first use and cached under tiny.default_cache_dir() (what
-    `--model tiny-clip` loads); built in a temporary sibling and renamed (tiny.build_cached)."""
-    import time
-    cache = Path(cache_dir) if cache_dir else tiny.default_cache_dir()
-    path = cache / f"tiny-clip-{recipe_key()}"
-    if (path / "config.json").exists():
-        return path
-    log(f"building the tiny offline CLIP in {path} (first run only, under a minute)")
-    start = time.time()
-    tiny.build_cached(path, lambda tmp: (build_tiny_clip(tmp), teach(tmp, log=log)))
-    log(f"built the tiny CLIP in {time.time() - start:.0f} s")
-    return path
+    """The taught tiny CLIP, built on first use and cached under the cache directory (what
+    `--model tiny-clip` loads); tiny_build.cached builds it in a temporary sibling, renamed
+    when complete, and rebuilds an entry that cannot be read."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    return cached(cache / f"tiny-clip-{recipe_key()}", lambda tmp: build_taught(tmp, log=log),
+                  "tiny CLIP", log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +267,7 @@ SHRINK_VISION = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
                      num_attention_heads=2)
 
 
+@pinned
 def build_from_files(src_dir, out_dir, seed: int = 0) -> Path:
     """A random-weight, CPU-sized CLIPModel next to a real CLIP checkpoint's files (no weights
     there), saved with the real processor (tokenizer, 224 px image processor)."""
@@ -291,9 +291,10 @@ def shrunk_path(src_dir, cache_dir=None) -> Path:
     """build_from_files(src_dir) cached under the cache directory, keyed by the files' bytes."""
     import transformers
     src = Path(src_dir)
-    key = hashlib.sha256(json.dumps([SHRINK_TEXT, SHRINK_VISION, transformers.__version__]).encode())
+    key = hashlib.sha256(json.dumps([SHRINK_TEXT, SHRINK_VISION, PINNED, torch.__version__,
+                                     transformers.__version__]).encode())
     for f in sorted(src.iterdir()):
         key.update(f.name.encode() + f.read_bytes())
-    cache = Path(cache_dir) if cache_dir else tiny.default_cache_dir()
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / f"real-{src.name}-{key.hexdigest()[:10]}"
-    return tiny.build_cached(path, lambda tmp: build_from_files(src, tmp))
+    return build_cached(path, lambda tmp: build_from_files(src, tmp))

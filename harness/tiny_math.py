@@ -23,12 +23,12 @@ carries over to the test questions. docs/tiny-math.md says what this shows and w
 import hashlib
 import json
 import random
-import time
 from pathlib import Path
 
 import torch
 
 from data import DataError, Example
+from harness.tiny_build import PINNED, cached, default_cache_dir, pinned
 
 # ------------------------------------------------------------------------------------ dataset
 OPERANDS = range(20)            # a + b for a, b in 0..19: 400 questions
@@ -96,6 +96,7 @@ def _tokenizer():
                                    chat_template=CHAT_TEMPLATE)
 
 
+@pinned
 def build_tiny_math(out_dir, seed: int = 0) -> Path:
     """Write a random-weight tiny Qwen2ForCausalLM and its tokenizer to `out_dir`."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -113,6 +114,7 @@ def build_tiny_math(out_dir, seed: int = 0) -> Path:
     return out_dir
 
 
+@pinned
 def teach_tiny_math(model_dir, steps=TEACH["steps"], batch_size=TEACH["batch_size"],
                     lr=TEACH["lr"], seed=TEACH["seed"], unboxed_share=TEACH["unboxed_share"],
                     log=print) -> Path:
@@ -121,8 +123,8 @@ def teach_tiny_math(model_dir, steps=TEACH["steps"], batch_size=TEACH["batch_siz
     lr cosine-decayed from `lr` (grpo.cosine_lr, no warmup), so the taught share of boxed first
     tokens ends close to 1 - unboxed_share whatever the seed.
 
-    Never sees the test split. One thread, deterministic algorithms (restored afterwards), so the
-    weights do not depend on the machine's thread count. Overwrites the weights in `model_dir`.
+    Never sees the test split. Runs in a pinned child (tiny_build.PINNED), so the weights do
+    not depend on the machine's CPU or thread count. Overwrites the weights in `model_dir`.
     """
     import grpo
     import vlm
@@ -132,55 +134,51 @@ def teach_tiny_math(model_dir, steps=TEACH["steps"], batch_size=TEACH["batch_siz
     rng, words = random.Random(seed), random.Random(f"{seed}/unboxed")
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
     model.train()
-    try:
-        for step in range(steps):
-            grpo.set_lr(optimizer, grpo.cosine_lr(step, steps, lr, warmup_ratio=0.0))
-            rows = rng.sample(range(len(train)), batch_size)
-            targets = [words.choice(UNBOXED).format(s=train[i].answer)
-                       if words.random() < unboxed_share else f"\\boxed{{{train[i].answer}}}"
-                       for i in rows]
-            prompt = {k: v[rows] for k, v in prompts.items()}                # [B, P], left padded
-            ids = [tokenizer(t + "<|im_end|>", add_special_tokens=False)["input_ids"]
-                   for t in targets]
-            width = max(map(len, ids))
-            target = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t)) for t in ids])
-            real = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in ids])  # [B, L]
-            input_ids = torch.cat([prompt["input_ids"], target], 1)                    # [B, P+L]
-            labels = torch.full_like(input_ids, -100)               # loss on the answer only
-            labels[:, -width:] = target.masked_fill(real == 0, -100)
-            loss = model(input_ids=input_ids, labels=labels,
-                         attention_mask=torch.cat([prompt["attention_mask"], real], 1)).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if (step + 1) % 200 == 0:
-                log(f"teach tiny-math: step {step + 1}/{steps} loss {loss.item():.3f}")
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+    for step in range(steps):
+        grpo.set_lr(optimizer, grpo.cosine_lr(step, steps, lr, warmup_ratio=0.0))
+        rows = rng.sample(range(len(train)), batch_size)
+        targets = [words.choice(UNBOXED).format(s=train[i].answer)
+                   if words.random() < unboxed_share else f"\\boxed{{{train[i].answer}}}"
+                   for i in rows]
+        prompt = {k: v[rows] for k, v in prompts.items()}                # [B, P], left padded
+        ids = [tokenizer(t + "<|im_end|>", add_special_tokens=False)["input_ids"]
+               for t in targets]
+        width = max(map(len, ids))
+        target = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t)) for t in ids])
+        real = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in ids])  # [B, L]
+        input_ids = torch.cat([prompt["input_ids"], target], 1)                    # [B, P+L]
+        labels = torch.full_like(input_ids, -100)               # loss on the answer only
+        labels[:, -width:] = target.masked_fill(real == 0, -100)
+        loss = model(input_ids=input_ids, labels=labels,
+                     attention_mask=torch.cat([prompt["attention_mask"], real], 1)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % 200 == 0:
+            log(f"teach tiny-math: step {step + 1}/{steps} loss {loss.item():.3f}")
     model.save_pretrained(model_dir)
     return Path(model_dir)
 
 
+@pinned
+def build_taught(out_dir, build_seed: int = 0) -> Path:
+    """The tiny-math model built and taught (seed `build_seed`) in `out_dir`, in one pinned child."""
+    build_tiny_math(out_dir, build_seed)
+    return teach_tiny_math(out_dir, **dict(TEACH, seed=build_seed))
+
+
 def tiny_math_path(cache_dir=None, log=print, build_seed: int = 0) -> Path:
     """The taught tiny-math model (what `--model tiny-math` loads), built on first use and cached
-    under a key that hashes the whole recipe (sizes, tokenizer corpus, template, teaching, data).
+    under a key that hashes the whole recipe (sizes, tokenizer corpus, template, teaching, data,
+    the pinned numerics, the torch and transformers versions); rebuilt when unreadable.
     `build_seed` seeds both the random weights and the teaching (docs/tiny-math.md's spread)."""
-    from harness import tiny
+    import transformers
     teach = dict(TEACH, seed=build_seed)
     recipe = json.dumps([TEXT, VOCAB_SIZE, CHAT_TEMPLATE, _CORPUS, UNBOXED, teach, list(OPERANDS),
-                         TEST_SIZE, SPLIT_SEED, QUESTION, build_seed, "one thread"], sort_keys=True)
-    cache = Path(cache_dir) if cache_dir else tiny.default_cache_dir()
+                         TEST_SIZE, SPLIT_SEED, QUESTION, build_seed, PINNED, torch.__version__,
+                         transformers.__version__], sort_keys=True)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / f"tiny-math-qwen2-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
-    if (path / "config.json").exists():
-        return path
-    log(f"building the tiny-math model in {path} (first run only, about a minute)")
-    start = time.time()
-    tiny.build_cached(path, lambda tmp: (build_tiny_math(tmp, build_seed),
-                                         teach_tiny_math(tmp, log=log, **teach)))
-    log(f"built the tiny-math model in {time.time() - start:.0f} s")
-    return path
+    return cached(path, lambda tmp: build_taught(tmp, build_seed, log=log), "tiny-math model",
+                  log)

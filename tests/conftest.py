@@ -1,10 +1,12 @@
 """Shared fixtures: tiny models built offline once per test session; `shared_path`, the one way
-tests find ../shared (the paper notes, the real checkpoints' files)."""
+tests find ../shared (the paper notes, the real checkpoints' files); `steer`, a tiny VLM whose
+answers are set by hand, so that no test depends on what a taught model happened to learn (that
+differs by CPU)."""
 
+import math
 import os
+import shutil
 from pathlib import Path
-
-import os
 
 import pytest
 import torch
@@ -26,6 +28,45 @@ def shared_path(*parts) -> Path:
             pytest.fail(f"{reason}; CI=true needs it", pytrace=False)
         pytest.skip(reason)
     return path
+
+
+def steer(src, out, first: dict, then: dict) -> Path:
+    """A copy of the tiny Qwen VLM in `src` whose next token depends only on the token before
+    it: after an option letter (A-D) its logits are `then` ({token: logit}), after any other
+    token `first`; every other token gets logit -30. So a response starts with a token drawn
+    from `first` (greedy: its largest) and, after a letter, one from `then`.
+
+    How: the decoder layers' output projections are zeroed (the residual stream is the token's
+    embedding), every embedding is one of two unit vectors (letter or not), the final norm's
+    weight is 1 and an untied lm_head holds the logits, over sqrt(hidden) (the norm's scale).
+    """
+    import vlm
+    model, processor = vlm.load(str(src))
+    tok, text = processor.tokenizer, model.model.language_model
+    hidden = text.embed_tokens.weight.shape[1]
+    letters = tok.convert_tokens_to_ids(list("ABCD"))
+    embed = torch.zeros_like(text.embed_tokens.weight)                          # [V, H]
+    embed[:, 0] = 1.0
+    embed[letters, 0], embed[letters, 1] = 0.0, 1.0
+    head = torch.full_like(embed, -30.0 / math.sqrt(hidden))                    # [V, H]
+    for dim, logits in enumerate((first, then)):
+        for token, logit in logits.items():
+            head[tok.convert_tokens_to_ids(token), dim] = logit / math.sqrt(hidden)
+    with torch.no_grad():
+        for layer in text.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        text.embed_tokens.weight.copy_(embed)
+        text.norm.weight.fill_(1.0)
+    model.config.tie_word_embeddings = model.config.get_text_config().tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(head)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return Path(out)
+
+
+# The voter: answers a bare letter drawn from these logits (greedy: A), then ends.
+VOTER = ({"A": 0.5, "B": 0.0, "C": 0.0, "D": 0.0}, {"<|im_end|>": 0.0})
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +93,20 @@ def tiny_internvl_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def taught_dir(tmp_path_factory):
-    """The taught tiny model, what `--model tiny` loads: built once per test run into the test
-    cache ($TTRV_CACHE when set, as CI sets it; else a session directory). It samples parseable
-    answers that disagree, so the loop's rewards differ within a group and it learns."""
-    cache = os.environ.get("TTRV_CACHE") or tmp_path_factory.mktemp("cache")
-    return tiny.tiny_model_path("tiny", cache_dir=cache, log=lambda *a: None)
+def voter_dir(tiny_dir, tmp_path_factory):
+    """A tiny Qwen2.5-VL that answers every question with a bare letter drawn at random (VOTER,
+    through steer): its samples disagree, so the loop's vote rewards differ within a group and
+    it learns, on every CPU."""
+    return steer(tiny_dir, tmp_path_factory.mktemp("voter"), *VOTER)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(voter_dir, tmp_path_factory):
+    """A cache directory ($TTRV_CACHE) in which `--model tiny` is voter_dir's model: the name's
+    whole path (tiny.tiny_model_path, its cache key) without building the taught model."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiny, "build_taught", lambda tmp, name, log=None: shutil.copytree(
+            voter_dir, tmp, dirs_exist_ok=True))
+        tiny.tiny_model_path("tiny", cache_dir=cache, log=lambda *a: None)
+    return cache

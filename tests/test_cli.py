@@ -327,13 +327,16 @@ def test_unreadable_weights_end_in_one_sentence(tmp_path, tiny_dir, capsys):
     assert "cannot be read" in err and "download the model again" in err
 
 
-def test_a_corrupt_cached_tiny_model_is_rebuilt(tmp_path, capsys, monkeypatch):
+def test_a_corrupt_cached_tiny_model_is_rebuilt(tmp_path, capsys, monkeypatch, tiny_dir):
     """A cache entry whose weights were cut short is noticed, said, and rebuilt; eval.py --model
-    tiny then loads the rebuilt model. (Teaching is replaced by nothing to keep the test fast:
-    the build is what is under test, not the taught weights.)"""
+    tiny then loads the rebuilt model. (The build is a copy of the random-weight tiny model to
+    keep the test fast: the cache is what is under test, not the taught weights.)"""
+    import shutil
+
     from harness import tiny
     monkeypatch.setenv("TTRV_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(tiny, "teach_shapes", lambda path, log=None, **k: None)
+    monkeypatch.setattr(tiny, "build_taught", lambda path, name, log=None: shutil.copytree(
+        tiny_dir, path, dirs_exist_ok=True))
     path = tiny.tiny_model_path("tiny", log=lambda *a: None)
     weights = path / "model.safetensors"
     os.truncate(weights, weights.stat().st_size // 2)

@@ -5,7 +5,7 @@ Compared, each run once per module (a torchrun launch costs tens of seconds):
 groups, one per rank, vs both in one process with prompts_per_update = 2 (the full gradients
 before the AdamW step, every parameter after it, the loss statistics); and ttrv.adapt on an odd
 prompt count (3 per step, then 1) with fixed rollouts, where rank 1 holds zero-weight stand-ins:
-the same metrics and the same weights as one process. (2) ttrv.py end to end on the taught tiny
+the same metrics and the same weights as one process. (2) ttrv.py end to end on a tiny
 model, which learns, with 1 and 2 processes: what must be equal is compared by content.
 Multi-GPU NCCL is not tested (no GPU here).
 """
@@ -82,13 +82,13 @@ def test_an_odd_prompt_count_gives_the_single_process_metrics_and_update(worker_
 
 
 @pytest.fixture(scope="module")
-def cli_runs(taught_dir, tmp_path_factory):
-    """ttrv.py on the taught tiny model with 1 and 2 processes: 4 adaptation prompts, 3 per step
-    (steps of 3 and 1: rank 1 holds stand-ins), 2 prompts per update in both, weight decay 0,
-    8 test questions evaluated one per batch (the same greedy computation per question, however
-    the ranks split them)."""
+def cli_runs(voter_dir, tmp_path_factory):
+    """ttrv.py on the voter (conftest: its samples disagree) with 1 and 2 processes: 4
+    adaptation prompts, 3 per step (steps of 3 and 1: rank 1 holds stand-ins), 2 prompts per
+    update in both, weight decay 0, 8 test questions evaluated one per batch (the same greedy
+    computation per question, however the ranks split them)."""
     tmp = tmp_path_factory.mktemp("cli")
-    args = ["ttrv.py", "--model", str(taught_dir), "--lr", "1e-3", "--num-samples", "4",
+    args = ["ttrv.py", "--model", str(voter_dir), "--lr", "1e-3", "--num-samples", "4",
             "--prompts-per-step", "3", "--rollouts", "8", "--epochs", "1",
             "--max-new-tokens", "4", "--eval-limit", "8", "--eval-batch-size", "1",
             "--prompts-per-update", "2", "--weight-decay", "0", "--quiet"]
@@ -119,13 +119,13 @@ def test_torchrun_base_evaluation_equals_one_process(cli_runs):
     assert results[1]["base"] == results[0]["base"]
 
 
-def test_torchrun_adapts_on_both_and_writes_predictions_in_the_same_order(cli_runs, taught_dir):
+def test_torchrun_adapts_on_both_and_writes_predictions_in_the_same_order(cli_runs, voter_dir):
     """Under torchrun each rank samples its own prompts from its own seed (run seed + rank), so
     the rollouts, the updates and the adapted answers need not equal one process's: compared are
     that both runs learned (advantages not 0, finite metrics, weights moved with weight decay 0)
     and that the adapted predictions cover the same questions in the same order."""
     import vlm
-    taught = vlm.load_model(str(taught_dir), "cpu", torch.float32).state_dict()
+    taught = vlm.load_model(str(voter_dir), "cpu", torch.float32).state_dict()
     for d in cli_runs:
         steps = lines(d / "metrics.jsonl")
         assert [m["updates"] for m in steps] == [2, 3]

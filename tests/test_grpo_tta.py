@@ -411,18 +411,3 @@ def test_the_tiny_clip_tokenizer_is_clips_own_class_one_token_a_word_and_the_sam
         assert pieces == ["<|startoftext|>", "a</w>", "photo</w>", "of</w>", "a</w>", c + "</w>",
                           ".</w>", "<|endoftext|>"]
     assert tok("a golf course")["input_ids"][-1] == tok.eos_token_id       # anything encodes
-
-
-def test_teaching_gives_the_same_weights_whatever_the_thread_count(tmp_path):
-    from safetensors.torch import load_file
-    threads, weights = torch.get_num_threads(), []
-    for n in (1, 2):
-        torch.set_num_threads(n)
-        try:
-            out = tiny_clip.build_tiny_clip(tmp_path / f"threads-{n}")
-            tiny_clip.teach(out, steps=2, images=40, batch_size=8, log=lambda *a: None)
-            assert torch.get_num_threads() == n                        # restored afterwards
-        finally:
-            torch.set_num_threads(threads)
-        weights.append(load_file(str(out / "model.safetensors")))
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

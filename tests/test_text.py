@@ -191,17 +191,3 @@ def test_tiny_math_is_offline_with_its_own_dataset_and_sizes():
     assert (cfg.dataset, cfg.max_new_tokens, cfg.lr) == ("tiny-math", 12, 1e-4)
     assert ttrv.parse_args(["--model", "tiny-math", "--dataset", "jsonl:x"]).dataset == "jsonl:x"
     assert not cli.needs_hub("tiny-math", "tiny-math") and cli.needs_hub("tiny-math", "math500")
-
-
-def test_teaching_tiny_math_gives_the_same_weights_whatever_the_thread_count(tmp_path):
-    weights, threads = [], torch.get_num_threads()
-    for n in (1, 2):
-        torch.set_num_threads(n)
-        try:
-            out = tiny_math.build_tiny_math(tmp_path / f"threads-{n}")
-            tiny_math.teach_tiny_math(out, steps=2, log=lambda *a: None)
-            assert torch.get_num_threads() == n                    # restored afterwards
-        finally:
-            torch.set_num_threads(threads)
-        weights.append(vlm.load_model(str(out), "cpu", torch.float32).state_dict())
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

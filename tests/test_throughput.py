@@ -93,7 +93,7 @@ def test_the_base_model_is_evaluated_once_for_all_seeds(tmp_path, tiny_dir, monk
     assert bases[0] == bases[1] == bases[2] and bases[0]["total"] == 6
 
 
-def test_tf32_is_switched_on_for_cuda_only_at_startup(monkeypatch, tmp_path):
+def test_tf32_is_switched_on_for_cuda_only_at_startup(monkeypatch, tmp_path, tiny_cache):
     before = torch.get_float32_matmul_precision()
     try:
         cli.use_tf32("cpu")
@@ -107,6 +107,7 @@ def test_tf32_is_switched_on_for_cuda_only_at_startup(monkeypatch, tmp_path):
     monkeypatch.setattr(presets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(
         data.DataError("stop here.")))
     assert cli.main(["--output-dir", str(tmp_path / "r"), "--quiet", "--device", "cpu"]) == 1
+    monkeypatch.setenv("TTRV_CACHE", str(tiny_cache))      # `tiny` is there: nothing is built
     assert cli.eval_main(["--model", "tiny", "--device", "cpu"]) == 1
     assert seen == ["cpu", "cpu"]
 

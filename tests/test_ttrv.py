@@ -16,7 +16,8 @@ from harness import presets
 import eval as evaluation
 import ttrv
 import vlm
-from harness import cli
+from harness import cli, tiny
+from conftest import steer
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--num-samples", "4", "--rollouts", "6", "--prompts-per-step", "2", "--epochs", "1",
@@ -38,12 +39,15 @@ def params(model):
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def test_cli_end_to_end_writes_every_output_and_the_model_loads_back(tmp_path, taught_dir):
+def test_cli_end_to_end_writes_every_output_and_the_model_loads_back(tmp_path, tiny_cache):
+    """`--model tiny` from the cache (conftest.tiny_cache: there it is the voter, whose samples
+    disagree on every CPU, so every step has non-zero advantages)."""
     out = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "ttrv.py"), "--model", "tiny", *SMALL, "--weight-decay",
            "0", "--output-dir", str(out)]
-    env = dict(os.environ, TTRV_CACHE=str(taught_dir.parent),     # `tiny` finds the cached build
+    env = dict(os.environ, TTRV_CACHE=str(tiny_cache),            # `tiny` finds the cached build
                OMP_NUM_THREADS="1")
+    taught_dir = tiny.tiny_model_path("tiny", cache_dir=tiny_cache, log=lambda *a: None)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "base" in proc.stdout and "adapted" in proc.stdout and "delta" in proc.stdout
@@ -73,27 +77,27 @@ def test_cli_end_to_end_writes_every_output_and_the_model_loads_back(tmp_path, t
     assert f"accuracy {results['adapted']['accuracy']:.4f}" in reload.stdout  # same model, same answers
 
 
-def test_labels_are_never_read_during_adaptation(taught_dir):
+def test_labels_are_never_read_during_adaptation(voter_dir):
     test = presets.load_dataset("shapes", "test")[:4]
-    cfg = config(taught_dir, lr=1e-3, weight_decay=0.0)
+    cfg = config(voter_dir, lr=1e-3, weight_decay=0.0)
     labelled, history = run_adapt(cfg, test)
     stripped, _ = run_adapt(cfg, [data.strip_labels(e) for e in test])
     assert all(m["adv_abs"] > 0 for m in history)                      # a loop that learns
-    initial = params(vlm.load_model(str(taught_dir), "cpu", torch.float32))
+    initial = params(vlm.load_model(str(voter_dir), "cpu", torch.float32))
     after, after_stripped = params(labelled), params(stripped)
     assert any(not torch.equal(initial[k], after[k]) for k in after)   # the updates did something
     for k in after:
         assert torch.equal(after[k], after_stripped[k]), k
 
 
-def test_one_update_at_the_paper_lr_changes_weights_under_bf16_autocast(taught_dir):
+def test_one_update_at_the_paper_lr_changes_weights_under_bf16_autocast(voter_dir):
     """fp32 master weights keep a 5e-7 step that bf16 weights would round away. No weight decay
     and no KL term: only the policy gradient of non-zero advantages can move them."""
     w = torch.tensor([0.5, 1.0, -2.0])
     assert torch.equal((w.bfloat16() - 5e-7).float(), w.bfloat16().float())  # the bf16 trap
-    cfg = config(taught_dir, lr=5e-7, precision="bf16", epochs=1, num_samples=1,
+    cfg = config(voter_dir, lr=5e-7, precision="bf16", epochs=1, num_samples=1,
                  prompts_per_step=1, weight_decay=0.0, beta=0.0)
-    before = params(vlm.load_model(str(taught_dir), "cpu", torch.float32))
+    before = params(vlm.load_model(str(voter_dir), "cpu", torch.float32))
     policy, history = run_adapt(cfg, data.draw_adaptation_set(presets.load_dataset("shapes"), 1, 3))
     assert history[0]["updates"] == 1 and history[0]["adv_abs"] > 0    # a gradient, not decay
     changed = [k for k, v in params(policy).items() if not torch.equal(v, before[k])]
@@ -169,10 +173,10 @@ def test_out_of_gpu_memory_ends_in_one_sentence_naming_the_flags(tmp_path, monke
     assert (out / "results.json").read_text() == '{"base": {}}'  # earlier results kept
 
 
-def test_answer_entropy_before_and_after_is_measured_on_the_same_prompts(tmp_path, taught_dir):
+def test_answer_entropy_before_and_after_is_measured_on_the_same_prompts(tmp_path, voter_dir):
     """At lr 0 the model does not change, so the vote entropy of the adaptation set must not
     either; the old measure (first batch vs last batch, other prompts) differed here."""
-    cfg = config(taught_dir, lr=0.0, rollouts=16, num_samples=6, prompts_per_step=3)
+    cfg = config(voter_dir, lr=0.0, rollouts=16, num_samples=6, prompts_per_step=3)
     results = ttrv.run(cfg, tmp_path / "run", log=lambda *a: None)
     before, after = results["base"]["answer_entropy"], results["adapted"]["answer_entropy"]
     assert before == after and before > 0
@@ -180,29 +184,37 @@ def test_answer_entropy_before_and_after_is_measured_on_the_same_prompts(tmp_pat
     assert results["base"]["accuracy"] == results["adapted"]["accuracy"]
 
 
-def test_letter_forced_accuracy_agrees_with_greedy_where_greedy_answers_a_letter(taught_dir):
-    model, processor = vlm.load(str(taught_dir))
-    model.eval()
+def test_letter_forced_accuracy_agrees_with_greedy_where_greedy_answers_a_letter(tiny_dir,
+                                                                                 tmp_path):
+    """Two steered models (conftest.steer): one answers the letter A, one answers "xxxx" off
+    format although its best letter is B. Where greedy answers a letter, the letter-forced
+    accuracy is its accuracy; where it answers off format, greedy scores 0 and the letter-forced
+    accuracy is what the model would have picked."""
     examples = presets.load_dataset("shapes")[:24]
-    greedy = evaluation.evaluate(model, processor, examples, batch_size=8, max_new_tokens=8,
-                                 progress=False)
-    forced = evaluation.letter_forced_accuracy(model, processor, examples, batch_size=8)
-    assert 0.25 < forced <= 1
-    letters = [e for e, p in zip(examples, greedy.predictions) if p["response"].strip() in "ABCD"
-               and p["response"].strip()]
-    others = [e for e, p in zip(examples, greedy.predictions) if e not in letters]
-    assert letters and others               # the default tiny model also answers off-format
-    on_letters = evaluation.letter_forced_accuracy(model, processor, letters, batch_size=8)
-    assert on_letters == sum(p["correct"] for e, p in zip(examples, greedy.predictions)
-                             if e in letters) / len(letters)
+    letters = {"A": 0.0, "B": 0.0, "C": 0.0, "D": 0.0}
+    for letter, first in (("A", dict(letters, A=1.0)), ("B", dict(letters, B=1.0, x=2.0))):
+        model, processor = vlm.load(str(steer(tiny_dir, tmp_path / letter, first,
+                                              {"<|im_end|>": 0.0})))
+        model.eval()
+        greedy = evaluation.evaluate(model, processor, examples, batch_size=8, max_new_tokens=4,
+                                     progress=False)
+        forced = evaluation.letter_forced_accuracy(model, processor, examples, batch_size=8)
+        share = sum(e.answer == letter for e in examples) / len(examples)
+        assert forced == share and 0 < share < 1
+        responses = {p["response"].strip() for p in greedy.predictions}
+        if letter == "A":
+            assert responses == {"A"} and greedy.accuracy == forced
+        else:
+            assert responses == {"xxxx"} and greedy.correct == 0 and greedy.unparseable == 24
     counting = [dataclasses.replace(examples[0], options=None)]
     assert evaluation.letter_forced_accuracy(model, processor, counting) is None
 
 
-def test_evaluate_reads_the_letter_forced_accuracy_from_its_own_decode(taught_dir):
+def test_evaluate_reads_the_letter_forced_accuracy_from_its_own_decode(tiny_dir):
     """The greedy decode keeps its first step's letter logits (no second forward); that must be
-    the separate prompt forward's figure, per example too, with padding in the batch."""
-    model, processor = vlm.load(str(taught_dir))
+    the separate prompt forward's figure, per example too, with padding in the batch (random
+    weights: their letter logits differ from question to question)."""
+    model, processor = vlm.load(str(tiny_dir))
     model.eval()
     examples = presets.load_dataset("shapes")[:24]
     greedy = evaluation.evaluate(model, processor, examples, batch_size=8, max_new_tokens=8,
