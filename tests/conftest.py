@@ -110,3 +110,14 @@ def tiny_cache(voter_dir, tmp_path_factory):
             voter_dir, tmp, dirs_exist_ok=True))
         tiny.tiny_model_path("tiny", cache_dir=cache, log=lambda *a: None)
     return cache
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "tiny_model: runs the steered tiny model (voter_dir, "
+                            "tiny_cache); .ci/run runs these again under another CPU capability")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if {"voter_dir", "tiny_cache"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.tiny_model)
