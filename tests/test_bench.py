@@ -6,7 +6,7 @@ import re
 
 import torch
 
-import bench
+from harness import bench
 from conftest import shared_path
 from harness import bench_models
 
