@@ -1,13 +1,12 @@
-"""torchrun's K ranks, as the loop (ttrv.py) sees them: the calls of processes.OneProcess (the
+"""torchrun's K ranks as the loop (ttrv.py) sees them: processes.OneProcess's calls (the
 one-process default, on the method side) answered for K processes.
 
-`Ranks` is the contract under torchrun: each rank
-samples and scores its own prompts (a group never straddles ranks; None in a batch is a
-zero-weight stand-in, so every rank runs the same forwards), rollouts are padded to the
+Each rank samples and scores its own prompts (a group never straddles ranks; None in a batch is
+a zero-weight stand-in, so every rank runs the same forwards), rollouts are padded to the
 longest response over the ranks, decoding goes on while any rank decodes, the loss's token
-count and the step's metrics are sums and counts over the ranks, evaluation splits the test
-set into contiguous shares and gathers them, and one rank's error ends every rank. The
-collectives themselves are harness/distributed.py's.
+count and the step's metrics are sums and counts over the ranks, evaluation splits the test set
+into contiguous shares and gathers them, and one rank's error ends every rank. The collectives
+themselves are harness/distributed.py's.
 """
 from harness import distributed
 from processes import ONE, OneProcess  # noqa: F401  (ONE: one process, the default)

@@ -6,7 +6,7 @@
 
 A run never merges into an old one: an existing run directory is refused, or with --overwrite
 moved aside to <dir>.replaced-<time> first (never deleted), and a path that cannot be written is
-refused before anything is loaded. What it leaves out: the files themselves (ttrv.run writes
+refused before anything is loaded. What it leaves out: the files themselves (harness/run.py writes
 them) and locking against two runs started at once on the same --output-dir.
 """
 

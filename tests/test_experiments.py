@@ -45,7 +45,7 @@ def test_seeds_run_every_seed_and_report_mean_and_spread(tmp_path, tiny_dir):
 
 def test_biased_sampling_adapts_on_only_k_classes(tmp_path, tiny_dir, monkeypatch):
     seen = []
-    monkeypatch.setattr(ttrv, "adapt", lambda p, r, proc, examples, *a, **k: seen.extend(examples)
+    monkeypatch.setattr(ttrv, "adapt", lambda setup, examples, *a, **k: seen.extend(examples)
                         or [dict(answer_entropy=0.0, step=1)])
     cfg = cfg_for(tiny_dir, "--num-samples", "10", "--sampling", "biased", "--classes", "2")
     run(cfg, tmp_path, log=lambda *a: None)

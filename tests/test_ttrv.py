@@ -17,7 +17,7 @@ import eval as evaluation
 import ttrv
 import vlm
 from harness import cli, run
-from harness.config import parse_args
+from harness.config import Config, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--num-samples", "4", "--rollouts", "6", "--prompts-per-step", "2", "--epochs", "1",
@@ -137,6 +137,16 @@ def test_help_groups_every_flag():
         assert group in text
     assert "--no-shared-prefix" in text and "(default: 5e-07; 0.0001 for --model tiny)" in text
     assert "{ttrv,frequency,diversity,majority,random,dare}" in text
+
+
+def test_the_config_fills_every_setting_of_the_algorithm_with_its_defaults():
+    """ttrv.Settings holds the paper's values; Config (every flag, --help) must agree with it
+    for a paper run, and run.settings must carry every field over."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ttrv.Settings)}
+    config_defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    assert {k: config_defaults[k] for k in defaults} == defaults
+    cfg = dataclasses.replace(Config(), **{k: f"set-{k}" for k in defaults})
+    assert dataclasses.asdict(run.settings(cfg)) == {k: f"set-{k}" for k in defaults}
 
 
 def test_defaults_follow_the_paper():
