@@ -40,12 +40,12 @@ class Settings:
     temperature: float = 1.0         # responses drawn from pi_theta / T, scored the same way
     top_p: float = 1.0
     max_new_tokens: int = 1024
-    prompts_per_step: int = 4        # prompts whose rollouts are drawn together (ours)
+    prompts_per_step: int = 4        # prompts drawn together (ours; official: one per GPU)
     # rewards (eq. 3-7) and advantages (eq. 2)
     reward: str = "ttrv"             # eq. (7): frequency (eq. 4) + alpha * diversity (eq. 6)
     alpha: float = 0.75              # eq. (7)
     entropy: str = "raw"             # eq. (5); "normalized": the official code's
-    no_answer: str = "own"           # how an unparseable response votes (ours)
+    no_answer: str = "own"           # an unparseable response votes alone (ours; official: text)
     dare_alpha: float = 0.5          # DARE's exploration bonus (ours; unpublished)
     dare_tau: float = 0.05           # DARE's pruning threshold (ours; unpublished)
     baseline: str = "group"          # eq. (2): A = (r - mean) / std over the prompt's group

@@ -1,4 +1,4 @@
-"""python bench.py: numbers, not impressions. Times every phase of a TTRV step, shared-prefix vs plain.
+"""python bench.py: numbers, not impressions. Every phase of a TTRV step, shared-prefix vs plain.
 
     python bench.py                                     # tiny model, CPU, N=32, 4 prompts
     python bench.py --response-len 4 32 --markdown      # two tables, Markdown

@@ -1,9 +1,9 @@
 """Every setting of a TTRV run in one place, and the command line that fills it.
 
-`Config` is the single list of hyperparameters (nanoGPT style): each field carries its --help
-text and group, and `parse_args` builds one flag per field. This module imports no torch or
-transformers, so `python ttrv.py --help` and the checks on the settings run before anything
-heavy is loaded.
+`Config` is the single list of settings: each field carries its --help text and group, and
+`parse_args` builds one flag per field; the algorithm's own fields (ttrv.Settings, the paper's
+values at the top of ttrv.py) go to it through harness/run.py's `settings`. No torch import, so
+`python ttrv.py --help` and the checks on the settings run before anything heavy is loaded.
 
     cfg = parse_args(["--model", "Qwen/Qwen2.5-VL-3B", "--dataset", "resisc45"])
 """

@@ -7,9 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import vlm
 from harness import families
-from harness.config import OFFICIAL, Config, parse_args
+from harness.config import Config, parse_args
 
 PROTOCOLS = Path(__file__).resolve().parent.parent / "docs" / "protocols.md"
 
@@ -37,7 +36,7 @@ def test_official_protocol_sets_each_field_of_the_protocol_table():
             continue
         assert str(getattr(paper, name)) == paper_cell.strip("`"), name
         assert str(getattr(official, name)) == official_cell.split()[0].strip("`"), name
-    assert {r[0].split("`")[1] for r in rows} >= set(OFFICIAL)
+    assert {r[0].split("`")[1] for r in rows} >= set(families.OFFICIAL)
 
 
 def test_explicit_flags_win_over_the_protocol():
@@ -63,7 +62,6 @@ def ttrl_rows():
 
 
 def test_ttrl_protocol_sets_each_field_of_its_table():
-    from harness.config import TTRL
     rows = ttrl_rows()
     cfg = parse_args(["--protocol", "ttrl", "--model", "Qwen/Qwen2.5-Math-1.5B"])
     for field, cell in rows:
@@ -72,7 +70,7 @@ def test_ttrl_protocol_sets_each_field_of_its_table():
             assert cfg.temperature is None
             continue
         assert str(getattr(cfg, name)) == cell.strip("`"), name
-    assert {r[0].strip("`") for r in rows} == set(TTRL)
+    assert {r[0].strip("`") for r in rows} == set(families.TTRL)
 
 
 @pytest.mark.parametrize("dataset", ["aime24", "amc23", "math500", "jsonl:x.jsonl"])

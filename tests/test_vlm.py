@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import vlm
-from harness import cli, eval_cli, families, models
+from harness import eval_cli, families, models
 
 
 def _prompts(processor):
