@@ -158,8 +158,10 @@ def _canonical(expr) -> Hashable:
     else as the string of expand(simplify(.)) with its floats made exact (0.5x -> x/2)."""
     import sympy
     from sympy.matrices import MatrixBase
-    if isinstance(expr, sympy.Eq) and isinstance(expr.lhs, sympy.Symbol):
-        return _canonical(expr.rhs)                  # "x = 5" votes with "5", as math-verify
+    if isinstance(expr, sympy.Eq):       # an assignment votes with its value, as math-verify
+        names = expr.lhs.args if isinstance(expr.lhs, sympy.Tuple) else (expr.lhs,)
+        if all(isinstance(n, sympy.Symbol) for n in names):   # "x = 5": 5, "(x, y) = (2, 1)"
+            return _canonical(expr.rhs)
     if isinstance(expr, MatrixBase):
         return ("matrix", expr.shape, tuple(_canonical(e) for e in expr))
     if isinstance(expr, sympy.Tuple):
@@ -189,12 +191,13 @@ def math_key(answer: str | None) -> Hashable | None:
     What the key merges (a subset of math_equal; keys must be exact, math_equal may tolerate):
       - numbers by value rounded to 6 decimals: "1/2", "\\frac12", "0.5", "50\\%" -> 0.5;
         "142.0" -> 142; "1,000" -> 1000; units and "^\\circ" dropped by math-verify ("5\\text{ cm}");
-      - "x = 5" with 5 (an assignment keys as its right-hand side);
+      - "x = 5" with 5, "(x, y) = (2, 1)" with (2, 1) (an assignment keys as its right-hand side);
       - tuples element-wise, sets in any order, intervals by brackets and end points; an open
         interval "(1,2)" keys as the pair (1, 2);
       - other expressions by the string of sympy.expand(sympy.simplify(.)): "2x+1" with "1+2x",
         "(x+1)^2" with "x^2+2x+1";
-      - anything math-verify cannot parse, or `_tame` refuses, by its text with spaces collapsed.
+      - anything math-verify cannot parse, `_tame` refuses, or sympy fails on ("\\emptyset",
+        "x = y = 2"), by its text with spaces collapsed.
     Not merged, though math_equal may say equal: "0.7071" and "\\frac{\\sqrt2}{2}" (numbers that
     differ after 6 decimals), "10\\%" and "10".
 
@@ -203,12 +206,12 @@ def math_key(answer: str | None) -> Hashable | None:
     """
     if not answer or not answer.strip():
         return None
-    from math_verify.errors import TimeoutException
+    from math_verify.errors import TimeoutException     # a BaseException
     from math_verify.utils import timeout
     try:
         expr = _math(_parse(answer))
         if expr is None:
             return ("text", _text(answer))
         return timeout(timeout_seconds=_timeout())(_canonical)(expr)
-    except TimeoutException:
+    except (TimeoutException, Exception):  # noqa: BLE001  or sympy failing ("\\emptyset")
         return ("text", _text(answer))

@@ -3,12 +3,11 @@
     python ttrv.py                                              # tiny offline model on shapes
     python ttrv.py --model Qwen/Qwen2.5-VL-3B --dataset resisc45   # the paper's setting, 1 GPU
 
-Per batch of unlabeled prompts: sample N responses each from the current policy (rollout.py),
-score them by their vote (eq. 3-7: answers.py, rewards.py), group advantages (eq. 2), one AdamW
-update per prompt on the clipped-ratio loss with a KL penalty to a frozen reference (eq. 1,
-grpo.py). Everything about a run (data, loading, precision, protocols, evaluation, the run
-directory, torchrun) is the harness's: `python ttrv.py` hands over to harness/cli.py, which checks
-the flags before torch loads and calls harness/run.py. Departures: the README's table.
+Per batch of unlabeled prompts: N responses each from the current policy (rollout.py), rewards
+from their vote (eq. 3-7: answers.py, rewards.py), group advantages (eq. 2), one AdamW update per
+prompt on the clipped-ratio loss with a KL penalty to a frozen reference (eq. 1, grpo.py). The
+run (data, models, precision, evaluation, files, torchrun) is harness/run.py's; departures from
+the paper are the README's table.
 """
 if __name__ == "__main__":           # the command line is the harness's (flags before torch)
     from harness import cli
@@ -208,6 +207,13 @@ def schedule(n_examples, hp):
     return batches
 
 
+def step_metrics(figures, stats, weights, procs):
+    """The batch's vote figures and loss statistics, each a mean over its prompts (of every
+    process: sums over counts; a stand-in weighs 0)."""
+    return procs.mean({key: (sum(x[key] * w for x, w in zip(part, weights)), sum(weights))
+                       for part in (figures, stats) for key in part[0]})
+
+
 def adapt(s, examples, hp, on_step=None):
     """Test-time RL on unlabeled `examples`: one metrics dict per batch of prompts, each also
     passed to `on_step`. Besides rewards and loss statistics: `adv_abs`, the mean |A|, and
@@ -233,9 +239,7 @@ def adapt(s, examples, hp, on_step=None):
         for part in parts:                     # 4. one AdamW update per `per_update` prompts
             st, norm = update(s, optimizer, groups[b:b + len(part)], hp)
             stats, norms, b, updates = stats + st, norms + [norm], b + len(part), updates + 1
-        m = dict(step=step + 1, updates=updates)   # means over the prompts; stand-ins weigh 0
-        m.update(s.procs.mean({key: (sum(x[key] * w for x, w in zip(part, weights)), sum(weights))
-                               for part in (figures, stats) for key in part[0]}))
+        m = dict(step=step + 1, updates=updates, **step_metrics(figures, stats, weights, s.procs))
         m.update(grad_norm=sum(norms) / len(norms), lr=lr, seconds=time.time() - t0)
         history.append(m)
         if on_step:

@@ -25,14 +25,14 @@ autocast computes (precision.frozen_reference), fp32 AdamW states (fused); CPU =
 The response length is forced: every end token (and every other special token) is suppressed,
 so each rollout has exactly L tokens.
 The models and their inputs per --arch, and the meta-device parameter counts, are in
-harness/bench_models.py; --logprob-memory is harness/bench_logprob.py.
+harness/bench_models.py; --logprob-memory is harness/bench_logprob.py; the flags and their
+checks (before any model) are harness/bench_args.py.
 
 What it does not measure: rewards/answer parsing (no model calls), data loading from disk, vLLM,
 multi-GPU, real weights (random weights: only shapes and lengths matter for speed), flash-attention
 (sdpa is used). The 60 s goals are checked against a projection from the measured phases, not
 against a timed end-to-end run.
 """
-import argparse
 import copy
 import resource
 import sys
@@ -48,6 +48,7 @@ import rollout
 import ttrv
 import vlm
 from harness import bench_logprob, bench_models, plain, precision
+from harness.bench_args import parse_args
 
 PROTOCOL = dict(groups=40, rollouts=32, questions=4500)  # 20 samples x 2 epochs; RESISC45 test
 GOALS = dict(ttrv_s=60.0, eval_s=60.0, peak_gb=70.0, cpu_speedup=5.0)
@@ -234,37 +235,8 @@ def report(env, args, L, res):
     return lines
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", choices=["tiny", "qwen2.5-vl-3b", "internvl3-2b", "internvl3-8b"],
-                   default="tiny", help="internvl3-8b: --device meta only (parameter count)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, or meta (3B: count parameters only)")
-    p.add_argument("--rollouts", type=int, default=32, help="N, responses per prompt")
-    p.add_argument("--prompts", type=int, default=4, help="B, prompts per step")
-    p.add_argument("--response-len", type=int, nargs="+", default=[4],
-                   help="forced response length(s) L; several give one table each")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
-    p.add_argument("--eval-images", type=int, default=64, help="images per eval measurement")
-    p.add_argument("--eval-batch", type=int, default=32, help="prompts per eval batch")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    p.add_argument("--tiny-dir", default=None, help="reuse a built tiny model directory")
-    p.add_argument("--logprob-memory", action="store_true",
-                   help="only the peak memory of the log-probs, full vs chunked (CPU, Linux)")
-    p.add_argument("--logprob-lens", type=int, nargs="+", default=[16, 256, 1024],
-                   help="response lengths T for --logprob-memory")
-    p.add_argument("--logprob-rows", type=int, default=2, help="responses for --logprob-memory")
-    p.add_argument("--gpu-check", action="store_true",
-                   help="only the GPU check (harness/gpu_check.py): the issue-17 figures, 1 GPU")
-    p.add_argument("--dry-run", action="store_true",
-                   help="with --gpu-check: the same code on the tiny models, CPU")
-    p.add_argument("--gpu-check-json", default=None, help="write the GPU check's JSON here")
-    p.add_argument("--text-sampler", action="store_true",
-                   help="only the tiny text LM's sampler vs generate (harness/bench_text.py)")
-    return p.parse_args(argv)
-
-
 def main(argv=None) -> int:
+    """Every flag checked first (harness/bench_args.py: exit code 2, one sentence), then one mode."""
     args = parse_args(argv)
     if args.gpu_check:
         from harness import gpu_check
@@ -277,23 +249,11 @@ def main(argv=None) -> int:
         print("\n".join(bench_text.report(args)))
         return 0
     if args.device == "meta":
-        if args.arch == "tiny":
-            print("error: --device meta counts a real architecture's parameters; pass --arch "
-                  "qwen2.5-vl-3b, internvl3-2b or internvl3-8b.", file=sys.stderr)
-            return 1
         if args.arch == "qwen2.5-vl-3b":
             bench_models.count_3b()
         else:
             bench_models.count_internvl(args.arch)
         return 0
-    if args.arch == "internvl3-8b":
-        print("error: --arch internvl3-8b is counted on the meta device only (--device meta).",
-              file=sys.stderr)
-        return 1
-    if args.arch != "tiny" and not args.device.startswith("cuda"):
-        print("error: the 3B architecture needs --device cuda (or --device meta to count its "
-              "parameters); fp32 weights + AdamW states alone are ~60 GB.", file=sys.stderr)
-        return 1
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

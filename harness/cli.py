@@ -12,10 +12,12 @@ cluster scheduler or torchrun sends to stop a job) ends like Ctrl-C, with exit c
 import contextlib
 import dataclasses
 import json
+import shutil
 import signal
 import sys
+from pathlib import Path
 
-from harness import config
+from harness import config, rundir
 from harness.config import parse_args
 
 
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     import vlm
-    from harness import batches, distributed, models, precision, processes, report, rundir, run
+    from harness import batches, distributed, models, precision, processes, report, run
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.num_workers is None:
@@ -63,8 +65,6 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     local = distributed.scratch_dir(out)      # ranks > 0 write only into a scratch directory
-    if main_rank:
-        rundir.mark(out, "running")
     error = None
     shared = {}                     # the base evaluation, run once for all seeds (run.run)
     try:
@@ -72,9 +72,11 @@ def main(argv=None) -> int:
                         local / f"seed-{s}" if len(seeds) > 1 else local, log, procs,
                         shared=shared)
                 for s in seeds]
+        if main_rank:
+            table, plotted = _write_results(out, cfg, runs, seeds)
     except BaseException as e:
         _hold_stop_signals()                  # the ending is under way (see sigterm_interrupts)
-        kind, error = _classify(e, procs)
+        kind, error = _classify(e, procs, local)
         if kind == "interrupted":
             if main_rank:
                 print(f"{_how(e)}; {rundir.ending(out, 'interrupted')}", file=sys.stderr)
@@ -88,15 +90,7 @@ def main(argv=None) -> int:
     if not main_rank:
         return 1 if error else 0
     if error:
-        print(f"error: {error}", file=sys.stderr)
-        print(f"run failed; {rundir.ending(out, 'failed', error)}", file=sys.stderr)
-        return 1
-    method = "TTRV" if cfg.reward == "ttrv" else f"adapted ({cfg.reward} reward)"
-    summary = report.summarize(runs)
-    table = report.paper_table({cfg.eval_dataset or cfg.dataset: summary}, method=method)
-    (out / "results.md").write_text(table + "\n")
-    (out / "summary.json").write_text(json.dumps(dict(summary, seeds=seeds), indent=2))
-    plotted = report.plot_trajectory([r["trajectory"] for r in runs], out / "trajectory.png")
+        return _failed(out, error)
     for s, r in zip(seeds, runs):
         print(f"seed {s}:" if len(seeds) > 1 else "", report.run_table(r), sep="\n")
     if len(seeds) > 1:
@@ -111,24 +105,49 @@ def main(argv=None) -> int:
         print(f"letter-forced accuracy (argmax over the option letters, mean over seeds): "
               f"{100 * np.mean([b for b, _ in forced]):.2f} -> "
               f"{100 * np.mean([a for _, a in forced]):.2f}")
-    rundir.mark(out, "complete")
     print(f"written to {out}")
     if plotted:
         print(f"Figure 1 (accuracy and answer entropy against the step): {out / 'trajectory.png'}")
     return 0
 
 
-def _classify(e, procs):
+def _write_results(out, cfg, runs, seeds):
+    """results.md, summary.json and trajectory.png of the finished runs, then status complete;
+    (the paper table, whether the figure was drawn)."""
+    from harness import report
+    method = "TTRV" if cfg.reward == "ttrv" else f"adapted ({cfg.reward} reward)"
+    summary = report.summarize(runs)
+    table = report.paper_table({cfg.eval_dataset or cfg.dataset: summary}, method=method)
+    (out / "results.md").write_text(table + "\n")
+    (out / "summary.json").write_text(json.dumps(dict(summary, seeds=seeds), indent=2))
+    plotted = report.plot_trajectory([r["trajectory"] for r in runs], out / "trajectory.png")
+    rundir.mark(out, "complete")
+    return table, plotted
+
+
+def _failed(out, error) -> int:
+    """A run that failed with `error` (one sentence): said, then what its directory kept."""
+    print(f"error: {error}", file=sys.stderr)
+    if out.is_dir():                          # else it was removed (the error says why)
+        print(f"run failed; {rundir.ending(out, 'failed', error)}", file=sys.stderr)
+    return 1
+
+
+def _classify(e, procs, out):
     """How the runs ended on exception `e`: ("failed", one sentence), ("interrupted", None) or
     ("bug", "Type: message"). Under torchrun another process's error stops this one too (its
     collectives fail, or torchrun sends SIGTERM): then this one ends with that error, not with
-    how it was stopped; its own error is left for the others (procs.publish_error)."""
+    how it was stopped; its own error is left for the others (procs.publish_error). A run
+    directory `out` removed or on a full disk is the error (rundir.write_problem)."""
     import torch
 
     import data
     import vlm
     if isinstance(e, (data.DataError, vlm.ModelError)):
         return "failed", procs.publish_error(str(e))
+    problem = None if isinstance(e, KeyboardInterrupt) else rundir.write_problem(e, out)
+    if problem:
+        return "failed", procs.publish_error(problem)
     if isinstance(e, torch.cuda.OutOfMemoryError):
         return "failed", procs.publish_error(
             "out of GPU memory; lower --micro-batch, --prompts-per-step, --rollouts, "
@@ -211,9 +230,30 @@ def sigterm_interrupts():
         signal.signal(signal.SIGTERM, old)
 
 
+def ended(out: Path, e: BaseException) -> int:
+    """The exit code of a one-process run in `out` that ended on exception `e` (grpo_tta.py),
+    after one line on stderr and status.json marked: Ctrl-C or SIGTERM ends interrupted; a
+    DataError, ModelError, removed run directory or full disk fails in one sentence (a directory
+    that kept nothing is removed, silently); anything else is a bug: marked failed, re-raised."""
+    import data
+    import vlm
+    _hold_stop_signals()
+    if isinstance(e, KeyboardInterrupt) or _STOPPED:
+        print(f"{_how(e)}; {rundir.ending(out, 'interrupted')}", file=sys.stderr)
+        return 128 + _signal_number(e)
+    known = isinstance(e, (data.DataError, vlm.ModelError))
+    error = str(e) if known else rundir.write_problem(e, out)
+    if error is None:
+        rundir.mark(out, "failed", f"{type(e).__name__}: {e}")
+        raise e
+    if out.is_dir() and not rundir.saved(out):
+        shutil.rmtree(out)                    # nothing was written: no empty run directory left
+    return _failed(out, error)
+
+
 def command(main_fn=main) -> int:
-    """What `python ttrv.py` and `python eval.py` run: main_fn on the command line's arguments,
-    SIGTERM handled like Ctrl-C; a stop before any run directory exists ends in one line."""
+    """What `python ttrv.py`, `eval.py` and `grpo_tta.py` run: main_fn on the command line's
+    arguments, SIGTERM handled like Ctrl-C; a stop before any run directory exists: one line."""
     with sigterm_interrupts():
         try:
             return main_fn()

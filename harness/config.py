@@ -264,14 +264,14 @@ def micro_batch_for(cfg: Config) -> int | None:
     return cfg.micro_batch
 
 
-def check_numbers(values: dict) -> str | None:
-    """The first of `values` (field name -> value) that is not a finite number or is out of its
-    range (RANGES), as one sentence saying what to pass; None when all pass (None: unset).
+def check_numbers(values: dict, ranges: dict = None) -> str | None:
+    """The first of `values` (field name -> value) not finite or out of its range (`ranges`,
+    default RANGES), as one sentence saying what to pass; None when all pass (None: unset).
 
     >>> check_numbers(dict(lr=float("inf")))
     '--lr inf is not a finite number; pass a number > 0 (the paper: 5e-7).'
     """
-    for name, (ok, what) in RANGES.items():
+    for name, (ok, what) in (RANGES if ranges is None else ranges).items():
         value = values.get(name)
         if value is None:
             continue

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     import data
     import eval as evaluation
     import vlm
-    from harness import batches, cli, models, presets, tiny, tiny_math
+    from harness import batches, cli, math_data, models, presets, tiny, tiny_math
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.num_workers is None:
@@ -118,6 +118,7 @@ def main(argv=None) -> int:
         bf16 = bf16_compute(args.precision, args.device)
         model, processor = models.load(models.resolve_name(name), args.device, torch.float32,
                                        allow_cpu=args.allow_cpu)
+        math_data.check_fits(processor, model, examples)      # images for a text model, ...
         model.eval()
         result = evaluation.evaluate(
             model, processor, examples, batch_size=args.eval_batch_size,

@@ -3,31 +3,27 @@ CLIP, all four methods of grpo_tta.py over the test set, one table.
 
     python grpo_tta.py [flags]     # -> command(): grpo_tta_config checks the flags before torch
 
-Every ending says what happened in status.json; an error is one sentence on stderr.
+Every ending says what happened in status.json; an error is one sentence on stderr (cli.ended).
 """
 import json
 import sys
 import time
 from pathlib import Path
 
-from harness.grpo_tta_config import TINY_CLIP, needs_hub, parse_args
+from harness.grpo_tta_config import TINY_CLIP, fit_group, needs_hub, parse_args
 
 
 def run(cfg, out: Path, log=print) -> dict:
     """All four methods over the test set; predictions.jsonl written as it goes, then results."""
     from tqdm import tqdm
 
-    from data import DataError
     from grpo_tta import (METHODS, Episode, ViewMaker, adapt_image, chosen_parameters,
                           text_embeddings)
     from harness import clip_data, clip_models
     if cfg.model != TINY_CLIP:
         clip_models.check_clip(cfg.model)          # before the data and any weights
     ds = clip_data.load(cfg.dataset, cfg.data_dir, cfg.classnames, cfg.limit, cfg.seed)
-    if len(ds.classnames) < cfg.group_size + 1:
-        raise DataError(f"{cfg.dataset} has {len(ds.classnames)} classes, but a group of "
-                        f"--group-size {cfg.group_size} candidates needs at least "
-                        f"{cfg.group_size + 1}; add classes or pass a smaller --group-size.")
+    cfg = fit_group(cfg, len(ds.classnames), log)   # fewer classes than K: all of them
     if cfg.model == TINY_CLIP:
         from harness import tiny_clip
         name = str(tiny_clip.tiny_clip_path(log=log))
@@ -79,9 +75,7 @@ def main(argv=None) -> int:
     cfg = parse_args(argv)                 # before torch: --help and bad settings
     import torch
 
-    from data import DataError
-    from harness import models, rundir
-    from vlm import ModelError
+    from harness import cli, models, rundir
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     models.quiet_transformers()
@@ -93,34 +87,18 @@ def main(argv=None) -> int:
     except rundir.RunDirError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    rundir.mark(out, "running")
     try:
         results = run(cfg, out, log)
-    except (DataError, ModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        if rundir.mark(out, "failed", str(e)) == "nothing":
-            import shutil
-            shutil.rmtree(out)                # nothing was written: no empty run directory left
-        else:
-            print(f"run failed; {rundir.ending(out, 'failed', str(e))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"interrupted; {rundir.ending(out, 'interrupted')}", file=sys.stderr)
-        return 130
-    except BaseException as e:                # a bug: marked, then its traceback
-        rundir.mark(out, "failed", f"{type(e).__name__}: {e}")
-        raise
-    (out / "results.md").write_text(table(results) + "\n")
+        (out / "results.md").write_text(table(results) + "\n")
+        rundir.mark(out, "complete")
+    except BaseException as e:     # one line and status.json: failed, interrupted, or a bug
+        return cli.ended(out, e)
     print(table(results))
-    rundir.mark(out, "complete")
     print(f"written to {out}")
     return 0
 
 
 def command(argv=None) -> int:
-    """What `python grpo_tta.py` runs: `main`, a stop before any run directory ends in one line."""
-    try:
-        return main(argv)
-    except KeyboardInterrupt:          # before the run directory existed
-        print("interrupted; nothing was saved.", file=sys.stderr)
-        return 130
+    """What `python grpo_tta.py` runs: `main`, SIGTERM ending the run as Ctrl-C does."""
+    from harness import cli
+    return cli.command(lambda: main(argv))

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from harness import clip_data
-from harness.config import check_device, flag, opt
+from harness.config import check_device, check_numbers, flag, opt
 
 TINY_CLIP = "tiny-clip"     # the offline tiny CLIP (tiny_clip.py)
 
@@ -80,15 +80,25 @@ RANGES = dict(
 
 
 def check(cfg: TTAConfig) -> str | None:
-    """The first problem with the settings as one sentence saying what to pass, else None."""
-    for name, (ok, what) in RANGES.items():
-        value = getattr(cfg, name)
-        if value is not None and not ok(value):
-            return f"{flag(name)} {value} is out of range; pass {what}."
-    problem = clip_data.check_name(cfg.dataset)
-    if problem:
-        return problem
-    return check_device(cfg.device)
+    """The first problem with the settings as one sentence saying what to pass, else None: a
+    number out of RANGES or not finite (config.check_numbers), the dataset's name, the device."""
+    return (check_numbers(dataclasses.asdict(cfg), RANGES) or clip_data.check_name(cfg.dataset)
+            or check_device(cfg.device))
+
+
+def fit_group(cfg: TTAConfig, classes: int, log=print) -> TTAConfig:
+    """`cfg` for a dataset of `classes` classes: a group of K distinct candidates (without
+    replacement, or top-k) needs K classes, so with fewer the group is all of them, said in one
+    line (our reading of "top-K candidates"); fewer than 2 classes is a DataError."""
+    from data import DataError
+    if classes < 2:
+        raise DataError(f"{cfg.dataset} has {classes} class{'es' if classes != 1 else ''}; CLIP "
+                        "adaptation needs at least 2 to choose from: add class folders.")
+    if classes >= cfg.group_size or cfg.sampling == "with-replacement":
+        return cfg
+    log(f"note: {cfg.dataset} has {classes} classes, fewer than --group-size {cfg.group_size}; "
+        f"each group is all {classes} of them.")
+    return dataclasses.replace(cfg, group_size=classes)
 
 
 def needs_hub(cfg: TTAConfig) -> bool:

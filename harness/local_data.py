@@ -73,7 +73,7 @@ def load_jsonl(split: str = "test", data_dir: str | None = None, seed: int = 0,
             try:
                 row = json.loads(line)
                 if isinstance(row, dict) and "options" not in row and "image" not in row:
-                    out.append(math_example(str(row.get("id", f"line{n}")), row["question"],
+                    out.append(math_example(str(row.get("id", f"line{n}")), row.get("question"),
                                             row.get("answer"), f"{data_dir} line {n}"))
                     continue
                 options = row["options"]

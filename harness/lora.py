@@ -24,6 +24,7 @@ import warnings
 
 import torch
 
+import vlm
 from harness import families
 
 
@@ -36,10 +37,21 @@ def targets(model, train_vision: bool) -> list[str]:
 
 def add(model, rank: int, alpha: float, train_vision: bool):
     """(policy, ref_model): `model` with rank-`rank` adapters (scale alpha / rank) and the same
-    model with its adapters switched off (`WithoutAdapters`). Every original weight freezes."""
+    model with its adapters switched off (`WithoutAdapters`). Every original weight freezes.
+    A rank above the smallest dimension of a layer it adapts is a ModelError (before PEFT): B A
+    would then be no longer low-rank, only a larger way to write a full update."""
     from peft import LoraConfig, get_peft_model
+    names = targets(model, train_vision)
+    layers = dict(model.named_modules())
+    dims = {n: min(layers[n].in_features, layers[n].out_features) for n in names}
+    smallest = min(dims, key=dims.get, default=None)
+    if smallest and rank > dims[smallest]:
+        raise vlm.ModelError(f"--lora-rank {rank} is larger than the smallest layer it adapts "
+                             f"({smallest}: {layers[smallest].in_features} -> "
+                             f"{layers[smallest].out_features}); pass --lora-rank "
+                             f"{dims[smallest]} or less.")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
-                        target_modules=targets(model, train_vision))
+                        target_modules=names)
     with warnings.catch_warnings():   # PEFT reads transformers' deprecated is_gradient_checkpointing
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = get_peft_model(model, config)

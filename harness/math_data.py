@@ -29,6 +29,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fnmatch
+import math
+import numbers
 import os
 import random
 
@@ -100,11 +102,34 @@ def answer_text(value) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _row_problem(question, answer) -> str | None:
+    """What is wrong with a math row's question or answer, or None. The question: non-empty
+    text. The answer (our choice): text, or a finite number (AIME's ints, AMC's floats), which
+    answer_text writes as text (0.5 -> "0.5"); true / false, lists, objects, nan and inf are
+    refused rather than turned into text that math-verify would still read."""
+    if question is None or (isinstance(question, str) and not question.strip()):
+        return f"{'no' if question is None else 'an empty'} question; write the problem as text"
+    if not isinstance(question, str):
+        return f"a question of type {type(question).__name__}; write the problem as text"
+    if answer is None or isinstance(answer, str):
+        return None
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return (f"an answer of type {type(answer).__name__} ({answer!r}); write the gold answer "
+                "as text (e.g. \"\\\\frac{1}{2}\") or a number")
+    if not math.isfinite(answer):
+        return f"the answer {answer}; write the gold answer as text or a finite number"
+    return None
+
+
 def math_example(ex_id: str, question: str, answer, where: str,
                  prompt: str | None = None) -> Example:
-    """A free-form math question; DataError (naming `where`) if its answer is missing or is
+    """A free-form math question; DataError (naming `where`) if its question is missing, empty
+    or not text, or its answer is missing, neither text nor a finite number (_row_problem), or
     nothing math-verify can read."""
     from math_answers import is_math_answer
+    problem = _row_problem(question, answer)
+    if problem:
+        raise DataError(f"{where} has {problem}.")
     gold = answer_text(answer)
     if not gold:
         raise DataError(f"{where} has no answer; every math question needs its gold answer.")
@@ -157,3 +182,34 @@ def load_math(name: str, split: str = "test", data_dir: str | None = None, seed:
     if not examples:
         raise DataError(f"{path} holds no {name} questions.")
     return examples
+
+
+def check_fits(processor, model, *datasets) -> None:
+    """A DataError in one sentence when the questions of `datasets` do not suit the loaded model,
+    checked before any evaluation or adaptation: a question with an image for a text-only model
+    (its processor is its tokenizer, which would drop the image), images on some questions but
+    not others, or a text-only question whose prompt (the chat template around it) fills the
+    model's context (max_position_embeddings), leaving no room for an answer."""
+    import vlm
+    examples = list({id(e): e for d in datasets for e in d}.values())
+    name = getattr(model.config, "name_or_path", "") or "the model"
+    shown = [e for e in examples if e.source is not None]
+    text = [e for e in examples if e.source is None]
+    if shown and processor is vlm.tokenizer_of(processor):
+        raise DataError(f"{name} is a text-only model, but question {shown[0].id} (and "
+                        f"{len(shown) - 1} more) shows an image; pass a vision-language model, "
+                        "or a dataset of text questions (e.g. tiny-math, jsonl: rows without an "
+                        "image).")
+    if shown and text:
+        raise DataError(f"question {shown[0].id} shows an image but {text[0].id} does not; ttrv "
+                        "needs one kind per dataset: give every question an image, or none.")
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    for i in range(0, len(text) if context else 0, 64):
+        chunk = text[i:i + 64]
+        lengths = vlm.prompt_inputs(processor, [None] * len(chunk),
+                                    [e.question for e in chunk])["attention_mask"].sum(1)
+        j = int(lengths.argmax())
+        if lengths[j] >= context:
+            raise DataError(f"question {chunk[j].id} is a prompt of {int(lengths[j])} tokens, but "
+                            f"{name} reads at most {context} (its context), leaving no room for "
+                            "an answer; shorten that question or leave it out.")

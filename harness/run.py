@@ -21,8 +21,8 @@ import rewards
 import rollout
 import ttrv
 import vlm
-from harness import batches, families, lora, models, plain, precision, presets, report, tiny
-from harness import tiny_math
+from harness import (batches, families, lora, math_data, models, plain, precision, presets,
+                     report, tiny, tiny_math)
 from harness.config import TINY_MODELS
 from processes import ONE
 
@@ -95,6 +95,7 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
     subset = (random.Random(cfg.data_seed).sample(test, min(cfg.eval_subset, len(test)))
               if cfg.eval_subset else test)                           # for --eval-every
     s, name = load_models(cfg, log, procs)
+    math_data.check_fits(s.processor, s.policy, pool, test)   # before any evaluation or update
     if cfg.temperature is None:  # --protocol official / ttrl: the family's value, known once loaded
         cfg = dataclasses.replace(cfg, temperature=families.protocol_temperature(s.policy,
                                                                                   cfg.protocol))

@@ -1,16 +1,20 @@
 """The run directory: where one run's files go, and how the run says it ended.
 
     out = run_dir(cfg)                 # runs/<time>-<model>-<data>/, or --output-dir
-    mark(out, "running")               # status.json: running / complete / failed / interrupted
+    mark(out, "complete")              # status.json: running / complete / failed / interrupted
     print(ending(out, "interrupted"))  # "marked interrupted in ...; saved: config.json, ..."
+    write_problem(error, out)          # "no space left on the disk holding ..." or None
 
 A run never merges into an old one: an existing run directory is refused, or with --overwrite
-moved aside to <dir>.replaced-<time> first (never deleted), and a path that cannot be written is
-refused before anything is loaded. What it leaves out: the files themselves (harness/run.py writes
-them) and locking against two runs started at once on the same --output-dir.
+moved aside to <dir>.replaced-<time> first (never deleted), and a path that cannot be written
+(status.json "running" is the first file) is refused before anything is loaded. A run directory
+removed while the run goes on, or a disk that fills, ends the run in one sentence. What it
+leaves out: the files themselves (harness/run.py writes them) and locking against two runs
+started at once on the same --output-dir.
 """
 
 import datetime
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -51,9 +55,7 @@ def run_dir(cfg, log=print) -> Path:
         log(f"moved the earlier run in {path} aside to {aside}")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        mark(path, "running")                       # the first file: can the run write here?
     except OSError as e:
         raise RunDirError(f"cannot write to {path} ({e.strerror}); pass an --output-dir you can "
                           "write to.") from e
@@ -63,22 +65,48 @@ def run_dir(cfg, log=print) -> Path:
 STATUS = "status.json"  # running / complete / failed / interrupted, and what was saved
 
 
-def mark(out: Path, status: str, error: str = None) -> str:
-    """Write the run's status into out/status.json; return the saved files as one phrase."""
+def saved(out: Path) -> list[str]:
+    """The files the run in `out` kept, status.json aside; a model directory as "model/"."""
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
                    if p.is_file() and p.name != STATUS and "model" not in p.relative_to(out).parts)
     if (out / "model").is_dir() or any((d / "model").is_dir() for d in out.glob("seed-*")):
         files.append("model/")
+    return files
+
+
+def mark(out: Path, status: str, error: str = None) -> str:
+    """Write the run's status into out/status.json; return the saved files as one phrase."""
+    files = saved(out)
     (out / STATUS).write_text(json.dumps(dict(status=status, error=error, saved=files), indent=2))
-    saved = [f"{f} ({len((out / f).read_text().splitlines())} steps)"
+    shown = [f"{f} ({len((out / f).read_text().splitlines())} steps)"
              if f.endswith("metrics.jsonl") else f for f in files]
-    return ", ".join(saved) or "nothing"
+    return ", ".join(shown) or "nothing"
 
 
 def ending(out: Path, status: str, error: str = None) -> str:
     """Mark the run `status` and say what it kept; a directory that kept nothing is removed."""
-    saved = mark(out, status, error)
-    if saved == "nothing":
+    if not out.is_dir():
+        return f"nothing could be marked: {out} was removed during the run."
+    try:
+        kept = mark(out, status, error)
+    except OSError as e:                           # e.g. the disk is full
+        return f"{out / STATUS} could not be written ({e.strerror}), so it may still say running."
+    if kept == "nothing":
         shutil.rmtree(out)
         return f"nothing was saved, so {out} was removed."
-    return f"marked {status} in {out / STATUS}; saved: {saved}."
+    return f"marked {status} in {out / STATUS}; saved: {kept}."
+
+
+def write_problem(e: BaseException, out: Path) -> str | None:
+    """One sentence when exception `e` came from the run directory, not from the run: `out` was
+    removed while the run went on, or the disk holding it is full (ENOSPC, which safetensors
+    reports only in its message); else None."""
+    if not out.is_dir():
+        return (f"the run directory {out} was removed during the run, so its files are lost; run "
+                "again with an --output-dir that nothing else removes.")
+    if getattr(e, "errno", None) == errno.ENOSPC or f"os error {errno.ENOSPC})" in str(e):
+        where = getattr(e, "filename", None) or out
+        return (f"no space left on the disk holding {where}, so the file being written is "
+                "incomplete; free some space there, or pass an --output-dir on another disk, "
+                "and run again.")
+    return None

@@ -24,7 +24,7 @@ import eval as evaluation
 from harness import models
 import ttrv
 import vlm
-from harness import cli, config, eval_cli, run
+from harness import cli, config, eval_cli, math_data, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--num-samples", "2", "--rollouts", "3", "--prompts-per-step", "2", "--epochs", "1",
@@ -390,6 +390,7 @@ def test_eval_takes_ttrv_s_data_and_protocol_flags(tmp_path, capsys, monkeypatch
         return evaluation.EvalResult.of([dict(correct=1, prediction="A")])
     monkeypatch.setattr(presets, "load_dataset", load_dataset)
     monkeypatch.setattr(models, "load", lambda *a, **k: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(math_data, "check_fits", lambda *a: None)     # no real model or data
     monkeypatch.setattr(evaluation, "evaluate", evaluate)
     model = tmp_path / "m"
     model.mkdir()

@@ -289,14 +289,14 @@ def test_an_unknown_dataset_lists_the_known_ones_before_anything_loads(capsys):
     assert "imagenet-a" in err and "folder:PATH" in err
 
 
-def test_a_folder_with_too_few_classes_ends_in_one_sentence_before_the_model(
+def test_a_folder_of_one_class_ends_in_one_sentence_before_the_model(
         tmp_path, capsys, monkeypatch, clip_dir):
     monkeypatch.setattr(clip_models, "load_clip", lambda *a: pytest.fail("model loaded"))
-    root = _folder(tmp_path / "f", ["cat", "dog", "fox"])
+    root = _folder(tmp_path / "f", ["cat"])
     out = tmp_path / "run"
     err = _main(["--model", str(clip_dir), "--dataset", f"folder:{root}", "--output-dir",
                  str(out)], capsys, 1)
-    assert "has 3 classes, but a group of --group-size 5 candidates needs at least 6" in err
+    assert "has 1 class; CLIP adaptation needs at least 2 to choose from" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 

@@ -132,7 +132,7 @@ def test_jsonl_question_answer_rows_are_math(tmp_path):
     ({"question": "2+2?"}, "line 1 has no answer"),
     ({"question": "2+2?", "answer": ""}, "line 1 has no answer"),
     ({"question": "2+2?", "answer": "??"}, "line 1 has answer '\\?\\?', which math-verify cannot"),
-    ({"answer": "4"}, "line 1 is invalid"),
+    ({"answer": "4"}, "line 1 has no question"),
 ])
 def test_jsonl_bad_math_rows(tmp_path, row, message):
     path = write_jsonl(tmp_path / "p.jsonl", [row])

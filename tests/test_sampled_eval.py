@@ -1,0 +1,96 @@
+"""eval.py's sampled evaluation (TTRL's avg@K and maj@K): each example's K samples are rows
+b*K + j of one rollout, avg@K is the mean of their scores, maj@K the score of their majority
+answer (not the best of K), the dataset figure the mean over examples, and the draws follow
+--seed, not torch's global generator. Fixed response texts stand in for the sampler where the
+figures are checked; the seed is checked on a random-weight tiny-math model."""
+
+import pytest
+import torch
+
+import data
+import eval as evaluation
+import rollout
+import vlm
+from harness import tiny_math
+
+
+def math(i, gold):
+    return data.Example(f"m{i}", f"What is {gold}?", [], gold, None, None)
+
+
+def fixed_scores(monkeypatch, batch, texts, k):
+    """eval.sample_scores on `batch` with the sampler's rows decoded as `texts` ([B*k])."""
+    rows = len(batch) * k
+    fake = rollout.Rollouts(torch.arange(rows)[:, None], torch.zeros(rows, 1),
+                            torch.zeros(rows, 1), torch.ones(rows, 1, dtype=torch.long))
+    calls = []
+    monkeypatch.setattr(rollout, "sample", lambda m, inputs, n, **kw: calls.append(n) or fake)
+    monkeypatch.setattr(vlm, "decode", lambda processor, ids: [texts[int(i)] for i in ids[:, 0]])
+    for name, value in (("end_token_ids", [0]), ("pad_token_id", 0), ("placeholder_token_ids", [])):
+        monkeypatch.setattr(vlm, name, lambda *a, value=value: value)
+    inputs = {"input_ids": torch.zeros(len(batch), 2, dtype=torch.long)}
+    out = evaluation.sample_scores(None, None, inputs, batch, k, 0.6, 0.95, 4, None, None, None)
+    assert calls == [k]
+    return out
+
+
+def test_each_example_reads_its_own_k_rows(monkeypatch):
+    batch = [math(0, "1"), math(1, "2"), math(2, "3")]
+    texts = ["\\boxed{1}", "\\boxed{1}", "\\boxed{1}",          # example 0: all right
+             "\\boxed{9}", "\\boxed{9}", "\\boxed{9}",          # example 1: all wrong
+             "\\boxed{3}", "\\boxed{9}", "\\boxed{3}"]          # example 2: 2 of 3, majority right
+    out = fixed_scores(monkeypatch, batch, texts, 3)
+    assert [o["avg_at_k"] for o in out] == pytest.approx([1.0, 0.0, 2 / 3])
+    assert [o["maj_at_k"] for o in out] == [1.0, 0.0, 1.0]
+
+
+def test_avg_is_the_mean_of_all_k_and_maj_is_not_the_best_of_k(monkeypatch):
+    batch = [math(0, "\\frac{1}{2}")]
+    texts = ["\\boxed{3}", "\\boxed{3}", "\\boxed{0.5}", "\\boxed{3}"]   # one right, not first
+    out, = fixed_scores(monkeypatch, batch, texts, 4)
+    assert out["avg_at_k"] == 0.25 and out["maj_at_k"] == 0.0
+
+
+def test_maj_counts_equivalent_answers_together_and_never_elects_no_answer(monkeypatch):
+    batch = [math(0, "\\frac{1}{2}"), math(1, "7")]
+    texts = ["\\boxed{3}", "\\boxed{3}", "\\boxed{1/2}", "\\boxed{0.5}", "\\boxed{\\frac12}",
+             "none", "no box", "still none", "\\boxed{7}", "7"]
+    out = fixed_scores(monkeypatch, batch, texts, 5)
+    assert [o["maj_at_k"] for o in out] == [1.0, 1.0]
+    assert [o["avg_at_k"] for o in out] == [0.6, 0.2]
+
+
+def test_the_dataset_figures_are_means_over_every_example():
+    preds = [dict(correct=1, prediction="1", avg_at_k=a, maj_at_k=m)
+             for a, m in ((0.0, 0.0), (0.5, 1.0), (1.0, 1.0), (0.25, 0.0))]
+    r = evaluation.EvalResult.of(preds)
+    assert (r.avg_at_k, r.maj_at_k) == (0.4375, 0.5)
+    assert evaluation.EvalResult.of(preds + [dict(correct=0, prediction=None)]).avg_at_k is None
+
+
+# ----------------------------------------------------------------------------- the seed
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    return vlm.load(str(tiny_math.build_tiny_math(tmp_path_factory.mktemp("tiny-math"))))
+
+
+def test_the_samples_follow_the_seed_not_the_global_generator(loaded, monkeypatch):
+    model, tokenizer = loaded
+    drawn, real = [], rollout.sample
+
+    def recorded(*a, **kw):
+        drawn.append(real(*a, **kw))
+        return drawn[-1]
+    monkeypatch.setattr(rollout, "sample", recorded)
+    qs = [math(0, "3"), math(1, "4")]
+
+    def samples(seed, global_seed):
+        torch.manual_seed(global_seed)
+        evaluation.evaluate(model, tokenizer, qs, max_new_tokens=4, samples=3, seed=seed,
+                            temperature=1.0, top_p=1.0, progress=False)
+        return drawn.pop().completion_ids
+    first = samples(seed=0, global_seed=0)
+    assert first.shape[0] == 2 * 3
+    assert torch.equal(samples(seed=0, global_seed=123), first)       # the global RNG: no effect
+    assert not torch.equal(samples(seed=1, global_seed=0), first)     # --seed: another draw
