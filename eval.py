@@ -14,11 +14,11 @@ questions by the last \\boxed{} answer's equivalence to the gold one (answers.py
 With `samples=K` (TTRL's evaluation: K = 16 at temperature 0.6, top-p 0.95) each question also
 gets K sampled responses (rollout.sample): avg@K is their mean score (what TTRL reports as
 "pass@1"), maj@K the score of their plain majority answer under the same grader.
-The command line is harness/cli.py's (`eval_main`).
+The command line is harness/eval_cli.py's.
 """
-if __name__ == "__main__":
-    from harness import cli
-    raise SystemExit(cli.command(cli.eval_main))
+if __name__ == "__main__":           # the command line is the harness's (flags before torch)
+    from harness import cli, eval_cli
+    raise SystemExit(cli.command(eval_cli.main))
 
 import json
 from dataclasses import dataclass, field
@@ -59,7 +59,7 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens: int = 1024,
-             autocast=None, progress: bool = True, desc: str = "eval", num_workers: int = 0,
+             autocast=None, progress: bool = True, desc: str = "eval", prepare=None,
              bucket: bool = True, checked=None, samples: int = 0, temperature: float = 0.6,
              top_p: float = 0.95, seed: int = 0, any_alive=None) -> EvalResult:
     """Greedy answers for every example; accuracy over all of them (unparseable = wrong).
@@ -68,8 +68,9 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
     letter-forced accuracy (`EvalResult.letter_forced`) costs no second forward. With `bucket`
     the batches hold prompts of similar size (`length_order`), so less padding; the predictions
     come back in dataset order either way (each prompt's computation is the same, only its
-    masked padding differs). `num_workers` DataLoader workers prepare the next batches while
-    the model decodes (vlm.prompt_batches). `checked(fn)` runs each batch's preparation (under
+    masked padding differs). `prepare(processor, batches)` yields each batch's PromptInputs in
+    order (harness/batches.py: DataLoader workers prepare the next batches while the model
+    decodes; None: each batch when it is reached). `checked(fn)` runs each batch's preparation (under
     torchrun procs.checked: a corrupt image on one process ends every process with its error).
     `samples` K > 0 also draws K responses per example at `temperature` / `top_p` (seeded by
     `seed`; `any_alive` as for rollout.sample) for avg@K and maj@K.
@@ -80,7 +81,7 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
     order = length_order(examples) if bucket else list(range(len(examples)))
     batches = [[examples[i] for i in order[s:s + batch_size]]
                for s in range(0, len(examples), batch_size)]
-    prepared = vlm.prompt_batches(processor, batches, num_workers)
+    prepared = (prepare or _each)(processor, batches)
     predictions = [None] * len(examples)
     generator = torch.Generator(device).manual_seed(seed) if samples else None
     for b, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, leave=False)):
@@ -104,6 +105,10 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
 
 def _call(fn, *args):
     return fn(*args)
+
+
+def _each(processor, batches):
+    return (vlm.example_inputs(processor, batch) for batch in batches)
 
 
 def length_order(examples) -> list[int]:

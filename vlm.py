@@ -1,82 +1,37 @@
 """The model seam: every line that knows what kind of model we run (a vision-language model or a
 text-only causal LM).
 
-The algorithm (grpo.py, rollout.py, ttrv.py) sees a Hugging Face model and a dict of
-prompt tensors. Everything family-specific stays here: loading a model through the Auto
-classes, each family's protocol (which parameters train, how images are cut, the sampling
-temperature, TTRL's prompt suffix), turning (image, question) pairs into chat-formatted,
-left-padded prompt tensors (image None: a text-only prompt), repeating and splitting those
-tensors per prompt, and the end-of-turn token ids. Model-card names and the hub's reachability
-are the command lines' business (harness/models.py).
+The algorithm (grpo.py, rollout.py, ttrv.py) sees a Hugging Face model and a dict of prompt
+tensors. This module loads a model through the Auto classes, turns (image, question) pairs into
+chat-formatted, left-padded prompt tensors (image None: a text-only prompt, with TTRL's suffix),
+repeats and splits those tensors per prompt, names the tokens that end a response, and decodes.
+Each family's protocol (which parameters train, how images are cut, temperatures) is
+harness/families.py's; model-card names and the hub, harness/models.py's.
 
     model, processor = load(name, device="cuda", dtype=torch.float32)
-    freeze_vision(model, cfg.freeze_vision)                # None: the family's default
     inputs = prompt_inputs(processor, images, questions)   # input_ids [B, P] left padded, ...
-    for inputs in prompt_batches(processor, batches, num_workers=4):   # prepared ahead
     inputs_n = repeat_inputs(inputs, n)                   # each prompt n times, [B*n, P]
 
-Supported and tested (tiny models and models built from the real checkpoints' files, random
-weights; no real weights were run here):
-  * Qwen2.5-VL, Qwen2-VL: pixel_values [patches, 1176] are the images' patches concatenated,
-    image i owning image_grid_thw[i].prod() rows.
-  * InternVL (transformers' InternVLForConditionalGeneration, the "-hf" checkpoints, no remote
-    code): pixel_values [tiles, 3, 448, 448]; each image is cut into 1-12 tiles plus a thumbnail,
-    256 <IMG_CONTEXT> tokens per tile, so prompts own different numbers of rows.
-  * Text-only causal LMs (AutoModelForCausalLM, e.g. Qwen2.5-Math): the processor is the
-    tokenizer; input_ids and attention_mask only.
-`prompt_inputs` returns a `PromptInputs`: a dict of exactly the processor's tensors (all passed
-to the model) plus, as an attribute the model never sees, `pixel_rows`: the rows of
-pixel_values each prompt owns. Models whose pixel_values have one row per prompt (e.g.
-LLaVA-style) need nothing more. What it leaves out: several images per prompt, video.
+Supported and tested (tiny models and models built from the real checkpoints' files):
+  * Qwen2.5-VL, Qwen2-VL: pixel_values [patches, 1176], image i owning image_grid_thw[i].prod()
+    rows.
+  * InternVL (transformers' InternVLForConditionalGeneration, the "-hf" checkpoints): pixel_values
+    [tiles, 3, 448, 448], 256 <IMG_CONTEXT> tokens per tile, so prompts own different row counts.
+  * Text-only causal LMs (AutoModelForCausalLM, e.g. Qwen2.5-Math): the processor is the tokenizer.
+`prompt_inputs` returns a `PromptInputs`: exactly the processor's tensors plus, as an attribute
+the model never sees, `pixel_rows`: the rows of pixel_values each prompt owns. What it leaves
+out: several images per prompt, video.
 """
 
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 
-CPU_PARAM_LIMIT = 1_000_000_000  # above this, refuse to train on a CPU unless asked
-
-# The language model's attention and MLP projections (Qwen2 / Llama blocks): where --lora-rank
-# puts its adapters (harness/lora.py) unless a family lists its own `lora_modules`. A family whose
-# vision tower trains also gets adapters on every linear layer of the tower.
-LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-# Each family's protocol, as the official runs set it; keyed by config.model_type. Families
-# not listed get the defaults (vision trains, the template's own system prompt, the
-# processor's own image settings, LORA_MODULES).
-FAMILIES = {
-    # Every Qwen2.5-VL log of the official runs samples at 1.5 (run.sh and the paper say 1.0).
-    "qwen2_5_vl": dict(official_temperature=1.5),
-    "internvl": dict(
-        official_temperature=1.0,          # the InternVL logs sample at 1.0
-        # The official code freezes InternVL's vision tower (the projector trains).
-        freeze_vision=True,
-        # LoRA: the Qwen2 text model's projections and the projector's two layers, which the
-        # official protocol trains (our choice: adapters there rather than full weights).
-        lora_modules=LORA_MODULES + ("linear_1", "linear_2"),
-        # Up to 12 tiles plus a thumbnail, as InternVL3 was trained and evaluated (the
-        # checkpoint's preprocessor_config says crop_to_patches false; InternVLProcessor turns
-        # it on itself, and we pass all three explicitly so neither default decides).
-        image_kwargs=dict(crop_to_patches=True, min_patches=1, max_patches=12),
-        processor="InternVLProcessor",
-    ),
-}
-# No system prompt for InternVL: the official runs use none, and the -hf chat template adds
-# none (Qwen's template adds "You are a helpful assistant." itself, as in its official runs).
-# prompt_inputs never writes a system turn, so each family gets its own template's behaviour.
-
-# Text-only prompts (TTRL): the bare problem as the user turn of the model's own template, plus
-# this suffix for every model but Qwen2.5-Math, whose default system prompt already asks for
-# \boxed{}; `prompt_suffix` reads that off the template, not the name (ours: an adapted copy saved
-# under another name keeps its prompt).
+# Text-only prompts (TTRL): the problem as the user turn of the model's own template, plus this
+# suffix unless the template already asks for \boxed{} (Qwen2.5-Math's system prompt; ours: read
+# off the template, not the name, so an adapted copy saved under another name keeps its prompt).
 TTRL_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
-TEXT_DEFAULTS = dict(ttrl_temperature=0.6)    # TTRL samples other text models at 0.6
-# Text families by a fragment of the checkpoint's name, matched case-insensitively in its
-# name_or_path (Qwen2.5, Qwen2.5-Math and tiny-math all have model_type "qwen2").
-NAMED_FAMILIES = {"qwen2.5-math": dict(ttrl_temperature=1.0),   # TTRL's Qwen2.5-Math scripts
-                  "tiny-math": dict(ttrl_temperature=1.0)}      # its template (tiny_math.py)
 
 
 class ModelError(Exception):
@@ -94,8 +49,7 @@ def tokenizer_of(processor):
 
 
 def load_processor(name: str):
-    """AutoProcessor (a text model's: its tokenizer) with left padding, checked for a chat
-    template."""
+    """AutoProcessor (a text model's: its tokenizer), left padding, checked for a chat template."""
     from transformers import AutoProcessor
     try:
         processor = AutoProcessor.from_pretrained(name)
@@ -122,24 +76,10 @@ def auto_class(config):
                      "Qwen/Qwen2.5-Math-1.5B to --model.")
 
 
-def count_parameters(name: str) -> int:
-    """Parameters of `name`'s architecture, counted on the meta device (nothing allocated)."""
-    from transformers import AutoConfig
-    config = AutoConfig.from_pretrained(name)
-    with torch.device("meta"):
-        model = auto_class(config).from_config(config)
-    return sum(p.numel() for p in model.parameters())
-
-
-def load_model(name: str, device: str, dtype: torch.dtype, allow_cpu: bool = False):
+def load_model(name: str, device: str, dtype: torch.dtype):
     """The model (auto_class) on `device` in `dtype`, or a ModelError saying what to do."""
     from transformers import AutoConfig
     try:
-        if device == "cpu" and not allow_cpu:
-            n = count_parameters(name)
-            if n > CPU_PARAM_LIMIT:
-                raise ModelError(f"{name} has {n / 1e9:.1f}B parameters and no GPU is in use; run "
-                                 "on a CUDA machine, or pass --allow-cpu to try anyway (very slow).")
         model = auto_class(AutoConfig.from_pretrained(name)).from_pretrained(name, dtype=dtype)
     except ValueError as e:
         if "Unrecognized configuration class" in str(e):
@@ -165,83 +105,10 @@ def _load_failure(name: str, error: Exception) -> str:
             "DIR to --model.")
 
 
-def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
-         allow_cpu: bool = False):
-    """(model, processor) for a hub id or a local directory; the processor first, so a missing
-    chat template ends before the weights load."""
+def load(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """(model, processor); the processor first, so a missing chat template ends before weights."""
     processor = load_processor(name)
-    return load_model(name, device, dtype, allow_cpu), processor
-
-
-def family(model) -> dict:
-    """This model's protocol entries: NAMED_FAMILIES by its name, else FAMILIES by model_type;
-    a text-only model's over TEXT_DEFAULTS ({} for a VLM without an entry)."""
-    config = model.config
-    name = str(getattr(config, "name_or_path", "") or getattr(config, "_name_or_path", "")).lower()
-    text = not any(hasattr(config, k) for k in ("vision_config", "image_token_id"))
-    named = next((f for key, f in NAMED_FAMILIES.items() if key in name), None)
-    own = named or FAMILIES.get(getattr(config, "model_type", None), {})
-    return {**TEXT_DEFAULTS, **own} if text else own
-
-
-def official_temperature(model) -> float:
-    """The sampling temperature of the official runs for this model's family (--protocol
-    official): 1.5 for Qwen2.5-VL, 1.0 for InternVL and, as run.sh says, for any other."""
-    return family(model).get("official_temperature", 1.0)
-
-
-def is_vision(name: str) -> bool:
-    """Whether a parameter or module name lies in the vision tower (InternVL's `vision_tower`,
-    Qwen-VL's `visual` with its merger; InternVL's `multi_modal_projector` is not)."""
-    return "visual" in name or "vision" in name
-
-
-def compute_storage(model, compute_dtype=None):
-    """Store `model` (fp32, as loaded) in place as bf16 autocast computes with it.
-
-    With compute_dtype bf16 every linear and convolution layer keeps its weights in bf16 and
-    every other parameter (norms, embeddings) stays fp32. Under bf16 autocast that is exactly the
-    computation of the fp32 model: autocast runs those layers on bf16 copies of the fp32
-    weights, the rest in fp32; at 2 bytes per weight, no copies made per forward. A model stored
-    wholly in bf16 would also round its norms and embeddings and carry its residual stream in
-    bf16: a slightly different model. Tied embeddings are untied so the lookup stays fp32 while
-    the output head is bf16. For frozen weights only: trained ones keep fp32 masters.
-    """
-    if compute_dtype is not None:
-        head, embed = model.get_output_embeddings(), model.get_input_embeddings()
-        if head is not None and embed is not None and head.weight is embed.weight:
-            embed.weight = torch.nn.Parameter(embed.weight.detach().clone(),
-                                              requires_grad=embed.weight.requires_grad)
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
-                m.to(compute_dtype)
-    return model
-
-
-def frozen_reference(model, compute_dtype=None):
-    """The frozen reference of eq. (1) from an fp32 model: stored as autocast computes
-    (compute_storage), so at step 0 it is the policy's own computation, eval mode, no grads."""
-    return compute_storage(model, compute_dtype).eval().requires_grad_(False)
-
-
-def ttrl_temperature(model) -> float:
-    """TTRL's rollout temperature (--protocol ttrl): 1.0 for Qwen2.5-Math, 0.6 for other text
-    models (TTRL's scripts); a VLM without an entry: 1.0, the paper's."""
-    return family(model).get("ttrl_temperature", 1.0)
-
-
-def freeze_vision(model, freeze=None) -> bool:
-    """Freeze the vision tower's parameters (`freeze` None: the family's default); returns
-    whether it froze them. The rule is by parameter name: InternVL's `vision_tower` freezes and
-    its `multi_modal_projector` trains; Qwen-VL's `visual` holds its merger, which freezes too.
-    """
-    if freeze is None:
-        freeze = family(model).get("freeze_vision", False)
-    if freeze:
-        for name, p in model.named_parameters():
-            if is_vision(name):
-                p.requires_grad_(False)
-    return freeze
+    return load_model(name, device, dtype), processor
 
 
 class PromptInputs(dict):
@@ -265,16 +132,11 @@ def prompt_suffix(processor) -> str:
 
 
 def prompt_inputs(processor, images, questions) -> PromptInputs:
-    """Chat-formatted, left-padded prompt tensors for (image, question) pairs, one image each;
-    images all None: text-only prompts.
-
-    Each prompt is one user turn holding the image then the question, and no system turn (the
-    family's template adds its own default, if any); the chat template puts the model's own
-    image placeholder where the paper's prompts write "<image>", and ends with the assistant
-    header so generation starts the answer. Example (InternVL, a 640x480 and a 256x256 image):
-    input_ids [2, P] holding 13*256 and 1*256 <IMG_CONTEXT>; pixel_values [14, 3, 448, 448];
-    pixel_rows [13, 1]. A text-only prompt: the question plus `prompt_suffix` (TTRL).
-    """
+    """Chat-formatted, left-padded prompt tensors for (image, question) pairs, one image each
+    (all None: text-only prompts, the question plus `prompt_suffix`). One user turn, image then
+    question, no system turn (the template adds its own default, if any), ending with the
+    assistant header. Example (InternVL, a 640x480 and a 256x256 image): input_ids [2, P] holding
+    13*256 and 1*256 <IMG_CONTEXT>; pixel_values [14, 3, 448, 448]; pixel_rows [13, 1]."""
     images = list(images)
     if all(i is None for i in images):
         suffix = prompt_suffix(processor)
@@ -291,56 +153,15 @@ def prompt_inputs(processor, images, questions) -> PromptInputs:
     texts = [processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
         add_generation_prompt=True, tokenize=False) for q in questions]
-    image_kwargs = next((f["image_kwargs"] for f in FAMILIES.values()
-                         if f.get("processor") == type(processor).__name__), {})
+    # how the family cuts images (InternVL's tiles), set at load by harness/families.py
     inputs = dict(processor(text=texts, images=list(images), padding=True, return_tensors="pt",
-                            **image_kwargs))  # images: a list of PIL images
+                            **getattr(processor, "image_kwargs", {})))  # a list of PIL images
     return PromptInputs.of(inputs, _pixel_rows(processor, inputs))
 
 
-class _Prompts:
-    """A DataLoader collate: a list of examples -> their PromptInputs. A DataError (a corrupt
-    image) or ModelError comes back as the value, so it surfaces in the main process as its own
-    one sentence, not wrapped in a worker's traceback."""
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def __call__(self, examples):
-        try:
-            return prompt_inputs(self.processor, [e.image() for e in examples],
-                                 [e.question for e in examples])
-        except ModelError as e:
-            return e
-        except Exception as e:  # noqa: BLE001  (returned only if the user can fix it)
-            import data
-            if isinstance(e, data.DataError):
-                return e
-            raise
-
-
-def prompt_batches(processor, batches, num_workers: int = 0):
-    """The PromptInputs of each list of examples in `batches`, in order, prepared ahead.
-
-    With num_workers > 0, `num_workers` torch DataLoader worker processes decode the images and
-    run the processor (`prompt_inputs` is the collate) for the next batches while the caller's
-    model works on this one; 0 prepares each batch in this process when it is asked for. Either
-    way the tensors are the same. Raises a batch's DataError when that batch is reached.
-    """
-    collate = _Prompts(processor)
-    if not num_workers:
-        items = map(collate, batches)
-    else:
-        from torch.utils.data import DataLoader
-        # the workers are forked: a tokenizer that used its threads would warn in each of them
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        # its own generator: the workers' seeds are not drawn from torch's global one (sampling)
-        items = iter(DataLoader(batches, batch_size=None, collate_fn=collate,
-                                num_workers=num_workers, generator=torch.Generator()))
-    for item in items:
-        if isinstance(item, Exception):
-            raise item
-        yield item
+def example_inputs(processor, examples) -> PromptInputs:
+    """`prompt_inputs` of a list of data.Examples: their images and questions."""
+    return prompt_inputs(processor, [e.image() for e in examples], [e.question for e in examples])
 
 
 def _pixel_rows(processor, inputs):

@@ -154,7 +154,7 @@ def build(args, device):
 def _tiny(args):
     from harness import tiny
     model_dir = args.tiny_dir or tiny.build_tiny_model(tempfile.mkdtemp(prefix="bench-tiny-"))
-    policy, processor = vlm.load(str(model_dir), args.device, torch.float32, allow_cpu=True)
+    policy, processor = vlm.load(str(model_dir), args.device, torch.float32)
     examples = presets.load_dataset("shapes", "test")[:max(args.prompts, args.eval_images)]
     images, questions = [e.image() for e in examples], [e.question for e in examples]
     prompts = vlm.prompt_inputs(processor, images[:args.prompts], questions[:args.prompts])

@@ -120,16 +120,18 @@ def tokens_per_second(env, args) -> list[str]:
 def step_seconds(env, shared: bool, n: int, T: int) -> float:
     """One GRPO step (sample, reference log-probs, update) of one prompt, n x T forced tokens."""
     sampler = rollout if shared else plain
-    cfg = SimpleNamespace(temperature=1.0, beta=0.001, micro_batch=None, clip_eps=0.2,
-                          dual_clip=3.0, loss_agg="token_mean", max_grad_norm=1.0)
+    hp = ttrv.Settings(temperature=1.0, beta=0.001, micro_batch=None, clip_eps=0.2,
+                       dual_clip=3.0, loss_agg="token_mean", max_grad_norm=1.0)
+    s = ttrv.Setup(env.model, env.ref, None, env.autocast, sampler)
     with env.autocast:
         roll = sampler.sample(env.model, env.prompt, n, temperature=1.0, top_p=1.0,
                               max_new_tokens=T, eos_token_ids=END_IDS, pad_token_id=0,
                               suppress_token_ids=END_IDS)
     advantages = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(env.device)
-    group = ttrv.experience(env.ref, env.prompt, roll.completion_ids, roll.mask.float(),
-                            roll.logprobs, advantages, 1.0, cfg, env.autocast, sampler)
-    ttrv.update(env.model, env.optimizer, env.params, [group], cfg, env.autocast, sampler)
+    group = ttrv.experience(s, rollout.Experience(env.prompt, roll.completion_ids,
+                                                  roll.mask.float(), roll.logprobs, None,
+                                                  advantages), hp)
+    ttrv.update(s, env.optimizer, [group], hp)
     return float(roll.mask.sum())
 
 

@@ -1,8 +1,8 @@
-"""The command lines of ttrv.py and eval.py: settings checked, a fresh run directory, one run
-per seed, the results; and how every run ends.
+"""The command line of ttrv.py: settings checked, a fresh run directory, one run per seed
+(harness/run.py), the results; and how every run ends (also eval.py's: harness/eval_cli.py).
 
     python ttrv.py [flags]     # -> main(): harness/config.py checks the flags before torch loads
-    python eval.py --model M   # -> eval_main()
+    python eval.py --model M   # -> eval_cli.main()
 
 Every ending says what happened in the run directory's status.json (complete, failed,
 interrupted) and, on failure, on the terminal in one line naming what was saved. SIGTERM (what a
@@ -12,7 +12,6 @@ cluster scheduler or torchrun sends to stop a job) ends like Ctrl-C, with exit c
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import signal
 import sys
@@ -33,15 +32,14 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    import ttrv
     import vlm
-    from harness import distributed, models, processes, report
+    from harness import batches, distributed, models, precision, processes, report, run
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.num_workers is None:
-        cfg.num_workers = default_workers(cfg.device)
+        cfg.num_workers = batches.default_workers(cfg.device)
     use_tf32(cfg.device)
-    cfg.save_dtype = cfg.save_dtype or ("bf16" if ttrv.uses_bf16(cfg) else "fp32")
+    cfg.save_dtype = cfg.save_dtype or ("bf16" if precision.uses_bf16(cfg) else "fp32")
     cfg.micro_batch = config.micro_batch_for(cfg)       # 8 rows on a GPU when unset
     procs = processes.Ranks() if distributed.init(cfg.device) else processes.ONE
     main_rank = procs.rank == 0
@@ -56,7 +54,7 @@ def main(argv=None) -> int:
         if main_rank:
             print(f"error: {e}", file=sys.stderr)
         return 1
-    if cfg.precision == "auto" and cfg.device == "cuda" and not ttrv.uses_bf16(cfg):
+    if cfg.precision == "auto" and cfg.device == "cuda" and not precision.uses_bf16(cfg):
         log("note: this GPU has no bf16 (compute capability below 8.0); computing in fp32.")
     if needs_hub(cfg.model, cfg.dataset, cfg.adapt_dataset, cfg.eval_dataset):
         models.work_offline_if_hub_unreachable(log)
@@ -68,11 +66,11 @@ def main(argv=None) -> int:
         return 1
     local = distributed.scratch_dir(out)      # ranks > 0 write only into a scratch directory
     error = None
-    shared = {}                     # the base evaluation, run once for all seeds (ttrv.run)
+    shared = {}                     # the base evaluation, run once for all seeds (run.run)
     try:
-        runs = [ttrv.run(dataclasses.replace(cfg, seed=s, seeds=None),
-                         local / f"seed-{s}" if len(seeds) > 1 else local, log, procs,
-                         shared=shared)
+        runs = [run.run(dataclasses.replace(cfg, seed=s, seeds=None),
+                        local / f"seed-{s}" if len(seeds) > 1 else local, log, procs,
+                        shared=shared)
                 for s in seeds]
         if main_rank:
             table, plotted = _write_results(out, cfg, runs, seeds)
@@ -170,94 +168,9 @@ def needs_hub(model: str, *datasets) -> bool:
             or any(d and not d.startswith(local) for d in datasets))
 
 
-def model_path(name: str, log=print) -> str:
-    """`name`, or the saved model inside it when `name` is a ttrv run directory (runs/X).
-
-    A run directory holds config.json of the run, not of a model; its model is runs/X/model.
-    """
-    from vlm import ModelError
-    run = Path(name)
-    if not (run / "metrics.jsonl").exists() and not (run / "status.json").exists():
-        return name                                      # not a run directory
-    if (run / "model").is_dir():
-        log(f"note: {name} is a run directory; evaluating its saved model {run / 'model'}")
-        return str(run / "model")
-    seeds = sorted(run.glob("seed-*/model"))
-    if seeds:
-        raise ModelError(f"{name} holds one model per seed; pass one of them, e.g. "
-                             f"--model {seeds[0]}.")
-    if (run / "adapter").is_dir() or any(run.glob("seed-*/adapter")):
-        raise ModelError(f"{name} holds LoRA adapters only (it ran with --lora-rank, without "
-                         "--merge-lora); rerun with --merge-lora for a model eval.py loads.")
-    raise ModelError(f"{name} is a run directory without a saved model (it ran with "
-                         "--no-save-model, or ended early); pass a model directory or hub id.")
-
-
-def eval_main(argv=None) -> int:
-    """eval.py's command line: greedy accuracy of a model (or a run's saved model).
-
-    Its model, data and evaluation flags are ttrv.py's (config.EVAL_FIELDS), checked the same
-    way before anything loads; --limit, --batch-size, --max-new-tokens and --seed are kept as
-    aliases of --eval-limit, --eval-batch-size, --eval-max-new-tokens and --data-seed.
-    """
-    args = config.parse_eval_args(argv)
-    import torch
-
-    import data
-    import eval as evaluation
-    import vlm
-    from harness import math_data, models, presets, tiny
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.num_workers is None:
-        args.num_workers = default_workers(args.device)
-    use_tf32(args.device)
-    models.quiet_transformers()
-    try:
-        name = args.model
-        if name in config.TINY_MODELS:
-            name = str(tiny.tiny_model_path(name))
-        name = model_path(name)
-        models.check_local(name)                 # before the data and the model load
-        if needs_hub(name, args.dataset):
-            models.work_offline_if_hub_unreachable()
-        examples = presets.load_dataset(args.dataset, args.split, data_dir=args.data_dir,
-                                        seed=args.data_seed, protocol=args.protocol,
-                                        max_image_side=args.max_image_side)[:args.eval_limit]
-        # fp32 weights under bf16 autocast: the computation of ttrv.py's own evaluations
-        bf16 = config.bf16_compute(args.precision, args.device)
-        model, processor = vlm.load(models.resolve_name(name), args.device, torch.float32,
-                                    allow_cpu=args.allow_cpu)
-        math_data.check_fits(processor, model, examples)      # images for a text model, ...
-        model.eval()
-        result = evaluation.evaluate(model, processor, examples,
-                                     batch_size=args.eval_batch_size,
-                                     max_new_tokens=args.eval_max_new_tokens,
-                                     num_workers=args.num_workers,
-                                     autocast=torch.autocast(args.device, dtype=torch.bfloat16,
-                                                             enabled=bf16))
-    except (data.DataError, vlm.ModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except BaseException as e:
-        if not (isinstance(e, KeyboardInterrupt) or _STOPPED):
-            raise
-        print(f"{_how(e)}; nothing was written.", file=sys.stderr)
-        return 128 + _signal_number(e)
-    print(f"accuracy {result.accuracy:.4f} ({result.correct}/{result.total}), "
-          f"unparseable {result.unparseable}")
-    if args.output:
-        evaluation.write_predictions(args.output, result)
-    return 0
-
-
-def default_workers(device: str) -> int:
-    """--num-workers when unset: min(4, this process's CPUs) on CUDA, where image preparation
-    overlaps the GPU; 0 on the CPU, where the model and the workers would share the same cores."""
-    if not device.startswith("cuda"):
-        return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(4, cpus or 1)
+def stopping(e) -> bool:
+    """Whether exception `e` is a stop (Ctrl-C, or any exception once SIGTERM arrived)."""
+    return isinstance(e, KeyboardInterrupt) or _STOPPED
 
 
 def use_tf32(device: str) -> None:

@@ -1,9 +1,9 @@
 """Every setting of a TTRV run in one place, and the command line that fills it.
 
-`Config` is the single list of hyperparameters (nanoGPT style): each field carries its --help
-text and group, and `parse_args` builds one flag per field. This module imports no torch or
-transformers, so `python ttrv.py --help` and the checks on the settings run before anything
-heavy is loaded.
+`Config` is the single list of settings: each field carries its --help text and group, and
+`parse_args` builds one flag per field; the algorithm's own fields (ttrv.Settings, the paper's
+values at the top of ttrv.py) go to it through harness/run.py's `settings`. No torch import, so
+`python ttrv.py --help` and the checks on the settings run before anything heavy is loaded.
 
     cfg = parse_args(["--model", "Qwen/Qwen2.5-VL-3B", "--dataset", "resisc45"])
 """
@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 
 import rewards
+from harness.families import OFFICIAL, TTRL, TTRL_BENCHMARKS
 
 
 # Responses per forward/backward chunk on a GPU when --micro-batch is unset: one rambling
@@ -84,7 +85,7 @@ class Config:
                            f"to its longest response (lowers memory; default: {CUDA_MICRO_BATCH} "
                            "on a GPU, the whole group on the CPU)")
     temperature: float = opt(1.0, "rollouts", "sampling temperature (--protocol official / "
-                             "ttrl: per model family, vlm.official_temperature / ttrl_temperature)")
+                             "ttrl: per model family, families.official_temperature / ttrl_temperature)")
     top_p: float = opt(1.0, "rollouts", "nucleus sampling threshold")
     max_new_tokens: int = opt(1024, "rollouts", "longest response, in tokens")
     prompts_per_step: int = opt(4, "rollouts", "prompts whose rollouts are drawn together "
@@ -140,24 +141,6 @@ class Config:
     save_dtype: str = opt(None, "output", "dtype of the saved model (default: the training compute "
                           "dtype: bf16 under bf16 precision, fp32 otherwise)", ["bf16", "fp32"])
     quiet: bool = opt(False, "output", "no progress bars or per-step logs")
-
-
-# --protocol official: the official runs' settings (docs/protocols.md). Family-
-# dependent values (temperature) are None here and filled by vlm.official_temperature in ttrv.run once the model is loaded.
-OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer="text",
-                adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)
-
-
-# --protocol ttrl: TTRL's Qwen2.5-Math-1.5B scripts (docs/protocols.md, methods-notes section 1).
-# The whole benchmark is the adaptation set (num_samples None: all of it, labels stripped);
-# temperature None: per family, vlm.ttrl_temperature (1.0 Qwen2.5-Math, 0.6 other text models).
-TTRL = dict(rollouts=64, train_rollouts=32, lr=5e-7, warmup_ratio=0.03, beta=0.001,
-            clip_eps=0.2, loss_agg="token_mean", temperature=None, max_new_tokens=3072,
-            num_samples=None, no_answer="own", eval_samples=16)
-# Per benchmark (TTRL's scripts): episodes and prompts per step. Other datasets keep the defaults.
-TTRL_BENCHMARKS = {"aime24": dict(epochs=80, prompts_per_step=8),
-                   "amc23": dict(epochs=30, prompts_per_step=8),
-                   "math500": dict(epochs=10, prompts_per_step=32)}
 
 
 # The tiny offline models are ~1,000x smaller than a 3B VLM: at the paper's lr of 5e-7 their
@@ -360,45 +343,3 @@ def parse_args(argv=None) -> Config:
     if problem:
         parser.error(problem)
     return cfg
-
-
-# eval.py's flags: the same fields (one definition, Config's) as ttrv.py's; field -> the flag
-# eval.py has always had for it, kept as an alias.
-EVAL_FIELDS = dict(protocol=None, model=None, device=None, precision=None, allow_cpu=None, dataset=None,
-                   data_dir=None, data_seed="--seed", max_image_side=None, num_workers=None,
-                   eval_limit="--limit", eval_batch_size="--batch-size",
-                   eval_max_new_tokens="--max-new-tokens")
-
-
-def parse_eval_args(argv=None) -> argparse.Namespace:
-    """eval.py's command line: ttrv.py's model, data and evaluation flags (EVAL_FIELDS), plus
-    --split and --output; checked like ttrv.py's (exit code 2, one sentence, before loading).
-    eval_max_new_tokens is always filled (ttrv.py's --max-new-tokens default when unset)."""
-    parser = argparse.ArgumentParser(
-        description="Greedy evaluation of a VLM on multiple-choice questions.",
-        usage="%(prog)s --model M [options]   (see --help)")
-    groups, fields = {}, {f.name: f for f in dataclasses.fields(Config)}
-    presets = dict(eval_max_new_tokens=TINY_PRESETS["max_new_tokens"])
-    overrides = dict(  # where eval.py's help differs from ttrv.py's
-        model=dict(required=True, help="hub id, local model directory, a run directory (uses "
-                   "its model/), or 'tiny' / 'tiny-letters'"),
-        protocol=dict(help="paper: the paper's prompts; official: the official runs' prompt text "
-                      "and option spelling"),
-        dataset=dict(help="resisc45, shapes, folder:PATH, jsonl:PATH, ... (default: shapes)"),
-        allow_cpu=dict(help="evaluate a >1B model on the CPU anyway (very slow)"),
-        eval_max_new_tokens=dict(help="longest response, in tokens (default: "
-                                 f"{Config.max_new_tokens}; {presets['eval_max_new_tokens']} "
-                                 "for --model tiny)"))
-    for name, alias in EVAL_FIELDS.items():
-        _add_flag(parser, groups, fields[name], presets, alias, **overrides.get(name, {}))
-    groups["data"].add_argument("--split", default="test", help="the split to evaluate")
-    groups["evaluation"].add_argument("--output", default=None,
-                                      help="write per-example predictions (JSONL) here")
-    known, _ = parser.parse_known_args(argv)
-    parser.set_defaults(eval_max_new_tokens=presets["eval_max_new_tokens"]
-                        if known.model in TINY_MODELS else Config.max_new_tokens)
-    args = parser.parse_args(argv)
-    problem = check_numbers(vars(args)) or check_device(args.device)
-    if problem:
-        parser.error(problem)
-    return args

@@ -10,8 +10,8 @@ MixedPrecisionPolicy computes in bf16 from the fp32 master weights and reduces g
 fp32; on the CPU (gloo) everything is fp32.
 
 One process without torchrun: `init` returns False, no process group exists, nothing is
-wrapped, and the loop runs with harness/processes.py's `OneProcess` (every call the identity).
-Under torchrun it runs with `Ranks` there, which answers the same calls with the functions here.
+wrapped, and the loop runs with processes.py's `OneProcess` (every call the identity).
+Under torchrun it runs with harness/processes.py's `Ranks`, which answers the same calls with the functions here.
 
 ttrv.py's contract under K processes (harness/processes.py `Ranks`): each rank samples and scores its own
 prompts (a group never straddles ranks); one AdamW update covers `prompts_per_update` prompts

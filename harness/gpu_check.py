@@ -2,7 +2,7 @@
 
 On one GPU (at most 8 minutes), on the real architectures at full size with random weights
 (configs and processors from ../shared/fixtures; nothing is downloaded), through the loop's own
-functions (ttrv.prepare, ttrv.adapt, eval.evaluate) and their defaults on a GPU (bf16 autocast,
+functions (precision.prepare, ttrv.adapt, eval.evaluate) and their defaults on a GPU (bf16 autocast,
 fused AdamW, micro-batches of 8, gradient checkpointing):
   1. Qwen2.5-VL-3B full fine-tuning: peak GPU memory through the first batch of 4 prompts (its
      first AdamW step allocates the moments);
@@ -39,7 +39,7 @@ import data
 import eval as evaluation
 import ttrv
 import vlm
-from harness import config, resisc45
+from harness import config, families, models, precision, resisc45, run
 
 FIXTURES = Path(__file__).resolve().parent.parent / ".." / "shared" / "fixtures"
 QWEN, INTERNVL = "qwen2.5-vl-3b-instruct", "internvl3-2b-hf"
@@ -78,15 +78,15 @@ def real_model(name, device):
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(src))
     if (src / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(src)
-    return model, vlm.load_processor(str(src))
+    return model, families.set_tiling(vlm.load_processor(str(src)))
 
 
 def tiny_model(arch, device):
     """A tiny random-weight model of `arch` (harness/tiny.py), built in a temporary directory."""
     from harness import tiny
     with tempfile.TemporaryDirectory(prefix=f"gpu-check-{arch}-") as tmp:
-        return vlm.load(str(tiny.build_tiny_model(tmp, arch=arch)), device, torch.float32,
-                        allow_cpu=True)
+        return models.load(str(tiny.build_tiny_model(tmp, arch=arch)), device, torch.float32,
+                           allow_cpu=True)
 
 
 class Meter:
@@ -123,16 +123,17 @@ def settings(sizes, device, **kw):
 
 
 def one_run(build, cfg, examples, meter):
-    """ttrv.prepare + ttrv.adapt: {peak through batch 1 (GB), seconds of batch 1, of all}."""
+    """precision.prepare + ttrv.adapt: {peak through batch 1 (GB), seconds of batch 1, of all}."""
     model, processor = build()
-    policy, ref_model, autocast = ttrv.prepare(model, cfg, lambda: copy.deepcopy(model))
+    policy, ref_model, autocast = precision.prepare(model, cfg, lambda: copy.deepcopy(model))
     out = {}
 
     def first(m):
         if m["step"] == 1:
             out.update(peak_gb=meter.peak_gb(), first_batch_s=meter.seconds())
     meter.start()
-    ttrv.adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=first)
+    ttrv.adapt(ttrv.Setup(policy, ref_model, processor, autocast), examples, run.settings(cfg),
+               on_step=first)
     out["adapt_s"] = meter.seconds()
     return out, (policy, processor, autocast)
 

@@ -13,7 +13,7 @@ same model with its adapters switched off, so there is no second copy:
 samplers see the same object as under full fine-tuning. The adapters start at B = 0 (PEFT's
 default), so at the first update the policy and the reference are the same function: KL 0.
 
-Where adapters go (vlm.FAMILIES' `lora_modules`, default vlm.LORA_MODULES): the language model's
+Where adapters go (families.FAMILIES' `lora_modules`, default families.LORA_MODULES): the language model's
 attention and MLP projections, and every linear layer of the vision tower when the family (or
 --no-freeze-vision) trains it. Dropout on the adapters is 0 (ours): with dropout the training
 forward would not be the policy that sampled, and the ratio of eq. (1) would be off at step 0.
@@ -25,13 +25,14 @@ import warnings
 import torch
 
 import vlm
+from harness import families
 
 
 def targets(model, train_vision: bool) -> list[str]:
     """Full names of the linear layers that get adapters (never the output head)."""
-    names = vlm.family(model).get("lora_modules", vlm.LORA_MODULES)
+    names = families.family(model).get("lora_modules", families.LORA_MODULES)
     return [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-            and (train_vision if vlm.is_vision(name) else name.rsplit(".", 1)[-1] in names)]
+            and (train_vision if families.is_vision(name) else name.rsplit(".", 1)[-1] in names)]
 
 
 def add(model, rank: int, alpha: float, train_vision: bool):

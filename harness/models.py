@@ -5,9 +5,9 @@ cannot load, transformers kept quiet, offline mode when the hub cannot be reache
     check_local(name)                           # a local path must be a model directory
     quiet_transformers()                        # no progress bars or warnings from transformers
     work_offline_if_hub_unreachable()           # a hub id fails at once, cached files still load
-    model, processor = vlm.load(name, ...)
+    model, processor = load(name, "cuda", torch.float32)   # vlm.load + the family's image tiling
 
-None of this knows what a model does; the model seam is vlm.py. Imports vlm.py (ModelError).
+None of this knows what a model does; the model seam is vlm.py.
 """
 
 import json
@@ -16,7 +16,11 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+import vlm
+from harness import families
 from vlm import ModelError, _looks_local
+
+CPU_PARAM_LIMIT = 1_000_000_000  # above this, refuse to train on a CPU unless asked (--allow-cpu)
 
 # Names people type that are not hub ids (the model cards and the paper say "Qwen2.5-VL-3B",
 # "InternVL3-2B"). InternVL: the "-hf" conversions load through transformers' own classes;
@@ -35,6 +39,34 @@ MISSING = {
     f"{prefix}{name}": "OpenGVLab/InternVL2_5-4B"
     for prefix in ("", "OpenGVLab/") for name in ("InternVL2.5-4B", "InternVL2_5-4B")
 }
+
+
+def load(name: str, device: str = "cpu", dtype=None, allow_cpu: bool = False):
+    """vlm.load for a run: a model over CPU_PARAM_LIMIT parameters refused on the CPU unless
+    `allow_cpu` (before its weights load), the processor given its family's image tiling."""
+    import torch
+    processor = vlm.load_processor(name)        # a missing chat template ends first
+    if device == "cpu" and not allow_cpu:
+        n = count_parameters(name)
+        if n is not None and n > CPU_PARAM_LIMIT:
+            raise ModelError(f"{name} has {n / 1e9:.1f}B parameters and no GPU is in use; run "
+                             "on a CUDA machine, or pass --allow-cpu to try anyway (very slow).")
+    model = vlm.load_model(name, device, dtype or torch.float32)
+    return model, families.set_tiling(processor)
+
+
+def count_parameters(name: str) -> int | None:
+    """Parameters of `name`'s architecture, counted on the meta device (nothing allocated);
+    None when its config cannot be read (vlm.load_model then says why in one sentence)."""
+    import torch
+    from transformers import AutoConfig
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        return None
+    with torch.device("meta"):
+        model = vlm.auto_class(config).from_config(config)
+    return sum(p.numel() for p in model.parameters())
 
 
 def resolve_name(name: str, log=print) -> str:

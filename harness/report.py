@@ -134,13 +134,3 @@ def step_line(m: dict) -> str:
     """One short aligned line per step, e.g. 'step   3  reward  0.412  H 0.731  majority 0.67 ...'."""
     return f"step {m['step']:3d}" + "".join(f"  {label} {fmt.format(m[key])}"
                                             for key, label, fmt in STEP_LINE if key in m)
-
-
-def step_metrics(step, updates, figures, stats, weights, grad_norms, lr, procs) -> dict:
-    """One batch's line of metrics.jsonl: the vote's figures and the loss statistics, each a
-    mean over the batch's prompts (of every process: sums over counts; stand-ins weigh 0)."""
-    m = dict(step=step, updates=updates)
-    m.update(procs.mean({key: (sum(x[key] * w for x, w in zip(part, weights)), sum(weights))
-                         for part in (figures, stats) for key in part[0]}))
-    m.update(grad_norm=sum(grad_norms) / len(grad_norms), lr=lr)
-    return m

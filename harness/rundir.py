@@ -9,8 +9,8 @@ A run never merges into an old one: an existing run directory is refused, or wit
 moved aside to <dir>.replaced-<time> first (never deleted), and a path that cannot be written
 (status.json "running" is the first file) is refused before anything is loaded. A run directory
 removed while the run goes on, or a disk that fills, ends the run in one sentence. What it
-leaves out: the files themselves (ttrv.run writes them) and locking against two runs started at
-once on the same --output-dir.
+leaves out: the files themselves (harness/run.py writes them) and locking against two runs
+started at once on the same --output-dir.
 """
 
 import datetime

@@ -263,9 +263,6 @@ def tiny_model_path(name: str = "tiny", cache_dir=None, log=print) -> Path:
     import transformers
 
     from harness import shapes
-    if name == "tiny-math":            # the text LM: harness/tiny_math.py builds and caches it
-        from harness.tiny_math import tiny_math_path
-        return tiny_math_path(cache_dir, log)
     if name not in RECIPES:
         raise ValueError(f"Unknown tiny model {name!r}; use one of {sorted(RECIPES)}.")
     teach = RECIPES[name]

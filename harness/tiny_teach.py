@@ -52,10 +52,10 @@ def teach_shapes(model_dir, steps: int = TEACH["steps"], batch_size: int = TEACH
     """
     import random
 
-    from harness import presets
+    from harness import shapes
     import vlm
     model, processor = vlm.load(str(model_dir))
-    train = presets.load_dataset("shapes", "train", seed=seed)
+    train = shapes.load_shapes("train", seed=seed)
     rng = random.Random(seed)
     words = random.Random(f"{seed}/non-answers")   # own stream: letters-only draws unchanged
     torch.manual_seed(seed)

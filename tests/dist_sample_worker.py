@@ -23,15 +23,17 @@ import rollout  # noqa: E402
 import ttrv  # noqa: E402
 from harness import distributed, presets, processes  # noqa: E402
 from harness.config import Config  # noqa: E402
+from harness.run import load_models  # noqa: E402
 
 
 def main(model_dir, out):
     procs = processes.Ranks() if distributed.init("cpu") else processes.ONE
     cfg = Config(model=model_dir, device="cpu", precision="fp32", rollouts=3, max_new_tokens=5)
-    policy, _, processor, _, _ = ttrv.load_models(cfg, log=lambda *a: None, procs=procs)
+    setup, _ = load_models(cfg, log=lambda *a: None, procs=procs)
+    policy, processor = setup.policy, setup.processor
     examples = presets.load_dataset("shapes", "test")[2 * procs.rank:2 * procs.rank + 2]
     inputs = ttrv.prompts_of(processor, examples, "cpu")
-    options = ttrv.sampling_options(policy, processor, cfg, procs)
+    options = ttrv.sampling_options(setup, cfg)
     count, real = [0], _fsdp_param_group.foreach_all_gather
 
     def counting(*a, **k):

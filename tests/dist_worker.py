@@ -29,6 +29,7 @@ import ttrv  # noqa: E402
 import vlm  # noqa: E402
 from harness import distributed, presets, processes  # noqa: E402
 from harness.config import Config  # noqa: E402
+from harness.run import load_models  # noqa: E402
 
 PROCS = None   # processes.Ranks() under torchrun, else processes.ONE (set in main)
 
@@ -41,7 +42,8 @@ def one_update(model_dir):
     torch.manual_seed(0)
     cfg = Config(model=model_dir, device="cpu", precision="fp32", rollouts=4, lr=1e-3,
                  prompts_per_update=2, max_grad_norm=1e9, beta=0.01)
-    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None, procs=PROCS)
+    setup, _ = load_models(cfg, log=lambda *a: None, procs=PROCS)
+    policy, processor = setup.policy, setup.processor
     examples = presets.load_dataset("shapes", "test")[:2]
     prompts = vlm.split_inputs(vlm.prompt_inputs(processor, [e.image() for e in examples],
                                                  [e.question for e in examples]))
@@ -54,8 +56,8 @@ def one_update(model_dir):
     for j in PROCS.updates([0, 1], 2)[0]:                               # this rank's prompts
         with torch.no_grad():
             old = rollout.logprobs(policy, prompts[j], ids[j], mask[j])
-        groups.append(ttrv.experience(ref, prompts[j], ids[j], mask[j], old + noise[j],
-                                      advantages[j], 1.0, cfg, autocast, rollout))
+        groups.append(ttrv.experience(setup, rollout.Experience(
+            prompts[j], ids[j], mask[j], old + noise[j], None, advantages[j]), cfg))
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     grads, step = {}, optimizer.step
@@ -64,8 +66,7 @@ def one_update(model_dir):
         grads.update({n: full(p.grad) for n, p in policy.named_parameters() if p.grad is not None})
         return step(*a, **kw)
     optimizer.step = recording_step
-    per_group, grad_norm = ttrv.update(policy, optimizer, params, groups, cfg, autocast, rollout,
-                                       PROCS)
+    per_group, grad_norm = ttrv.update(setup, optimizer, groups, cfg)
     stats = PROCS.mean({key: (sum(s[key] * g.weight for s, g in zip(per_group, groups)),
                               sum(g.weight for g in groups)) for key in per_group[0]})
     stats["grad_norm"] = grad_norm
@@ -84,7 +85,8 @@ def adapt_with_stand_ins(model_dir):
     cfg = Config(model=model_dir, device="cpu", precision="fp32", rollouts=4, lr=1e-3,
                  prompts_per_step=3, prompts_per_update=2, epochs=1, beta=0.01,
                  weight_decay=0.0, quiet=True)
-    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None, procs=PROCS)
+    setup, _ = load_models(cfg, log=lambda *a: None, procs=PROCS)
+    policy, processor = setup.policy, setup.processor
     examples = [dataclasses.replace(e, question=f"Question {i}. {e.question}")
                 for i, e in enumerate(presets.load_dataset("shapes", "test")[:4])]
     tok = processor.tokenizer
@@ -105,8 +107,7 @@ def adapt_with_stand_ins(model_dir):
                 for b, one in enumerate(prompts)])                                # [B*n, T]
         return rollout.Rollouts(ids, logp, None, mask)
     fixed = types.SimpleNamespace(sample=fixed_sample, logprobs=rollout.logprobs)
-    history = ttrv.adapt(policy, ref, processor, examples, cfg, autocast, sampler=fixed,
-                         procs=PROCS)
+    history = ttrv.adapt(dataclasses.replace(setup, sampler=fixed, procs=PROCS), examples, cfg)
     weights = {n: full(p) for n, p in policy.named_parameters()}
     return dict(history=history, weights=weights)
 

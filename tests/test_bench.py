@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-import bench
+from harness import bench
 from conftest import shared_path
 from harness import bench_models
 

@@ -4,7 +4,7 @@ import re
 
 import torch
 
-import bench
+from harness import bench
 from harness import bench_text
 
 

@@ -24,7 +24,7 @@ import eval as evaluation
 from harness import models
 import ttrv
 import vlm
-from harness import cli, config, math_data
+from harness import cli, config, eval_cli, math_data, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--num-samples", "2", "--rollouts", "3", "--prompts-per-step", "2", "--epochs", "1",
@@ -37,7 +37,7 @@ def nothing_loads(monkeypatch):
     def loaded(*a, **k):
         raise AssertionError("data or model was loaded before the error")
     monkeypatch.setattr(presets, "load_dataset", loaded)
-    monkeypatch.setattr(ttrv, "load_models", loaded)
+    monkeypatch.setattr(run, "load_models", loaded)
 
 
 def ends_before_loading(argv, capsys, code):
@@ -119,7 +119,7 @@ def test_settings_that_would_learn_nothing_are_refused(argv, says, tmp_path, cap
 
 def test_one_rollout_is_allowed_where_it_can_learn():
     """With --baseline none (or batch) one response's reward is its advantage."""
-    assert ttrv.parse_args(["--rollouts", "1", "--baseline", "none"]).rollouts == 1
+    assert config.parse_args(["--rollouts", "1", "--baseline", "none"]).rollouts == 1
 
 
 @pytest.mark.parametrize("limit", ["0", "-5"])
@@ -135,11 +135,11 @@ def test_eval_given_a_run_directory_evaluates_its_model(tmp_path, tiny_dir, caps
     (run / "status.json").write_text('{"status": "complete"}')
     (run / "model").symlink_to(tiny_dir)
     args = ["--model", str(run), "--limit", "2", "--max-new-tokens", "2", "--device", "cpu"]
-    assert cli.eval_main(args) == 0
+    assert eval_cli.main(args) == 0
     out = capsys.readouterr().out
     assert f"evaluating its saved model {run / 'model'}" in out and "accuracy" in out
     (run / "model").unlink()                                        # --no-save-model
-    assert cli.eval_main(args) == 1
+    assert eval_cli.main(args) == 1
     err = capsys.readouterr().err
     assert "run directory without a saved model" in err and "Traceback" not in err
 
@@ -153,7 +153,7 @@ def test_overwrite_moves_the_old_run_aside_before_writing(tmp_path, capsys, monk
     def new_run(cfg, out_, log, procs, **kw):
         assert list(out_.iterdir()) == [out_ / "status.json"]     # nothing of the old run
         raise data.DataError("stop here.")
-    monkeypatch.setattr(ttrv, "run", new_run)
+    monkeypatch.setattr(run, "run", new_run)
     assert cli.main(["--output-dir", str(out), "--overwrite", "--quiet"]) == 1
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
     assert len(aside) == 1 and (aside[0] / "model" / "model.safetensors").read_text() == "old"
@@ -212,7 +212,7 @@ def test_a_hub_id_without_network_fails_fast_and_quietly(monkeypatch, capsys):
     assert models.work_offline_if_hub_unreachable(log=print)
     assert constants.HF_HUB_OFFLINE and "cannot be reached" in capsys.readouterr().out
     with pytest.raises(vlm.ModelError, match="Could not fetch"):
-        vlm.load_model("Qwen/no-such-model", "cpu", torch.float32, allow_cpu=True)
+        vlm.load_model("Qwen/no-such-model", "cpu", torch.float32)
     assert "Retry" not in capsys.readouterr().err
 
 
@@ -266,12 +266,12 @@ def eval_loads_nothing(monkeypatch):
     def loaded(*a, **k):
         raise AssertionError("data or model was loaded before the error")
     monkeypatch.setattr(presets, "load_dataset", loaded)
-    monkeypatch.setattr(vlm, "load", loaded)
+    monkeypatch.setattr(models, "load", loaded)
 
 
 def eval_ends(argv, capsys, code):
     try:
-        result = cli.eval_main(argv)
+        result = eval_cli.main(argv)
     except SystemExit as e:
         result = e.code
     err = capsys.readouterr().err
@@ -342,7 +342,7 @@ def test_a_corrupt_cached_tiny_model_is_rebuilt(tmp_path, capsys, monkeypatch, t
     os.truncate(weights, weights.stat().st_size // 2)
     assert tiny.unreadable(path) is not None
     args = ["--model", "tiny", "--limit", "1", "--max-new-tokens", "1", "--device", "cpu"]
-    assert cli.eval_main(args) == 0
+    assert eval_cli.main(args) == 0
     captured = capsys.readouterr()
     assert f"the cached tiny model in {path} cannot be read" in captured.out
     assert "rebuilding it" in captured.out and "accuracy" in captured.out
@@ -388,11 +388,11 @@ def test_eval_takes_ttrv_s_data_and_protocol_flags(tmp_path, capsys, monkeypatch
         seen.update(kw, name=name, split=split)
         return ["example"] * 10
 
-    def evaluate(model, processor, examples, autocast=None, **kw):
-        seen.update(kw, examples=len(examples))
+    def evaluate(model, processor, examples, autocast=None, prepare=None, **kw):
+        seen.update(kw, examples=len(examples), num_workers=prepare.keywords["num_workers"])
         return evaluation.EvalResult.of([dict(correct=1, prediction="A")])
     monkeypatch.setattr(presets, "load_dataset", load_dataset)
-    monkeypatch.setattr(vlm, "load", lambda *a, **k: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(models, "load", lambda *a, **k: (torch.nn.Linear(1, 1), None))
     monkeypatch.setattr(math_data, "check_fits", lambda *a: None)     # no real model or data
     monkeypatch.setattr(evaluation, "evaluate", evaluate)
     model = tmp_path / "m"
@@ -406,8 +406,8 @@ def test_eval_takes_ttrv_s_data_and_protocol_flags(tmp_path, capsys, monkeypatch
            "--num-workers", "2"]
     for argv in (new, old):
         seen.clear()
-        assert cli.eval_main(["--model", str(model), *argv]) == 0, capsys.readouterr().err
+        assert eval_cli.main(["--model", str(model), *argv]) == 0, capsys.readouterr().err
         assert seen == dict(name="shapes", split="test", data_dir=None, seed=7,
                             protocol="official", max_image_side=500, examples=3, batch_size=2,
                             max_new_tokens=5, num_workers=2)
-    assert set(config.EVAL_FIELDS) <= {f.name for f in dataclasses.fields(config.Config)}
+    assert set(eval_cli.EVAL_FIELDS) <= {f.name for f in dataclasses.fields(config.Config)}

@@ -17,7 +17,7 @@ import ttrv
 import vlm
 from harness import tiny_math
 from harness.config import Config
-from harness.processes import ONE
+from processes import ONE
 
 
 # ----------------------------------------------------------------------------- dare_reward
@@ -95,8 +95,8 @@ def test_collect_hands_dare_each_response_s_mean_entropy_over_its_own_tokens(loa
     cfg = Config(reward="dare", rollouts=N, beta=0.0, dare_alpha=0.3, dare_tau=0.2)
     batch = [data.Example(f"m{i}", f"What is {i} + 1?", [], str(i + 1), None, None)
              for i in range(2)]
-    ttrv.collect(model, None, tokenizer, batch, [1.0, 1.0], cfg, contextlib.nullcontext(),
-                 sampler, ONE, np.random.default_rng(0))
+    ttrv.collect(ttrv.Setup(model, None, tokenizer, contextlib.nullcontext(), sampler, ONE),
+                 batch, [1.0, 1.0], cfg, np.random.default_rng(0))
     assert len(seen) == 2                                  # once per prompt
     expected = sampler.expected_u()
     for b, (u, alpha, tau) in enumerate(seen):

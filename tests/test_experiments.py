@@ -13,6 +13,8 @@ import grpo
 import rollout
 from harness import report, shapes
 import ttrv
+from harness.run import load_models, run
+from harness.config import parse_args
 import vlm
 from harness import cli
 
@@ -21,7 +23,7 @@ SMALL = ["--num-samples", "4", "--rollouts", "4", "--prompts-per-step", "2", "--
 
 
 def cfg_for(model_dir, *flags):
-    cfg = ttrv.parse_args(["--model", str(model_dir), *SMALL, *flags])
+    cfg = parse_args(["--model", str(model_dir), *SMALL, *flags])
     return dataclasses.replace(cfg, device="cpu")
 
 
@@ -43,17 +45,17 @@ def test_seeds_run_every_seed_and_report_mean_and_spread(tmp_path, tiny_dir):
 
 def test_biased_sampling_adapts_on_only_k_classes(tmp_path, tiny_dir, monkeypatch):
     seen = []
-    monkeypatch.setattr(ttrv, "adapt", lambda p, r, proc, examples, *a, **k: seen.extend(examples)
+    monkeypatch.setattr(ttrv, "adapt", lambda setup, examples, *a, **k: seen.extend(examples)
                         or [dict(answer_entropy=0.0, step=1)])
     cfg = cfg_for(tiny_dir, "--num-samples", "10", "--sampling", "biased", "--classes", "2")
-    ttrv.run(cfg, tmp_path, log=lambda *a: None)
+    run(cfg, tmp_path, log=lambda *a: None)
     by_id = {e.id: e.label for e in presets.load_dataset("shapes")}
     assert len(seen) == 10 and all(e.label is None for e in seen)       # still unlabeled
     assert len({by_id[e.id] for e in seen}) == 2
 
 
 def test_random_reward_ignores_the_answers():
-    cfg = ttrv.parse_args(["--reward", "random"])
+    cfg = parse_args(["--reward", "random"])
     a, _, _ = ttrv.score(["A"] * 8, fake_example(), cfg, np.random.default_rng(3))
     b, _, _ = ttrv.score(["B", "C", "D", "A"] * 2, fake_example(), cfg, np.random.default_rng(3))
     assert np.array_equal(a, b) and set(a) <= {0.0, 1.0}
@@ -65,14 +67,14 @@ def test_the_batch_baseline_lets_alpha_change_the_advantages():
     for baseline, cancels in (("group", True), ("batch", False), ("none", False)):
         adv = []
         for alpha in ("0", "0.75"):
-            cfg = ttrv.parse_args(["--alpha", alpha, "--baseline", baseline])
+            cfg = parse_args(["--alpha", alpha, "--baseline", baseline])
             r = torch.tensor(np.stack([ttrv.score(t, fake_example(), cfg, None)[0] for t in texts]))
             adv.append(grpo.group_advantages(r, baseline=cfg.baseline))
         assert torch.allclose(adv[0], adv[1]) == cancels, baseline
 
 
 def test_counting_questions_vote_on_numbers():
-    cfg = ttrv.parse_args(["--reward", "frequency"])
+    cfg = parse_args(["--reward", "frequency"])
     count = data.Example("x", "How many?", [], None, None, None, kind="count")
     r, _, share = ttrv.score([r"\boxed{3}", "3", "there are 4", "3."], count, cfg, None)
     assert share == 0.75 and np.allclose(r, [0.75, 0.75, 0.25, 0.75])
@@ -81,18 +83,19 @@ def test_counting_questions_vote_on_numbers():
 def test_train_rollouts_trains_on_the_first_k_of_the_votes(tmp_path, tiny_dir, monkeypatch):
     rows = []
     real = ttrv.backward
-    monkeypatch.setattr(ttrv, "backward", lambda p, g, *a: rows.append(g.ids.shape[0])
-                        or real(p, g, *a))
+    monkeypatch.setattr(ttrv, "backward", lambda s, g, *a: rows.append(g.ids.shape[0])
+                        or real(s, g, *a))
     cfg = cfg_for(tiny_dir, "--votes", "6", "--train-rollouts", "2")
-    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    ttrv.adapt(policy, ref, processor, presets.load_dataset("shapes")[:2], cfg, autocast)
+    setup, _ = load_models(cfg, log=lambda *a: None)
+    ttrv.adapt(setup, presets.load_dataset("shapes")[:2], cfg)
     assert rows == [2, 2]
 
 
 @pytest.mark.parametrize("agg", ["token_mean", "sequence_mean", "dr_grpo"])
 def test_micro_batches_accumulate_the_same_gradient(tiny_dir, agg):
     cfg = cfg_for(tiny_dir, "--loss-agg", agg, "--beta", "0.1")
-    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
+    setup, _ = load_models(cfg, log=lambda *a: None)
+    policy, ref, processor = setup.policy, setup.ref_model, setup.processor
     one = vlm.split_inputs(vlm.prompt_inputs(processor, [presets.load_dataset("shapes")[0].image()],
                                              ["Which shape?"]))[0]
     g = torch.Generator().manual_seed(0)
@@ -108,8 +111,7 @@ def test_micro_batches_accumulate_the_same_gradient(tiny_dir, agg):
     grads = []
     for micro in (None, 2):
         policy.zero_grad()
-        ttrv.backward(policy, group, dataclasses.replace(cfg, micro_batch=micro), autocast,
-                      rollout, total, 1.0)
+        ttrv.backward(setup, group, dataclasses.replace(cfg, micro_batch=micro), total, 1.0)
         grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
@@ -160,15 +162,15 @@ def test_counting_questions_are_scored_by_one_minus_symmetric_percentage_error()
 @pytest.mark.parametrize("reward", ["ttrv", "frequency", "diversity", "majority", "random", "dare"])
 def test_every_reward_runs_through_the_loop(tiny_dir, reward):
     cfg = cfg_for(tiny_dir, "--reward", reward, "--num-samples", "2", "--lr", "1e-3")
-    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    history = ttrv.adapt(policy, ref, processor, presets.load_dataset("shapes")[:2], cfg, autocast)
+    setup, _ = load_models(cfg, log=lambda *a: None)
+    history = ttrv.adapt(setup, presets.load_dataset("shapes")[:2], cfg)
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
 
 
 def test_flag_combinations_that_cannot_work_are_refused_up_front(capsys):
     for flags in (["--reward", "dare", "--no-shared-prefix"], ["--sampling", "biased"]):
         with pytest.raises(SystemExit):
-            ttrv.parse_args(flags)
+            parse_args(flags)
     assert "--classes" in capsys.readouterr().err
 
 
@@ -191,7 +193,7 @@ def test_official_protocol_samples_at_the_loaded_family_s_temperature(tmp_path, 
     so the run samples (and records in config.json) at 1.5; an explicit flag still wins."""
     cfg = cfg_for(tiny_dir, "--protocol", "official", "--train-rollouts", "2")
     assert cfg.temperature is None
-    ttrv.run(cfg, tmp_path / "official")
+    run(cfg, tmp_path / "official")
     assert json.loads((tmp_path / "official" / "config.json").read_text())["temperature"] == 1.5
     cfg = cfg_for(tiny_dir, "--protocol", "official", "--train-rollouts", "2", "--temperature", "0.7")
     assert cfg.temperature == 0.7

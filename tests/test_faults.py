@@ -24,8 +24,8 @@ import eval as evaluation
 import grpo_tta
 import ttrv
 import vlm
-from harness import (bench_logprob, bench_models, bench_text, cli, gpu_check, lora, math_data,
-                     presets, processes, tiny_clip, tiny_math)
+from harness import (bench_logprob, bench_models, bench_text, cli, eval_cli, gpu_check,
+                     grpo_tta_cli, lora, math_data, presets, processes, tiny_clip, tiny_math)
 from harness.grpo_tta_config import TTAConfig, fit_group, parse_args as tta_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def test_ctrl_c_during_grpo_tta_marks_the_run_interrupted(tmp_path, clip_dir, ca
         return real(*a, **k)
     monkeypatch.setattr(grpo_tta, "adapt_image", second_image_interrupted)
     out = tmp_path / "run"
-    assert grpo_tta.main(["--model", str(clip_dir), *TTA_SMALL, "--output-dir", str(out)]) == 130
+    assert grpo_tta_cli.main(["--model", str(clip_dir), *TTA_SMALL, "--output-dir", str(out)]) == 130
     assert _one_clean_line(capsys.readouterr().err).startswith("interrupted; marked interrupted")
     assert _status(out)["status"] == "interrupted"
 
@@ -109,7 +109,7 @@ def test_a_folder_with_fewer_classes_than_the_group_uses_all_of_them_and_says_so
         tmp_path, clip_dir, capsys):
     root = _folder(tmp_path / "f", ["cat", "dog", "fox"])
     out = tmp_path / "run"
-    code = grpo_tta.main(["--model", str(clip_dir), "--dataset", f"folder:{root}", "--views", "8",
+    code = grpo_tta_cli.main(["--model", str(clip_dir), "--dataset", f"folder:{root}", "--views", "8",
                           "--steps", "1", "--output-dir", str(out)])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -153,7 +153,7 @@ def test_a_grpo_tta_run_directory_removed_mid_run_ends_in_one_sentence(tmp_path,
                                                                        capsys, monkeypatch):
     out = tmp_path / "run"
     monkeypatch.setattr(grpo_tta, "adapt_image", _remove_dir_then(out, grpo_tta.adapt_image))
-    assert grpo_tta.main(["--model", str(clip_dir), *TTA_SMALL, "--output-dir", str(out)]) == 1
+    assert grpo_tta_cli.main(["--model", str(clip_dir), *TTA_SMALL, "--output-dir", str(out)]) == 1
     line = _one_clean_line(capsys.readouterr().err)
     assert line.startswith(f"error: the run directory {out} was removed during the run")
 
@@ -196,8 +196,8 @@ def test_a_full_disk_in_grpo_tta_ends_in_one_sentence(tmp_path, clip_dir, capsys
 
     def table(results):                # the last file written: results.md
         raise _disk_full("oserror", out / "results.md")
-    monkeypatch.setattr(grpo_tta, "table", table)
-    assert grpo_tta.main(["--model", str(clip_dir), *TTA_SMALL, "--output-dir", str(out)]) == 1
+    monkeypatch.setattr(grpo_tta_cli, "table", table)
+    assert grpo_tta_cli.main(["--model", str(clip_dir), *TTA_SMALL, "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.splitlines()[0].startswith(
@@ -313,7 +313,7 @@ def test_a_text_only_model_given_image_questions_is_refused_before_any_evaluatio
                                    "shapes-test-0000 (and 199 more) shows an image; pass a "
                                    "vision-language model, or a dataset of text questions (e.g. "
                                    "tiny-math, jsonl: rows without an image).")
-    assert cli.eval_main(["--model", str(math_dir), "--dataset", "shapes"]) == 1     # eval.py
+    assert eval_cli.main(["--model", str(math_dir), "--dataset", "shapes"]) == 1     # eval.py
     assert "is a text-only model" in capsys.readouterr().err
 
 
@@ -378,7 +378,7 @@ def no_bench_runs(monkeypatch):
 ])
 def test_bench_refuses_bad_flags_in_one_sentence_before_any_model(argv, says, capsys,
                                                                   no_bench_runs):
-    import bench
+    from harness import bench
     with pytest.raises(SystemExit) as exit:
         bench.main(argv)
     err = capsys.readouterr().err
@@ -386,7 +386,7 @@ def test_bench_refuses_bad_flags_in_one_sentence_before_any_model(argv, says, ca
 
 
 def test_bench_refuses_cuda_where_torch_sees_none(capsys, no_bench_runs, monkeypatch):
-    import bench
+    from harness import bench
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as exit:
         bench.main(["--device", "cuda"])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-import bench
+from harness import bench
 from harness import gpu_check
 
 

@@ -240,12 +240,14 @@ def test_lr_steps_once_per_batch_and_the_first_batch_runs_at_the_peak(tiny_dir):
     """verl's schedule: one scheduler step per batch of prompts (2 batches of 2 prompts here);
     per-update stepping would give the first batch lrs 1 and 0.85 of the peak (mean 0.93)."""
     from harness import presets
+    from harness.config import parse_args
+    from harness.run import load_models
     import ttrv
-    cfg = ttrv.parse_args(["--model", str(tiny_dir), "--num-samples", "4", "--rollouts", "3",
-                           "--prompts-per-step", "2", "--epochs", "1", "--max-new-tokens", "2",
-                           "--lr", "1e-3", "--quiet", "--device", "cpu"])
-    policy, ref, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    history = ttrv.adapt(policy, ref, processor, presets.load_dataset("shapes")[:4], cfg, autocast)
+    cfg = parse_args(["--model", str(tiny_dir), "--num-samples", "4", "--rollouts", "3",
+                      "--prompts-per-step", "2", "--epochs", "1", "--max-new-tokens", "2",
+                      "--lr", "1e-3", "--quiet", "--device", "cpu"])
+    setup, _ = load_models(cfg, log=lambda *a: None)
+    history = ttrv.adapt(setup, presets.load_dataset("shapes")[:4], cfg)
     assert [m["updates"] for m in history] == [2, 4]
     assert history[0]["lr"] == 1e-3                                   # int(0.03 * 2) = 0 warmup
     assert history[1]["lr"] == pytest.approx(cosine_lr(1, 2, 1e-3)) == pytest.approx(5e-4)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from harness import clip_data
-from harness import clip_models
+from harness import clip_models, grpo_tta_cli
 import grpo
 import grpo_tta
 from harness import tiny_clip
@@ -48,7 +48,7 @@ def real_clip_dir():
 @pytest.fixture
 def setup(clip_dir):
     """(model, text embeddings, episode, views, cfg) on the random tiny CLIP."""
-    model, processor = grpo_tta.load_clip(str(clip_dir), "cpu")
+    model, processor = clip_models.load_clip(str(clip_dir), "cpu")
     cfg = TTAConfig(device="cpu", views=16, steps=3, lr=1e-2, group_size=4)
     text = grpo_tta.text_embeddings(model, processor, tiny_clip.CLASSES, "cpu")
     episode = grpo_tta.Episode(grpo_tta.chosen_parameters(model, cfg.params), cfg.lr, 0.0)
@@ -203,7 +203,7 @@ def test_group_draws_confident_views_vote_and_marginal():
 
 
 def test_layernorm_parameters_are_the_vision_towers_layernorms_only(clip_dir):
-    model, _ = grpo_tta.load_clip(str(clip_dir), "cpu")
+    model, _ = clip_models.load_clip(str(clip_dir), "cpu")
     chosen = grpo_tta.chosen_parameters(model, "layernorm")
     layers = tiny_clip.VISION["num_hidden_layers"]
     assert len(chosen) == 2 * (2 * layers + 2)                  # pre, 2 per layer, post; w and b
@@ -216,7 +216,7 @@ def test_layernorm_parameters_are_the_vision_towers_layernorms_only(clip_dir):
 
 
 def test_views_are_the_processors_image_then_seeded_crops(clip_dir):
-    _, processor = grpo_tta.load_clip(str(clip_dir), "cpu")
+    _, processor = clip_models.load_clip(str(clip_dir), "cpu")
     image = tiny_clip.toy_examples("shifted", 1)[0].image()
     make = grpo_tta.ViewMaker(processor, 8)
     views = make(image, seed=5)
@@ -274,7 +274,7 @@ def test_a_folder_dataset_takes_folder_names_or_a_names_file(tmp_path):
 
 def _main(argv, capsys, code):
     try:
-        result = grpo_tta.main(argv)
+        result = grpo_tta_cli.main(argv)
     except SystemExit as e:
         result = e.code
     err = capsys.readouterr().err
@@ -291,7 +291,7 @@ def test_an_unknown_dataset_lists_the_known_ones_before_anything_loads(capsys):
 
 def test_a_folder_of_one_class_ends_in_one_sentence_before_the_model(
         tmp_path, capsys, monkeypatch, clip_dir):
-    monkeypatch.setattr(grpo_tta, "load_clip", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(clip_models, "load_clip", lambda *a: pytest.fail("model loaded"))
     root = _folder(tmp_path / "f", ["cat"])
     out = tmp_path / "run"
     err = _main(["--model", str(clip_dir), "--dataset", f"folder:{root}", "--output-dir",
@@ -352,8 +352,8 @@ def test_python_grpo_tta_end_to_end_and_overwrite_moves_the_old_run_aside(tmp_pa
     assert len(preds) == 4 and set(grpo_tta.METHODS) <= set(preds[0])
     assert "Traceback" not in proc.stderr
     again = cmd[2:]                                          # the same flags, in-process
-    assert grpo_tta.main(again) == 1 and (out / "results.json").exists()   # refused, kept
-    assert grpo_tta.main(again + ["--overwrite"]) == 0
+    assert grpo_tta_cli.main(again) == 1 and (out / "results.json").exists()   # refused, kept
+    assert grpo_tta_cli.main(again + ["--overwrite"]) == 0
     aside = list(tmp_path.glob("run.replaced-*"))
     assert len(aside) == 1 and (aside[0] / "results.json").read_text() == json.dumps(
         results, indent=2)
@@ -362,7 +362,7 @@ def test_python_grpo_tta_end_to_end_and_overwrite_moves_the_old_run_aside(tmp_pa
 def test_the_default_model_is_the_tiny_clip_from_the_cache(tmp_path, capsys, monkeypatch,
                                                              clip_dir):
     monkeypatch.setattr(tiny_clip, "tiny_clip_path", lambda log=print: clip_dir)
-    assert grpo_tta.main([*SMALL, "--no-reset", "--output-dir", str(tmp_path / "run")]) == 0
+    assert grpo_tta_cli.main([*SMALL, "--no-reset", "--output-dir", str(tmp_path / "run")]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["resolved_model"] == str(clip_dir) and config["dataset"] == "toy-shifted"
     assert "GRPO-TTA" in capsys.readouterr().out
@@ -377,7 +377,7 @@ def test_adaptation_latency_reports_each_phase(clip_dir):
 # ------------------------------------------------------------------------------- real files
 
 def test_real_clip_tokenizer_ids_and_the_224_px_crop(real_clip_dir):
-    model, processor = grpo_tta.load_clip(str(real_clip_dir), "cpu")
+    model, processor = clip_models.load_clip(str(real_clip_dir), "cpu")
     ids = processor.tokenizer(grpo_tta.PROMPT.format("cat"))["input_ids"]
     assert ids == [49406, 320, 1125, 539, 320, 2368, 269, 49407]
     assert model.config.text_config.vocab_size == 49408
@@ -392,7 +392,7 @@ def test_real_clip_tokenizer_ids_and_the_224_px_crop(real_clip_dir):
 def test_real_clip_runs_the_command_on_a_folder_of_images(real_clip_dir, tmp_path, capsys):
     root = _folder(tmp_path / "images", ["cat", "dog", "fox"], size=(300, 240))
     out = tmp_path / "run"
-    assert grpo_tta.main(["--model", str(real_clip_dir), "--dataset", f"folder:{root}",
+    assert grpo_tta_cli.main(["--model", str(real_clip_dir), "--dataset", f"folder:{root}",
                           "--group-size", "2", "--views", "4", "--steps", "1", "--quiet",
                           "--output-dir", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())

@@ -25,13 +25,15 @@ import rollout
 import ttrv
 import vlm
 from harness import plain, presets
+from harness.run import load_models
+from harness.config import parse_args
 
 SMALL = ["--num-samples", "2", "--rollouts", "4", "--prompts-per-step", "2", "--epochs", "2",
          "--max-new-tokens", "3", "--lr", "1e-3", "--quiet", "--device", "cpu"]
 
 
 def config(model_dir, *flags):
-    return ttrv.parse_args(["--model", str(model_dir), *SMALL, *flags])
+    return parse_args(["--model", str(model_dir), *SMALL, *flags])
 
 
 def spy(monkeypatch, module, name, record):
@@ -55,15 +57,15 @@ def random_reward_run(request, tiny_dir):
     update's groups and stats, and the reference's weights before and after."""
     flags = ["--reward", "random", "--rollouts", "8"] + ([] if request.param == "shared" else ["--no-shared-prefix"])
     cfg = config(tiny_dir, *flags)
-    policy, ref_model, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
+    s, _ = load_models(cfg, log=lambda *a: None)
+    policy, ref_model = s.policy, s.ref_model
     ref_before = {k: v.clone() for k, v in ref_model.state_dict().items()}
     rollouts, updates = [], []
     sampler = rollout if request.param == "shared" else plain
     with pytest.MonkeyPatch.context() as mp:
         spy(mp, sampler, "sample", lambda a, k, roll: rollouts.append(roll))
-        spy(mp, ttrv, "update", lambda a, k, res: updates.append((a[3], res[0][0])))
-        history = ttrv.adapt(policy, ref_model, processor, presets.load_dataset("shapes")[:2],
-                             cfg, autocast, sampler=sampler)
+        spy(mp, ttrv, "update", lambda a, k, res: updates.append((a[2], res[0][0])))
+        history = ttrv.adapt(s, presets.load_dataset("shapes")[:2], cfg)
     return dict(cfg=cfg, policy=policy, ref_model=ref_model, ref_before=ref_before,
                 rollouts=rollouts, updates=updates, history=history)
 
@@ -131,7 +133,7 @@ def hand_advantages(baseline, no_answer, entropy, alpha, train_rollouts, reward=
 @pytest.fixture(scope="module")
 def models(tiny_dir):
     cfg = config(tiny_dir)
-    return ttrv.load_models(cfg, log=lambda *a: None)[:4]
+    return load_models(cfg, log=lambda *a: None)[0]
 
 
 CASES = {   # each changes one setting from DEFAULTS; the hand-computed advantages must follow
@@ -154,16 +156,14 @@ def test_each_reward_setting_reaches_the_advantages(case, models, tiny_dir, monk
     if case != "no-answer own":   # the setting matters here: ignoring it would change the result
         _, default_adv = hand_advantages(baseline, **DEFAULTS)
         assert expected_adv.shape != default_adv.shape or not np.allclose(expected_adv, default_adv)
-    policy, ref_model, processor, autocast = models
     cfg = dataclasses.replace(config(tiny_dir), rollouts=6, epochs=1, max_new_tokens=1,
                               baseline=baseline, **settings)
     n = cfg.rollouts
     monkeypatch.setattr(vlm, "decode", lambda processor, ids: [   # the responses' texts
         TEXTS[row // n][row % n] for row in range(ids.shape[0])])
     seen = []
-    spy(monkeypatch, ttrv, "update", lambda a, k, s: seen.extend(g.advantages for g in a[3]))
-    history = ttrv.adapt(policy, ref_model, processor, presets.load_dataset("shapes")[:2], cfg,
-                         autocast)
+    spy(monkeypatch, ttrv, "update", lambda a, k, s: seen.extend(g.advantages for g in a[2]))
+    history = ttrv.adapt(models, presets.load_dataset("shapes")[:2], cfg)
     assert history[0]["reward"] == pytest.approx(expected_r.mean(), abs=1e-6)   # all n votes
     got = torch.stack(seen).cpu().numpy()                                        # [2, k]
     assert got.shape == expected_adv.shape
@@ -188,7 +188,7 @@ def plain_entropies(policy, inputs, roll, n, temperature):
 
 def test_dare_receives_mean_token_entropies_over_ln_v(tiny_dir, monkeypatch):
     cfg = config(tiny_dir, "--reward", "dare", "--epochs", "1", "--temperature", "1.3")
-    policy, ref_model, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
+    s, _ = load_models(cfg, log=lambda *a: None)
     n, expected, received = cfg.rollouts, [], []
 
     def check(args, kwargs, roll):                     # before any update: the sampler's policy
@@ -198,7 +198,7 @@ def test_dare_receives_mean_token_entropies_over_ln_v(tiny_dir, monkeypatch):
         expected.extend(((h * m).sum(1) / m.sum(1)).tolist())                     # [B*n]
     spy(monkeypatch, rollout, "sample", check)
     spy(monkeypatch, rewards, "dare_reward", lambda a, k, r: received.extend(a[1]))
-    ttrv.adapt(policy, ref_model, processor, presets.load_dataset("shapes")[:2], cfg, autocast)
+    ttrv.adapt(s, presets.load_dataset("shapes")[:2], cfg)
     assert len(received) == len(expected) == 2 * n
     assert all(0 <= u <= 1 for u in received), received
     np.testing.assert_allclose(received, expected, atol=1e-5)

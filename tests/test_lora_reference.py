@@ -7,8 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-import vlm
-from harness import lora
+from harness import families, lora
 
 RANK, ALPHA = 4, 12.0
 
@@ -53,7 +52,7 @@ def test_only_the_adapters_train_and_they_sit_on_the_named_projections():
     trained = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert trained and all(".lora_A." in n or ".lora_B." in n for n in trained)
     adapted = {n.split(".lora_")[0] for n in trained}
-    assert {n.rsplit(".", 1)[-1] for n in adapted} == set(vlm.LORA_MODULES)
+    assert {n.rsplit(".", 1)[-1] for n in adapted} == set(families.LORA_MODULES)
     assert not any("lm_head" in n or "embed" in n for n in adapted)
 
 

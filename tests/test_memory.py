@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-import bench
+from harness import bench
 import grpo
 import rollout
 import ttrv
+from harness.config import parse_args
 import vlm
 from harness import config, presets
 
@@ -84,10 +85,10 @@ def test_the_loop_and_bench_build_their_optimizer_with_grpo_adamw(monkeypatch, t
     args = bench.parse_args(["--tiny-dir", str(tiny_dir), "--prompts", "1", "--eval-images", "1"])
     env = bench.setup(args)
     assert len(made) == 1 and made[0] == env.params
-    cfg = dataclasses.replace(ttrv.parse_args(["--num-samples", "1", "--rollouts", "2",
+    cfg = dataclasses.replace(parse_args(["--num-samples", "1", "--rollouts", "2",
                                                "--epochs", "1", "--max-new-tokens", "1",
                                                "--quiet"]), device="cpu")
-    ttrv.adapt(env.policy, env.ref, None, [], cfg, env.autocast)   # no examples: no batches
+    ttrv.adapt(ttrv.Setup(env.policy, env.ref, None, env.autocast), [], cfg)   # no batches
     assert len(made) == 2 and made[1] == env.params
 
 
@@ -97,10 +98,9 @@ def test_reference_at_rollout_time_equals_the_reference_in_each_micro_batch(mode
     policy, ref, one = models
     ids, mask, old, adv = group()
     cfg = cfg_of()
-    g = ttrv.experience(ref, one, ids, mask, old, adv, 1.0, cfg, torch.autocast("cpu", enabled=False),
-                        rollout)
-    stats = ttrv.backward(policy, g, cfg, torch.autocast("cpu", enabled=False), rollout,
-                          float(mask.sum()), 1.0)
+    s = ttrv.Setup(policy, ref, None, torch.autocast("cpu", enabled=False))
+    g = ttrv.experience(s, rollout.Experience(one, ids, mask, old, None, adv), cfg)
+    stats = ttrv.backward(s, g, cfg, float(mask.sum()), 1.0)
     new = grads(policy)
     loss = 0.0
     for c in range(0, len(LENGTHS), 2):
@@ -126,9 +126,10 @@ def test_micro_batches_are_cut_to_their_longest_row_and_give_the_same_gradient(m
     cfg, spy = cfg_of(agg), Spy()
     off = torch.autocast("cpu", enabled=False)
     total = float(mask.sum()) if agg == "token_mean" else len(LENGTHS)
-    g = ttrv.experience(ref, one, ids, mask, old, adv, 1.0, cfg, off, spy)
+    s = ttrv.Setup(policy, ref, None, off, spy)
+    g = ttrv.experience(s, rollout.Experience(one, ids, mask, old, None, adv), cfg)
     assert g.mask.sum(1).tolist() == sorted(LENGTHS, reverse=True) and g.ids.shape == (6, 5)
-    stats = ttrv.backward(policy, g, cfg, off, spy, total, 1.0)
+    stats = ttrv.backward(s, g, cfg, total, 1.0)
     assert spy.shapes == [(2, 4), (2, 3), (2, 1)] * 2        # reference, then policy, per chunk
     trimmed = grads(policy)
     with torch.no_grad():

@@ -10,7 +10,9 @@ import torch
 
 import eval as evaluation
 import ttrv
-from harness import cli, config, presets
+from harness.run import load_models
+from harness.config import parse_args
+from harness import cli, config, eval_cli, presets
 
 SMALL = ["--num-samples", "1", "--rollouts", "6", "--prompts-per-step", "1", "--epochs", "1",
          "--max-new-tokens", "4", "--quiet", "--precision", "bf16", "--beta", "0.1"]
@@ -19,14 +21,14 @@ SMALL = ["--num-samples", "1", "--rollouts", "6", "--prompts-per-step", "1", "--
 @pytest.mark.parametrize("fixture", ["tiny_dir", "tiny_internvl_dir"])
 def test_the_first_update_under_bf16_has_a_kl_of_exactly_zero(fixture, request):
     model_dir = request.getfixturevalue(fixture)
-    cfg = dataclasses.replace(ttrv.parse_args(["--model", str(model_dir), *SMALL]), device="cpu")
-    policy, ref_model, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
+    cfg = dataclasses.replace(parse_args(["--model", str(model_dir), *SMALL]), device="cpu")
+    setup, _ = load_models(cfg, log=lambda *a: None)
+    policy, ref_model, autocast = setup.policy, setup.ref_model, setup.autocast
     linear = next(m for m in ref_model.modules() if isinstance(m, torch.nn.Linear))
     assert linear.weight.dtype == torch.bfloat16                      # what autocast computes with
     assert ref_model.get_input_embeddings().weight.dtype == torch.float32   # as the policy's
     assert next(policy.parameters()).dtype == torch.float32 and autocast.fast_dtype == torch.bfloat16
-    history = ttrv.adapt(policy, ref_model, processor, presets.load_dataset("shapes")[:1], cfg,
-                         autocast)
+    history = ttrv.adapt(setup, presets.load_dataset("shapes")[:1], cfg)
     assert history[0]["updates"] == 1 and history[0]["kl"] == 0.0
     assert 0 <= history[0]["ratio_dev"] < 0.05             # sampler vs training forward, bf16
 
@@ -48,7 +50,7 @@ def test_eval_py_scores_the_saved_model_as_the_run_scored_it(tmp_path, tiny_dir,
            (out / "predictions_adapted.jsonl").read_text().splitlines()]
     assert set(seen) == {(torch.float32, torch.bfloat16)}
     seen.clear()
-    assert cli.eval_main(["--model", str(out), "--limit", "16", "--max-new-tokens", "4",
+    assert eval_cli.main(["--model", str(out), "--limit", "16", "--max-new-tokens", "4",
                           "--batch-size", "8", "--device", "cpu", "--precision", "bf16",
                           "--output", str(tmp_path / "p.jsonl")]) == 0
     assert seen == [(torch.float32, torch.bfloat16)]

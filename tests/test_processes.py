@@ -1,7 +1,7 @@
 """The processes contract (harness/processes.py, harness/distributed.py) call by call, without a
 model: two gloo processes run tests/dist_processes_worker.py (seconds, not a torchrun of the
 loop), and one process checks OneProcess and the loop's stand-ins (ttrv.update on a tiny text
-LM, report.step_metrics). Each test fails when its part of the contract is removed:
+LM, ttrv.step_metrics). Each test fails when its part of the contract is removed:
 stand-ins weigh 0, every rank runs the same counts and lengths, sums and means are over the
 ranks, one rank's error ends every rank with its message."""
 
@@ -18,9 +18,8 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 import rollout
 import ttrv
-from harness import report
 from harness.config import Config
-from harness.processes import ONE
+from processes import ONE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,16 +122,17 @@ def group(model, seed, weight, cfg):
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.float)
     with torch.no_grad():
         old = rollout.logprobs(model, prompt, ids, mask)
-    return ttrv.experience(None, prompt, ids, mask, old, torch.randn(3, generator=g), weight, cfg,
-                           torch.autocast("cpu", enabled=False), rollout)
+    s = ttrv.Setup(model, None, None, torch.autocast("cpu", enabled=False), rollout, ONE)
+    return ttrv.experience(s, rollout.Experience(prompt, ids, mask, old, None,
+                                                 torch.randn(3, generator=g), weight), cfg)
 
 
 def updated(model, groups, cfg):
     """The weights after one ttrv.update under plain SGD (lr 1: the step is the gradient)."""
     start = {k: v.clone() for k, v in model.state_dict().items()}
     params = [p for p in model.parameters()]
-    ttrv.update(model, torch.optim.SGD(params, lr=1.0), params, groups, cfg,
-                torch.autocast("cpu", enabled=False), rollout, ONE)
+    s = ttrv.Setup(model, None, None, torch.autocast("cpu", enabled=False), rollout, ONE)
+    ttrv.update(s, torch.optim.SGD(params, lr=1.0), groups, cfg)
     after = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(start)
     return after
@@ -153,5 +153,5 @@ def test_a_stand_in_group_weighs_nothing_in_the_update(text_lm, loss_agg):
 def test_a_stand_in_counts_nothing_in_the_step_s_metrics():
     figures = [dict(reward=0.5, answer_entropy=1.0), dict(reward=9.0, answer_entropy=9.0)]
     stats = [dict(loss=0.25, kl=0.0), dict(loss=7.0, kl=7.0)]
-    m = report.step_metrics(1, 1, figures, stats, [1.0, 0.0], [2.0], 1e-3, ONE)
+    m = ttrv.step_metrics(figures, stats, [1.0, 0.0], ONE)
     assert (m["reward"], m["answer_entropy"], m["loss"], m["kl"]) == (0.5, 1.0, 0.25, 0.0)

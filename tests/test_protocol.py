@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import vlm
-from harness.config import OFFICIAL, Config, parse_args
+from harness import families
+from harness.config import Config, parse_args
 
 PROTOCOLS = Path(__file__).resolve().parent.parent / "docs" / "protocols.md"
 
@@ -28,7 +28,7 @@ def test_official_protocol_sets_each_field_of_the_protocol_table():
     for field, paper_cell, official_cell in rows:
         name = re.match(r"`(\w+)`", field).group(1)
         assert name in fields, name
-        if name == "temperature":     # per family, filled by vlm.official_temperature in ttrv.run
+        if name == "temperature":     # per family: families.official_temperature, in run.run
             assert official.temperature is None and paper.temperature == 1.0
             continue
         if name == "protocol":
@@ -36,7 +36,7 @@ def test_official_protocol_sets_each_field_of_the_protocol_table():
             continue
         assert str(getattr(paper, name)) == paper_cell.strip("`"), name
         assert str(getattr(official, name)) == official_cell.split()[0].strip("`"), name
-    assert {r[0].split("`")[1] for r in rows} >= set(OFFICIAL)
+    assert {r[0].split("`")[1] for r in rows} >= set(families.OFFICIAL)
 
 
 def test_explicit_flags_win_over_the_protocol():
@@ -51,7 +51,7 @@ def test_explicit_flags_win_over_the_protocol():
                          [("qwen2_5_vl", 1.5), ("internvl", 1.0), ("qwen2_vl", 1.0)])
 def test_the_official_temperature_is_the_loaded_family_s(model_type, temperature):
     model = SimpleNamespace(config=SimpleNamespace(model_type=model_type))
-    assert vlm.official_temperature(model) == temperature
+    assert families.official_temperature(model) == temperature
 
 
 def ttrl_rows():
@@ -62,16 +62,15 @@ def ttrl_rows():
 
 
 def test_ttrl_protocol_sets_each_field_of_its_table():
-    from harness.config import TTRL
     rows = ttrl_rows()
     cfg = parse_args(["--protocol", "ttrl", "--model", "Qwen/Qwen2.5-Math-1.5B"])
     for field, cell in rows:
         name = field.strip("`")
-        if name == "temperature":     # per family, filled by vlm.ttrl_temperature in ttrv.run
+        if name == "temperature":     # per family: families.ttrl_temperature, in run.run
             assert cfg.temperature is None
             continue
         assert str(getattr(cfg, name)) == cell.strip("`"), name
-    assert {r[0].strip("`") for r in rows} == set(TTRL)
+    assert {r[0].strip("`") for r in rows} == set(families.TTRL)
 
 
 @pytest.mark.parametrize("dataset", ["aime24", "amc23", "math500", "jsonl:x.jsonl"])
@@ -100,4 +99,4 @@ def test_tiny_math_keeps_its_sizes_under_the_ttrl_protocol():
                                                ("meta-llama/Llama-3.1-8B-Instruct", 0.6)])
 def test_the_ttrl_temperature_is_the_text_family_s(name, temperature):
     model = SimpleNamespace(config=SimpleNamespace(model_type="qwen2", name_or_path=name))
-    assert vlm.ttrl_temperature(model) == temperature
+    assert families.ttrl_temperature(model) == temperature

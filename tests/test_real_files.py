@@ -23,7 +23,7 @@ import rollout
 from harness import tiny
 import ttrv
 import vlm
-from harness import cli
+from harness import cli, eval_cli, families, models
 from harness import plain
 
 from conftest import shared_path
@@ -70,11 +70,11 @@ def test_qwen_prompt_has_the_default_system_prompt_81_image_tokens_and_both_end_
     assert (inputs["input_ids"] == 151655).sum() == 81 and inputs.pixel_rows == [324]
     assert vlm.end_token_ids(model, processor) == [151643, 151645]   # <|endoftext|>, <|im_end|>
     assert vlm.pad_token_id(processor) == 151643
-    assert vlm.freeze_vision(model) is False                         # Qwen: the tower trains
+    assert families.freeze_vision(model) is False                         # Qwen: the tower trains
 
 
 def test_internvl_prompt_has_no_system_turn_and_256_tokens_per_tile(internvl_files):
-    model, processor = vlm.load(str(internvl_files))
+    model, processor = models.load(str(internvl_files))           # with the family's tiling
     inputs = vlm.prompt_inputs(processor, _images(DONE_WHEN_SIZES), ["Q?"] * 4)
     assert inputs.pixel_rows == [1, 3, 7, 13]                        # 12 tiles max + thumbnail
     assert inputs["pixel_values"].shape == (24, 3, 448, 448)
@@ -85,7 +85,7 @@ def test_internvl_prompt_has_no_system_turn_and_256_tokens_per_tile(internvl_fil
     assert text.startswith("<|im_start|>user\n<img><IMG_CONTEXT>") and "system" not in text
     assert text.endswith("</img>\nQ?<|im_end|>\n<|im_start|>assistant\n")
     assert vlm.end_token_ids(model, processor) == [151645]           # <|im_end|>
-    assert vlm.freeze_vision(model) is True                          # the official protocol
+    assert families.freeze_vision(model) is True                          # the official protocol
 
 
 @pytest.mark.parametrize("name", [QWEN, INTERNVL])
@@ -104,7 +104,7 @@ def test_cli_runs_on_both_paths_and_eval_py_reads_the_model(name, request, tmp_p
         assert steps[-1]["updates"] == 2
         assert all(np.isfinite(list(m.values())).all() for m in steps)
         assert all(m["adv_abs"] > 0 and m["grad_norm"] > 0 for m in steps)    # it learns
-    assert cli.eval_main(["--model", str(model_dir), "--limit", "2", "--max-new-tokens", "2",
+    assert eval_cli.main(["--model", str(model_dir), "--limit", "2", "--max-new-tokens", "2",
                             "--batch-size", "2", "--device", "cpu"]) == 0
     assert "accuracy" in capsys.readouterr().out
 
@@ -113,9 +113,9 @@ def test_done_when_mixed_tiles_first_update_gradient_norm_agrees(internvl_files)
     """One batch of the four image sizes: the plain path's old-policy log-probs over the repeated
     batch equal the shared sampler's, and the first update (ttrv.backward, the loop's own, on the
     13-tile prompt) has the same gradient norm on both paths (fp32)."""
-    policy, processor = vlm.load(str(internvl_files))
+    policy, processor = models.load(str(internvl_files))
     ref_model = vlm.load_model(str(internvl_files), "cpu", torch.float32).eval()
-    vlm.freeze_vision(policy)
+    families.freeze_vision(policy)
     policy.activation_checkpointing_enable({"use_reentrant": False})
     policy.train()
     inputs = vlm.prompt_inputs(processor, _images(DONE_WHEN_SIZES[::-1]),
@@ -141,8 +141,8 @@ def test_done_when_mixed_tiles_first_update_gradient_norm_agrees(internvl_files)
         with torch.no_grad():
             ref = sampler.logprobs(ref_model, one, ids, mask)
         group = rollout.Experience(one, ids, mask, roll.logprobs[:n], ref, torch.tensor([1.0, -1.0]))
-        ttrv.backward(policy, group, cfg, torch.autocast("cpu", enabled=False), sampler,
-                      float(mask.sum()), 1.0)
+        s = ttrv.Setup(policy, ref_model, processor, torch.autocast("cpu", enabled=False), sampler)
+        ttrv.backward(s, group, cfg, float(mask.sum()), 1.0)
         norms.append(grpo.clip_grad_norm(params, float("inf")))
         policy.zero_grad(set_to_none=True)
     assert norms[0] > 0 and abs(norms[0] - norms[1]) <= 1e-5 * norms[1], norms
@@ -159,5 +159,5 @@ def test_lora_rank_8_runs_on_the_real_qwen_files_and_eval_py_reads_the_merged_mo
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[0]["updates"] == 2
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 8
-    assert cli.eval_main(["--model", str(out), "--limit", "2", "--max-new-tokens", "2",
+    assert eval_cli.main(["--model", str(out), "--limit", "2", "--max-new-tokens", "2",
                           "--batch-size", "2", "--device", "cpu"]) == 0

@@ -12,7 +12,7 @@ import pytest
 
 import vlm
 from conftest import shared_path
-from harness import cli, tiny
+from harness import cli, families, tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 MATH = "qwen2.5-math-1.5b"
@@ -56,7 +56,7 @@ def test_both_end_tokens_stop_qwen2_5_math(math_files):
     assert model.generation_config.eos_token_id == 151643              # <|endoftext|> only
     assert vlm.end_token_ids(model, tokenizer) == [151643, 151645]     # + <|im_end|>
     assert vlm.pad_token_id(tokenizer) == 151643
-    assert vlm.ttrl_temperature(model) == 1.0                          # TTRL's Qwen2.5-Math
+    assert families.ttrl_temperature(model) == 1.0                          # TTRL's Qwen2.5-Math
 
 
 def test_a_whole_run_on_tiny_math_questions(math_files, tmp_path, capsys):

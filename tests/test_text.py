@@ -15,8 +15,10 @@ import eval as evaluation
 import rewards
 import rollout
 import ttrv
+from harness.run import load_models
+from harness.config import parse_args
 import vlm
-from harness import cli, plain, presets, tiny_math
+from harness import cli, families, plain, presets, tiny_math
 
 QUESTIONS = ["What is 3 + 4?", "What is 12 + 19?"]
 
@@ -36,7 +38,7 @@ def test_a_text_model_loads_as_a_causal_lm_whose_processor_is_its_tokenizer(load
     model, tokenizer = loaded
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert vlm.tokenizer_of(tokenizer) is tokenizer and tokenizer.padding_side == "left"
-    assert vlm.placeholder_token_ids(model) == [] and vlm.freeze_vision(model) is False
+    assert vlm.placeholder_token_ids(model) == [] and families.freeze_vision(model) is False
 
 
 def test_the_prompt_is_the_template_s_own_system_prompt_and_no_suffix(loaded):
@@ -159,13 +161,12 @@ def test_avg_and_maj_at_k_are_the_mean_and_the_majority_of_the_k_samples(loaded,
 
 @pytest.mark.parametrize("reward", ["majority", "dare"])
 def test_the_loop_adapts_a_text_model_on_math_questions(math_dir, reward):
-    cfg = ttrv.parse_args(["--model", str(math_dir), "--reward", reward, "--rollouts", "4",
+    cfg = parse_args(["--model", str(math_dir), "--reward", reward, "--rollouts", "4",
                            "--prompts-per-step", "2", "--epochs", "1", "--max-new-tokens", "4",
                            "--lr", "1e-3", "--quiet"])
     cfg.device = "cpu"
-    policy, ref, tokenizer, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    history = ttrv.adapt(policy, ref, tokenizer, presets.load_dataset("tiny-math")[:2], cfg,
-                         autocast)
+    setup, _ = load_models(cfg, log=lambda *a: None)
+    history = ttrv.adapt(setup, presets.load_dataset("tiny-math")[:2], cfg)
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
     assert history[0]["response_tokens"] > 0
 
@@ -187,7 +188,7 @@ def test_a_whole_run_on_tiny_math_writes_avg_and_maj_at_k(math_dir, tmp_path):
 
 
 def test_tiny_math_is_offline_with_its_own_dataset_and_sizes():
-    cfg = ttrv.parse_args(["--model", "tiny-math"])
+    cfg = parse_args(["--model", "tiny-math"])
     assert (cfg.dataset, cfg.max_new_tokens, cfg.lr) == ("tiny-math", 12, 1e-4)
-    assert ttrv.parse_args(["--model", "tiny-math", "--dataset", "jsonl:x"]).dataset == "jsonl:x"
+    assert parse_args(["--model", "tiny-math", "--dataset", "jsonl:x"]).dataset == "jsonl:x"
     assert not cli.needs_hub("tiny-math", "tiny-math") and cli.needs_hub("tiny-math", "math500")

@@ -6,6 +6,7 @@ as the plain way; fewer padded tokens; fewer evaluations. The speed itself is no
 (no GPU); docs/speed-and-memory.md says so.
 """
 import dataclasses
+import functools
 import json
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 import data
 import eval as evaluation
 import vlm
-from harness import cli, presets
+from harness import batches, cli, eval_cli, presets
 
 SMALL = ["--num-samples", "2", "--rollouts", "3", "--prompts-per-step", "2", "--epochs", "1",
          "--eval-limit", "6", "--max-new-tokens", "2", "--eval-batch-size", "4", "--quiet",
@@ -38,7 +39,8 @@ def mixed_sizes(n=10):
 def test_workers_give_the_same_predictions(model):
     examples = mixed_sizes(7)
     runs = [evaluation.evaluate(*model, examples, batch_size=3, max_new_tokens=4, progress=False,
-                                num_workers=w) for w in (0, 2)]
+                                prepare=functools.partial(batches.prompt_batches, num_workers=w))
+            for w in (0, 2)]
     assert runs[0].predictions == runs[1].predictions
     assert [p["id"] for p in runs[1].predictions] == [e.id for e in examples]
 
@@ -49,7 +51,8 @@ def test_a_corrupt_image_in_a_worker_ends_in_its_own_sentence(model, tmp_path):
     examples[2] = dataclasses.replace(examples[2], source=str(tmp_path / "bad.png"))
     with pytest.raises(data.DataError) as caught:
         evaluation.evaluate(*model, examples, batch_size=2, max_new_tokens=1, progress=False,
-                            num_workers=1, bucket=False)
+                            prepare=functools.partial(batches.prompt_batches, num_workers=1),
+                            bucket=False)
     message = str(caught.value)
     assert message.startswith("Cannot read image") and "bad.png" in message
     assert "Traceback" not in message and "worker" not in message
@@ -108,10 +111,10 @@ def test_tf32_is_switched_on_for_cuda_only_at_startup(monkeypatch, tmp_path, tin
         data.DataError("stop here.")))
     assert cli.main(["--output-dir", str(tmp_path / "r"), "--quiet", "--device", "cpu"]) == 1
     monkeypatch.setenv("TTRV_CACHE", str(tiny_cache))      # `tiny` is there: nothing is built
-    assert cli.eval_main(["--model", "tiny", "--device", "cpu"]) == 1
+    assert eval_cli.main(["--model", "tiny", "--device", "cpu"]) == 1
     assert seen == ["cpu", "cpu"]
 
 
 def test_the_default_number_of_workers_is_zero_on_the_cpu():
-    assert cli.default_workers("cpu") == 0
-    assert 1 <= cli.default_workers("cuda") <= 4
+    assert batches.default_workers("cpu") == 0
+    assert 1 <= batches.default_workers("cuda") <= 4

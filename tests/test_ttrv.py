@@ -16,7 +16,8 @@ from harness import presets
 import eval as evaluation
 import ttrv
 import vlm
-from harness import cli, tiny
+from harness import cli, run, tiny
+from harness.config import Config, parse_args
 from conftest import steer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,14 +26,14 @@ SMALL = ["--num-samples", "4", "--rollouts", "6", "--prompts-per-step", "2", "--
 
 
 def config(model_dir, **kw):
-    cfg = ttrv.parse_args(["--model", str(model_dir)] + SMALL)
+    cfg = parse_args(["--model", str(model_dir)] + SMALL)
     return dataclasses.replace(cfg, device="cpu", **kw)
 
 
 def run_adapt(cfg, examples):
-    policy, ref_model, processor, autocast, _ = ttrv.load_models(cfg, log=lambda *a: None)
-    history = ttrv.adapt(policy, ref_model, processor, examples, cfg, autocast)
-    return policy, history
+    s, _ = run.load_models(cfg, log=lambda *a: None)
+    history = ttrv.adapt(s, examples, cfg)
+    return s.policy, history
 
 
 def params(model):
@@ -142,8 +143,18 @@ def test_help_groups_every_flag():
     assert "{ttrv,frequency,diversity,majority,random,dare}" in text
 
 
+def test_the_config_fills_every_setting_of_the_algorithm_with_its_defaults():
+    """ttrv.Settings holds the paper's values; Config (every flag, --help) must agree with it
+    for a paper run, and run.settings must carry every field over."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ttrv.Settings)}
+    config_defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    assert {k: config_defaults[k] for k in defaults} == defaults
+    cfg = dataclasses.replace(Config(), **{k: f"set-{k}" for k in defaults})
+    assert dataclasses.asdict(run.settings(cfg)) == {k: f"set-{k}" for k in defaults}
+
+
 def test_defaults_follow_the_paper():
-    cfg = ttrv.parse_args(["--model", "Qwen/Qwen2.5-VL-3B"])
+    cfg = parse_args(["--model", "Qwen/Qwen2.5-VL-3B"])
     assert (cfg.num_samples, cfg.rollouts, cfg.temperature, cfg.alpha, cfg.lr) == (20, 32, 1.0, 0.75, 5e-7)
     assert (cfg.weight_decay, cfg.beta, cfg.clip_eps, cfg.loss_agg, cfg.epochs) == (
         0.01, 0.001, 0.2, "token_mean", 2)
@@ -165,7 +176,7 @@ def test_out_of_gpu_memory_ends_in_one_sentence_naming_the_flags(tmp_path, monke
     def run_out_of_memory(cfg, out, log, procs, **kw):
         (out / "results.json").write_text('{"base": {}}')       # written before the failure
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-    monkeypatch.setattr(ttrv, "run", run_out_of_memory)
+    monkeypatch.setattr(run, "run", run_out_of_memory)
     out = tmp_path / "run"
     assert cli.main(["--output-dir", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
@@ -177,7 +188,7 @@ def test_answer_entropy_before_and_after_is_measured_on_the_same_prompts(tmp_pat
     """At lr 0 the model does not change, so the vote entropy of the adaptation set must not
     either; the old measure (first batch vs last batch, other prompts) differed here."""
     cfg = config(voter_dir, lr=0.0, rollouts=16, num_samples=6, prompts_per_step=3)
-    results = ttrv.run(cfg, tmp_path / "run", log=lambda *a: None)
+    results = run.run(cfg, tmp_path / "run", log=lambda *a: None)
     before, after = results["base"]["answer_entropy"], results["adapted"]["answer_entropy"]
     assert before == after and before > 0
     assert results["trajectory"]["vote_entropy"] == [(0, before), (2, after)]

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import vlm
-from harness import cli, models
+from harness import eval_cli, families, models
 
 
 def _prompts(processor):
@@ -93,10 +93,11 @@ def test_a_text_only_model_loads_as_a_causal_lm(tmp_path):
 
 
 def test_large_model_on_cpu_is_refused_before_loading(tiny_dir, monkeypatch):
-    monkeypatch.setattr(vlm, "CPU_PARAM_LIMIT", 1000)          # the tiny model counts as "large"
-    with pytest.raises(vlm.ModelError, match="--allow-cpu"):
-        vlm.load_model(str(tiny_dir), "cpu", torch.float32)
-    assert vlm.load_model(str(tiny_dir), "cpu", torch.float32, allow_cpu=True) is not None
+    monkeypatch.setattr(models, "CPU_PARAM_LIMIT", 1000)       # the tiny model counts as "large"
+    with monkeypatch.context() as m, pytest.raises(vlm.ModelError, match="--allow-cpu"):
+        m.setattr(vlm, "load_model", lambda *a: pytest.fail("weights loaded"))
+        models.load(str(tiny_dir), "cpu", torch.float32)
+    assert models.load(str(tiny_dir), "cpu", torch.float32, allow_cpu=True)[0] is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def _internvl_prompts(processor):
 
 
 def test_internvl_prompts_count_tiles_per_prompt(tiny_internvl_dir):
-    model, processor = vlm.load(str(tiny_internvl_dir))
+    model, processor = models.load(str(tiny_internvl_dir))     # with the family's tiling
     assert type(model).__name__ == "InternVLForConditionalGeneration"
     inputs = _internvl_prompts(processor)
     assert set(inputs) == {"input_ids", "attention_mask", "pixel_values"}   # nothing extra
@@ -123,7 +124,7 @@ def test_internvl_prompts_count_tiles_per_prompt(tiny_internvl_dir):
 
 
 def test_internvl_repeat_and_split_keep_each_prompts_tiles(tiny_internvl_dir):
-    model, processor = vlm.load(str(tiny_internvl_dir))
+    model, processor = models.load(str(tiny_internvl_dir))
     inputs = _internvl_prompts(processor)
     rep = vlm.repeat_inputs(inputs, 2)
     first, second, third = inputs["pixel_values"].split([4, 1, 5])
@@ -141,7 +142,7 @@ def test_internvl_repeat_and_split_keep_each_prompts_tiles(tiny_internvl_dir):
 
 
 def test_unknown_tile_layout_ends_in_one_sentence(tiny_internvl_dir):
-    processor = vlm.load_processor(str(tiny_internvl_dir))
+    processor = families.set_tiling(vlm.load_processor(str(tiny_internvl_dir)))
     plain = dict(_internvl_prompts(processor))                 # pixel_rows lost: a plain dict
     with pytest.raises(vlm.ModelError, match="vlm.prompt_inputs"):
         vlm.repeat_inputs(plain, 2)
@@ -149,17 +150,17 @@ def test_unknown_tile_layout_ends_in_one_sentence(tiny_internvl_dir):
 
 def test_vision_freezing_follows_the_family_unless_told(tiny_internvl_dir, tiny_dir):
     internvl = vlm.load_model(str(tiny_internvl_dir), "cpu", torch.float32)
-    assert vlm.freeze_vision(internvl) is True                 # InternVL default: frozen
+    assert families.freeze_vision(internvl) is True                 # InternVL default: frozen
     trainable = {n for n, p in internvl.named_parameters() if p.requires_grad}
     assert not any("vision_tower" in n for n in trainable)
     assert any("multi_modal_projector" in n for n in trainable)   # the projector trains
     assert any("language_model" in n for n in trainable)
     qwen = vlm.load_model(str(tiny_dir), "cpu", torch.float32)
-    assert vlm.freeze_vision(qwen) is False and all(p.requires_grad for p in qwen.parameters())
-    assert vlm.freeze_vision(qwen, True) is True
+    assert families.freeze_vision(qwen) is False and all(p.requires_grad for p in qwen.parameters())
+    assert families.freeze_vision(qwen, True) is True
     assert not any(p.requires_grad for n, p in qwen.named_parameters() if "visual" in n)
     fresh = vlm.load_model(str(tiny_internvl_dir), "cpu", torch.float32)
-    assert vlm.freeze_vision(fresh, False) is False and all(p.requires_grad for p in fresh.parameters())
+    assert families.freeze_vision(fresh, False) is False and all(p.requires_grad for p in fresh.parameters())
 
 
 def test_internvl_aliases_and_the_missing_hf_checkpoint():
@@ -175,14 +176,15 @@ def test_internvl_aliases_and_the_missing_hf_checkpoint():
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_the_whole_loop_runs_on_internvl(tiny_internvl_dir, tmp_path, shared):
-    import ttrv
+    from harness import run
+    from harness.config import parse_args
     argv = ["--model", str(tiny_internvl_dir), "--num-samples", "2", "--rollouts", "3",
             "--prompts-per-step", "2", "--epochs", "1", "--eval-limit", "4",
             "--max-new-tokens", "3", "--lr", "1e-3", "--quiet", "--device", "cpu",
             "--output-dir", str(tmp_path / "run"),
             "--reward", "random", "--weight-decay", "0"]   # random weights: no vote signal
-    cfg = ttrv.parse_args(argv + ([] if shared else ["--no-shared-prefix"]))
-    results = ttrv.run(cfg, tmp_path / "run", log=lambda *a: None)
+    cfg = parse_args(argv + ([] if shared else ["--no-shared-prefix"]))
+    results = run.run(cfg, tmp_path / "run", log=lambda *a: None)
     assert results["base"]["total"] == 4 and results["adapted"]["total"] == 4
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["updates"] == 2 and metrics[-1]["grad_norm"] > 0
@@ -194,7 +196,7 @@ def test_the_whole_loop_runs_on_internvl(tiny_internvl_dir, tmp_path, shared):
 
 def test_eval_py_refuses_a_large_cpu_model_unless_allow_cpu(tiny_dir, monkeypatch, capsys):
     import eval as evaluation
-    monkeypatch.setattr(vlm, "CPU_PARAM_LIMIT", 1000)          # the tiny model counts as "large"
+    monkeypatch.setattr(models, "CPU_PARAM_LIMIT", 1000)       # the tiny model counts as "large"
     argv = ["--model", str(tiny_dir), "--limit", "1", "--max-new-tokens", "1", "--device", "cpu"]
-    assert cli.eval_main(argv) == 1 and "--allow-cpu" in capsys.readouterr().err
-    assert cli.eval_main(argv + ["--allow-cpu"]) == 0
+    assert eval_cli.main(argv) == 1 and "--allow-cpu" in capsys.readouterr().err
+    assert eval_cli.main(argv + ["--allow-cpu"]) == 0
