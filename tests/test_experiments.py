@@ -11,6 +11,7 @@ import data
 from harness import presets
 import grpo
 import rollout
+import shared_prefix
 from harness import report, shapes
 import ttrv
 import vlm
@@ -102,14 +103,14 @@ def test_micro_batches_accumulate_the_same_gradient(tiny_dir, agg):
     old = -torch.rand(6, 4, generator=g) - 5
     adv = torch.randn(6, generator=g)
     with torch.no_grad():
-        ref_logp = rollout.logprobs(ref, one, ids, mask)
+        ref_logp = shared_prefix.logprobs(ref, one, ids, mask)
     group = rollout.Experience(one, ids, mask, old, ref_logp, adv)
     total = float(mask.sum()) if agg == "token_mean" else 6
     grads = []
     for micro in (None, 2):
         policy.zero_grad()
         ttrv.backward(policy, group, dataclasses.replace(cfg, micro_batch=micro), autocast,
-                      rollout, total, 1.0)
+                      shared_prefix, total, 1.0)
         grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
