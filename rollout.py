@@ -1,26 +1,21 @@
 """Rollouts: N responses per prompt and their per-token log-probs, the plain way.
 
-GRPO (grpo.py, eq. 2) draws N responses y_1..y_N for each test input x from the policy and needs
-log pi(y_t | x, y_<t) for every token of every response. This file is the version to read: each
-prompt (its image and text) is repeated N times, a hand-written loop draws the responses token
-by token through the model's own KV cache, and one forward over the N [prompt | response]
+GRPO draws N responses y_j to each test input x and needs log pi(y_t | x, y_<t) for each token.
+Here each prompt (image and text) is repeated N times, a hand-written loop draws the responses
+token by token through the model's own KV cache, and one forward over the N [prompt | response]
 sequences scores them. shared_prefix.py computes the same numbers with the prompt read once per
-group, and is the loop's default; the tests hold the two equal (tests/test_shared_prefix.py,
-tests/test_sampler_distribution.py).
+group (the loop's default); tests/test_shared_prefix.py holds the two equal.
 
     roll = sample(model, prompt_inputs, n, temperature=1.0, top_p=1.0, max_new_tokens=8,
                   eos_token_ids=[eos], pad_token_id=pad)        # Rollouts [B*n, T], row b*n + j
     logp = logprobs(model, one_prompt, ids, mask, temperature)  # [n, T], with grad
     Experience(prompt, ids, mask, old_logp, ref_logp, advantages)   # one prompt's group
 
-`prompt_inputs` is the processor output for B prompts (left padded, not repeated): input_ids,
-attention_mask, pixel_values, image_grid_thw, mm_token_type_ids, ... passed to the model as is.
-
-The policy pi_T is softmax(logits / temperature): the sampler's log-probs and the scorer's are
-both of pi_T. top_p only restricts which tokens may be drawn (the nucleus) and suppressed tokens
-(image placeholders, which the scoring forward would read as image slots) are never drawn;
-neither changes the log-probs. What it leaves out: top-k, repetition penalties, beam search,
-stop strings. The scoring forward holds [rows, T, V] logits; shared_prefix.py scores in chunks.
+`prompt_inputs`: the processor output for B prompts (left padded, not repeated), passed to the
+model as is. The policy pi_T is softmax(logits / temperature); the sampler's log-probs and the
+scorer's are both of pi_T. top_p (the nucleus) and suppressed tokens (image placeholders, which
+the scoring forward would read as image slots) only restrict what may be drawn. Left out: top-k,
+repetition penalties, beam search, stop strings; the scorer holds [rows, T, V] logits.
 """
 
 import math
@@ -63,8 +58,8 @@ def tempered(temperature):
 
 @contextmanager
 def eval_mode(model):
-    """Eval mode inside the with-block, every module's own mode put back after. (In train mode a
-    gradient-checkpointed layer drops the KV cache; in eval mode checkpointing does nothing.)"""
+    """Eval mode inside the with-block (checkpointing, which drops the KV cache, acts only in
+    train mode), every module's own mode put back after."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -74,26 +69,21 @@ def eval_mode(model):
             m.training = training
 
 
-def prefill(model, prompt_inputs, cache, **kwargs):
+def prefill(model, prompt_inputs, cache):
     """One forward over the prompts into `cache`: (last prompt position's logits [B, V], start).
 
-    start [B, 1] is the position id of the first response token, the one the model's own
-    forward over [prompt | response] gives it; response token t sits at start + t:
-      * Qwen2-VL / Qwen2.5-VL (3D "mrope"): the prompt forward stores `model.model.rope_deltas`
-        [B, 1]; text after the prompt is at (real prompt length + delta) on all three axes. This
-        is the only model-specific line; rope_deltas is reset before the prompt forward (so it is
-        this prompt's) and put back after.
-      * any other model (1D rope): transformers' default positions arange(P + T) run over the
-        left padding too, so start = P, the padded prompt length.
-    With left padding the last position is every row's real last token.
+    start [B, 1]: response token t sits at position start + t, as in the model's own forward
+    over [prompt | response] (explicit: transformers 5's Qwen-VL gets a masked decode step wrong):
+      * Qwen2-VL / Qwen2.5-VL (3D "mrope"): real prompt length + `model.model.rope_deltas`, which
+        the prompt forward stores (reset before it, put back after): the one model-specific line;
+      * any other model (1D rope): P, the padded prompt length (default positions count padding).
     """
     inner = getattr(model, "model", None)
     mrope = hasattr(inner, "rope_deltas")  # MODEL-SPECIFIC: Qwen2-VL family keeps 3D rope offsets here
     if mrope:
         saved, inner.rope_deltas = inner.rope_deltas, None
     try:
-        out = model(**prompt_inputs, past_key_values=cache, use_cache=True, logits_to_keep=1,
-                    **kwargs)
+        out = model(**prompt_inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
         mask = prompt_inputs["attention_mask"]                      # [B, P]
         if mrope and inner.rope_deltas is not None:                 # (None: no image, 1D positions)
             start = mask.sum(-1, keepdim=True) + inner.rope_deltas.to(mask.device)
@@ -130,17 +120,14 @@ def entropy(logp):
 @torch.no_grad()
 def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_id,
            temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None):
-    """Draw n completions for each of B prompts: the prompts repeated n times, one token a step.
+    """n completions for each of B prompts, the prompts repeated n times: Rollouts [B*n, T].
 
-    Returns `Rollouts` of [B*n, T] (T <= max_new_tokens: decoding stops once every row has
-    produced an end token; a row that has is fed pad and masked out). temperature == 0 is greedy
-    (argmax; logprobs/entropies then of the temperature-1 distribution). `generator` makes draws
-    reproducible. The model runs in eval mode; its modes are restored after. `any_alive(alive)`
-    says whether any row still decodes (default: of these rows); under torchrun the processes
-    answer it together, so they all run the same number of forwards.
-
-    Example: B = 2, n = 3, eos = 2, pad = 0 may give completion_ids [[9, 2, 0], [5, 7, 2], ...]
-    with mask [[1, 1, 0], [1, 1, 1], ...]; rows 0-2 answer prompt 0, rows 3-5 prompt 1.
+    Decoding stops once every row has produced an end token (T <= max_new_tokens); a row that has
+    is fed pad and masked out. temperature 0 is greedy (log-probs then of temperature 1).
+    `generator` makes draws reproducible; `any_alive(alive)` says whether any row still decodes
+    (under torchrun all processes answer it, so they run the same number of forwards).
+    Example: n = 3, eos 2, pad 0 may give completion_ids [[9, 2, 0], [5, 7, 2], ...], mask
+    [[1, 1, 0], [1, 1, 1], ...]; rows 0-2 answer prompt 0, rows 3-5 prompt 1.
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
@@ -176,12 +163,10 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
 
 def logprobs(model, prompt_inputs, ids, mask, temperature=1.0):
     """log pi_T(y_t | x, y_<t) of responses ids [R, T] to B prompts (R = B*n, row b*n + j
-    answers prompt b), by one forward over the n copies: [R, T], 0 where mask is 0.
+    answers prompt b), one forward over [prompt | response] x n: [R, T], 0 where mask is 0.
 
-    The forward sees input_ids = [prompt | response], attention_mask = [prompt mask | mask]; the
-    other [R, P, ...] tensors (mm_token_type_ids) are extended with zeros (the response is text),
-    the rest (pixel_values, image_grid_thw) passed as they are. Position P-1+t predicts response
-    token t. With grad unless called under torch.no_grad (reference model, old policy).
+    Other [R, P, ...] tensors (mm_token_type_ids) are extended with zeros (the response is text).
+    Position P-1+t predicts token t. With grad unless under torch.no_grad (reference, old policy).
     """
     B, (R, T) = prompt_inputs["input_ids"].shape[0], ids.shape
     if R % B:
