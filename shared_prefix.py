@@ -87,8 +87,10 @@ class _BufferedLayer(DynamicLayer):
         t, cap = key_states.shape[-2], self._k.shape[-2]
         if self._len + t > cap:                                  # grow: double, within the limit
             cap = max(self._len + t, min(2 * cap, self._limit))
-            self._k, self._v = (torch.cat([b[:, :, :self._len], b.new_empty(
-                *b.shape[:2], cap - self._len, b.shape[-1])], dim=2) for b in (self._k, self._v))
+            grown = [b.new_empty(*b.shape[:2], cap, b.shape[-1]) for b in (self._k, self._v)]
+            for new, old in zip(grown, (self._k, self._v)):
+                new[:, :, :self._len] = old[:, :, :self._len]
+            self._k, self._v = grown
         self._k[:, :, self._len:self._len + t] = key_states       # [R, kv, t, d], in place
         self._v[:, :, self._len:self._len + t] = value_states
         self._len += t
