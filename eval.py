@@ -12,7 +12,7 @@ when no letter can be extracted. Counting questions (no options, e.g. Capture) a
 questions by the last \\boxed{} answer's equivalence to the gold one (answers.py).
 
 With `samples=K` (TTRL's evaluation: K = 16 at temperature 0.6, top-p 0.95) each question also
-gets K sampled responses (rollout.sample): avg@K is their mean score (what TTRL reports as
+gets K sampled responses (shared_prefix.sample): avg@K is their mean score (what TTRL reports as
 "pass@1"), maj@K the score of their plain majority answer under the same grader.
 The command line is harness/eval_cli.py's.
 """
@@ -73,7 +73,7 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
     decodes; None: each batch when it is reached). `checked(fn)` runs each batch's preparation (under
     torchrun procs.checked: a corrupt image on one process ends every process with its error).
     `samples` K > 0 also draws K responses per example at `temperature` / `top_p` (seeded by
-    `seed`; `any_alive` as for rollout.sample) for avg@K and maj@K.
+    `seed`; `any_alive` as for shared_prefix.sample) for avg@K and maj@K.
     """
     device = next(model.parameters()).device
     end_ids, pad_id = vlm.end_token_ids(model, processor), vlm.pad_token_id(processor)
@@ -123,16 +123,16 @@ def length_order(examples) -> list[int]:
 
 def sample_scores(model, processor, inputs, batch, k, temperature, top_p, max_new_tokens,
                   generator, any_alive, autocast) -> list[dict]:
-    """avg@k and maj@k of each example of `batch`: k responses each from rollout.sample."""
-    import rollout
+    """avg@k and maj@k of each example of `batch`: k responses each from shared_prefix.sample."""
+    import shared_prefix
     device = inputs["input_ids"].device
     with autocast or torch.autocast(device.type, enabled=False):
-        roll = rollout.sample(model, inputs, k, temperature=temperature, top_p=top_p,
-                              max_new_tokens=max_new_tokens, generator=generator,
-                              eos_token_ids=vlm.end_token_ids(model, processor),
-                              pad_token_id=vlm.pad_token_id(processor),
-                              suppress_token_ids=vlm.placeholder_token_ids(model),
-                              any_alive=any_alive)                               # [B*k, T]
+        roll = shared_prefix.sample(model, inputs, k, temperature=temperature, top_p=top_p,
+                                    max_new_tokens=max_new_tokens, generator=generator,
+                                    eos_token_ids=vlm.end_token_ids(model, processor),
+                                    pad_token_id=vlm.pad_token_id(processor),
+                                    suppress_token_ids=vlm.placeholder_token_ids(model),
+                                    any_alive=any_alive)                               # [B*k, T]
     texts = vlm.decode(processor, roll.completion_ids)
     out = []
     for b, example in enumerate(batch):

@@ -17,7 +17,7 @@ once per batch of prompts. One difference by default: the advantage std is the p
 (ddof=0); the official code's torch.std is unbiased (ddof=1, `--protocol official`).
 
 What it leaves out: rewards (rewards.py), sampling and the model forwards that produce the
-log-probs (rollout.py; the plain N-copies reference in harness/plain.py), the loop (ttrv.py).
+log-probs (rollout.py, the plain N copies; shared_prefix.py, the speed-up), the loop (ttrv.py).
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ import answers
 import grpo
 import rewards
 import rollout
+import shared_prefix
 import vlm
 from processes import ONE            # one process; torchrun: harness/processes.py's Ranks
 
@@ -73,7 +74,7 @@ class Setup:
     ref_model: torch.nn.Module       # pi_ref of eq. (1), frozen (LoRA: the policy, adapters off)
     processor: object                # prompts in, texts out (vlm.py)
     autocast: object                 # the precision context: bf16 autocast, or off
-    sampler: object = rollout        # sample() and logprobs() (rollout.py)
+    sampler: object = shared_prefix  # sample(), logprobs(): shared_prefix.py; plain: rollout.py
     procs: object = ONE              # the processes (processes.py)
 
 

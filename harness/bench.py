@@ -5,14 +5,13 @@
     python bench.py --arch qwen2.5-vl-3b --device cuda  # the real 3B architecture, random weights
     python bench.py --arch qwen2.5-vl-3b --device meta  # build it on the meta device, count params
 
-What it measures, per step of B prompts x N rollouts, for the shared-prefix path (rollout.py)
-and the plain path (harness/plain.py), through the loop's own calls: (1) `sampler.sample`
-(plain: generate, then the old-policy log-probs in a second no-grad forward; the shared sampler
-returns them); then per prompt (one AdamW update per prompt): (2) `ttrv.experience`, the
+What it measures, per step of B prompts x N rollouts, for the shared-prefix path
+(shared_prefix.py) and the plain path (rollout.py, N copies of each prompt), through the loop's
+own calls: (1) `sampler.sample` (both record the old-policy log-probs as they sample); then per prompt (one AdamW update per prompt): (2) `ttrv.experience`, the
 reference log-probs under no_grad; (3) `ttrv.update`: policy forward + GRPO loss + backward,
 gradient checkpointing on (non-reentrant), grad-norm clip; (4) its AdamW step, timed apart;
 (5) greedy evaluation throughput (images/s) on batches of --eval-batch prompts: plain =
-eval.generate (HF generate, what eval.py runs), shared = rollout.sample with n=1 (at n=1
+eval.generate (HF generate, what eval.py runs), shared = shared_prefix.sample with n=1 (at n=1
 nothing is shared: that row compares the two decoders); and the preprocessing throughput of
 the eval inputs on the CPU (tiny: the processor, text + image; 3B: the Qwen2-VL image processor
 only).
@@ -45,9 +44,10 @@ import torch
 import eval as evaluation
 import grpo
 import rollout
+import shared_prefix
 import ttrv
 import vlm
-from harness import bench_logprob, bench_models, plain, precision
+from harness import bench_logprob, bench_models, precision
 from harness.bench_args import parse_args
 
 PROTOCOL = dict(groups=40, rollouts=32, questions=4500)  # 20 samples x 2 epochs; RESISC45 test
@@ -93,7 +93,7 @@ def ttrv_step(env, shared, L, n, advantages):
     """One step through the loop's own calls (the sampler, ttrv.experience, ttrv.update);
     returns seconds per phase."""
     t, dev = {}, env.device
-    sampler = rollout if shared else plain
+    sampler = shared_prefix if shared else rollout
     hp = ttrv.Settings(temperature=1.0, beta=0.001, micro_batch=None, clip_eps=0.2,
                        dual_clip=3.0, loss_agg="token_mean", max_grad_norm=1.0)
     s = ttrv.Setup(env.policy, env.ref, None, env.autocast, sampler)
@@ -134,7 +134,7 @@ def eval_seconds(env, shared, L):
         for batch in env.eval_inputs:
             with env.autocast:
                 if shared:
-                    rollout.sample(env.policy, batch, 1, **opts)
+                    shared_prefix.sample(env.policy, batch, 1, **opts)
                 else:
                     evaluation.generate(env.policy, batch, **opts)
     env.policy.train()
@@ -180,7 +180,6 @@ def report(env, args, L, res):
     ratio = lambda a, b: f"{a / b:.2f}x" if a > 0 and b > 0 else "-"
     row = lambda name, a, b, r, f="{:.1f}": (name, f.format(a), f.format(b), r)
     rows = [row(k, 1e3 * s[k], 1e3 * p[k], ratio(p[k], s[k])) for k in PHASES + ["step"]]
-    rows[0] = ("sampling (plain: + old log-probs)",) + rows[0][1:]
     rows[-1] = ("full step (sum)",) + rows[-1][1:]
     rows.append(row("eval greedy decode, img/s", s["eval_ips"], p["eval_ips"],
                     ratio(s["eval_ips"], p["eval_ips"])))

@@ -5,13 +5,14 @@
 
 Two measurements on a tiny Qwen2 causal LM (random weights, the tiny VLM's text sizes), one
 prompt of PROMPT_TOKENS tokens:
-  1. tokens per second at 64 rollouts x 256 tokens: `rollout.sample` (tokens, log-probs and
-     entropies of one prompt read once), `eval.generate` (transformers' generate over the 64
-     repeated prompts; tokens only) and `harness/plain.sample` (generate + the log-prob forward:
-     the loop's --no-shared-prefix sampler). Forced: every end token suppressed, each row exactly
-     256 tokens. Ending: END_IDS (5 of the 512 tokens) end a row, so rows
-     stop at spread lengths; generate runs every row until the last one ends, the shared sampler
-     drops rows that ended. Tokens = tokens of the responses up to and including their end.
+  1. tokens per second at 64 rollouts x 256 tokens: `shared_prefix.sample` (tokens, log-probs
+     and entropies of one prompt read once), `eval.generate` (transformers' generate over the 64
+     repeated prompts; tokens only) and `rollout.sample` (the hand-written loop over the 64
+     repeated prompts, tokens, log-probs and entropies: the loop's --no-shared-prefix sampler).
+     Forced: every end token suppressed, each row exactly 256 tokens. Ending: END_IDS (5 of the
+     512 tokens) end a row, so rows stop at spread lengths; generate and the plain sampler run
+     every row until the last one ends, the shared sampler drops rows that ended. Tokens =
+     tokens of the responses up to and including their end.
   2. one GRPO step's seconds for N rollouts x T forced tokens on both paths, through the loop's
      own calls: sampler.sample, ttrv.experience (reference log-probs), ttrv.update (policy
      forward + backward with non-reentrant checkpointing, AdamW).
@@ -33,9 +34,9 @@ import torch
 import eval as evaluation
 import grpo
 import rollout
+import shared_prefix
 import ttrv
 import vlm
-from harness import plain
 from harness.tiny import TEXT, VOCAB_SIZE
 
 PROMPT_TOKENS = 64
@@ -88,14 +89,14 @@ def sampler_calls(env, n: int, T: int, forced: bool) -> dict:
     repeated = vlm.repeat_inputs(env.prompt, n)
 
     def shared():
-        return rollout.sample(env.model, env.prompt, n, **opts).mask
+        return shared_prefix.sample(env.model, env.prompt, n, **opts).mask
 
     def generate():
         ids = evaluation.generate(env.model, repeated, **opts)
         return grpo.completion_mask(ids, ends)
 
     def plain_sample():
-        return plain.sample(env.model, env.prompt, n, **opts).mask
+        return rollout.sample(env.model, env.prompt, n, **opts).mask
     return {"shared-prefix sampler": shared, "generate": generate, "plain sampler": plain_sample}
 
 
@@ -119,7 +120,7 @@ def tokens_per_second(env, args) -> list[str]:
 
 def step_seconds(env, shared: bool, n: int, T: int) -> float:
     """One GRPO step (sample, reference log-probs, update) of one prompt, n x T forced tokens."""
-    sampler = rollout if shared else plain
+    sampler = shared_prefix if shared else rollout
     hp = ttrv.Settings(temperature=1.0, beta=0.001, micro_batch=None, clip_eps=0.2,
                        dual_clip=3.0, loss_agg="token_mean", max_grad_norm=1.0)
     s = ttrv.Setup(env.model, env.ref, None, env.autocast, sampler)

@@ -19,9 +19,10 @@ import data
 import eval as evaluation
 import rewards
 import rollout
+import shared_prefix
 import ttrv
 import vlm
-from harness import (batches, families, lora, math_data, models, plain, precision, presets,
+from harness import (batches, families, lora, math_data, models, precision, presets,
                      report, tiny, tiny_math)
 from harness.config import TINY_MODELS
 from processes import ONE
@@ -36,7 +37,8 @@ def settings(cfg) -> ttrv.Settings:
 def load_models(cfg, log=print, procs=ONE):
     """(ttrv.Setup, resolved model name): the policy in fp32 master weights, its frozen reference
     and precision context (harness/precision.py), the processor, and the sampler: the
-    shared-prefix one (rollout.py), or the plain N-copies path with --no-shared-prefix."""
+    shared-prefix one (shared_prefix.py), or the plain N-copies path (rollout.py) with
+    --no-shared-prefix."""
     if cfg.model == "tiny-math":
         name = str(procs.on_main(lambda: tiny_math.tiny_math_path(log=log)))
     elif cfg.model in TINY_MODELS:
@@ -46,7 +48,7 @@ def load_models(cfg, log=print, procs=ONE):
     policy, processor = models.load(name, cfg.device, torch.float32, cfg.allow_cpu)
     reference = lambda: vlm.load_model(name, "cpu", torch.float32)  # noqa: E731
     policy, ref_model, autocast = precision.prepare(policy, cfg, reference, procs)
-    sampler = rollout if cfg.shared_prefix else plain
+    sampler = shared_prefix if cfg.shared_prefix else rollout
     return ttrv.Setup(policy, ref_model, processor, autocast, sampler, procs), name
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data  # noqa: E402
-import rollout  # noqa: E402
+import shared_prefix  # noqa: E402
 import ttrv  # noqa: E402
 from harness import cli  # noqa: E402
 
@@ -30,7 +30,7 @@ if os.environ.get("RANK") == "1":
     if os.environ["FAULT"] == "data":
         ttrv.prompts_of = fail(data.DataError("Cannot read image x.png; replace it."))
     else:
-        rollout.logprobs = fail(RuntimeError("planted fault in the model step"))
+        shared_prefix.logprobs = fail(RuntimeError("planted fault in the model step"))
 
 if __name__ == "__main__":
     raise SystemExit(cli.command(cli.main))

@@ -19,7 +19,7 @@ from torch.distributed.fsdp import FSDPModule  # noqa: E402
 from torch.distributed.fsdp._fully_shard import _fsdp_param_group  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
-import rollout  # noqa: E402
+import shared_prefix  # noqa: E402
 import ttrv  # noqa: E402
 from harness import distributed, presets, processes  # noqa: E402
 from harness.config import Config  # noqa: E402
@@ -45,7 +45,7 @@ def main(model_dir, out):
         torch.manual_seed(0)
         count[0] = 0
         with context(policy):
-            ids = rollout.sample(policy, inputs, cfg.rollouts, **options).completion_ids
+            ids = shared_prefix.sample(policy, inputs, cfg.rollouts, **options).completion_ids
         result[name] = dict(ids=ids, gathers=count[0])
         result[name + "_sharded_after"] = all(isinstance(p, DTensor) for p in policy.parameters())
     result["groups"] = sum(bool(m._get_fsdp_state()._fsdp_param_groups)

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 import grpo  # noqa: E402
 import rollout  # noqa: E402
+import shared_prefix  # noqa: E402
 import ttrv  # noqa: E402
 import vlm  # noqa: E402
 from harness import distributed, presets, processes  # noqa: E402
@@ -55,7 +56,7 @@ def one_update(model_dir):
     groups = []
     for j in PROCS.updates([0, 1], 2)[0]:                               # this rank's prompts
         with torch.no_grad():
-            old = rollout.logprobs(policy, prompts[j], ids[j], mask[j])
+            old = shared_prefix.logprobs(policy, prompts[j], ids[j], mask[j])
         groups.append(ttrv.experience(setup, rollout.Experience(
             prompts[j], ids[j], mask[j], old + noise[j], None, advantages[j]), cfg))
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -102,11 +103,11 @@ def adapt_with_stand_ins(model_dir):
         ids = torch.tensor([r + [pad_id] * (T - len(r)) for r in rows])          # [B*n, T]
         mask = grpo.completion_mask(ids, end_ids).long()                          # [B*n, T]
         with torch.no_grad():
-            logp = torch.cat([rollout.shared_prefix_logprobs(
-                policy, one, ids[b * 4:(b + 1) * 4], mask[b * 4:(b + 1) * 4], 4, cfg.temperature)
+            logp = torch.cat([shared_prefix.logprobs(
+                policy, one, ids[b * 4:(b + 1) * 4], mask[b * 4:(b + 1) * 4], cfg.temperature)
                 for b, one in enumerate(prompts)])                                # [B*n, T]
         return rollout.Rollouts(ids, logp, None, mask)
-    fixed = types.SimpleNamespace(sample=fixed_sample, logprobs=rollout.logprobs)
+    fixed = types.SimpleNamespace(sample=fixed_sample, logprobs=shared_prefix.logprobs)
     history = ttrv.adapt(dataclasses.replace(setup, sampler=fixed, procs=PROCS), examples, cfg)
     weights = {n: full(p) for n, p in policy.named_parameters()}
     return dict(history=history, weights=weights)

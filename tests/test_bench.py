@@ -21,7 +21,7 @@ def test_bench_tiny_prints_every_phase_with_a_ratio(tiny_dir, capsys):
     assert torch.get_num_threads() == threads            # the thread count is put back
     rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if "  " in line}
     ratio = re.compile(r"\d+\.\d\dx\s*$")
-    for phase in ["sampling (plain: + old log-probs)", "reference log-probs",
+    for phase in ["sampling", "reference log-probs",
                   "policy forward+backward", "AdamW step", "full step (sum)",
                   "eval greedy decode, img/s"]:
         assert phase in rows, f"missing row {phase!r} in:\n{out}"

@@ -11,6 +11,7 @@ import data
 from harness import presets
 import grpo
 import rollout
+import shared_prefix
 from harness import report, shapes
 import ttrv
 from harness.run import load_models, run
@@ -105,7 +106,7 @@ def test_micro_batches_accumulate_the_same_gradient(tiny_dir, agg):
     old = -torch.rand(6, 4, generator=g) - 5
     adv = torch.randn(6, generator=g)
     with torch.no_grad():
-        ref_logp = rollout.logprobs(ref, one, ids, mask)
+        ref_logp = shared_prefix.logprobs(ref, one, ids, mask)
     group = rollout.Experience(one, ids, mask, old, ref_logp, adv)
     total = float(mask.sum()) if agg == "token_mean" else 6
     grads = []

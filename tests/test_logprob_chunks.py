@@ -1,6 +1,7 @@
-"""Log-probs from hidden states in chunks (grpo.token_logprobs / scored_forward) against the
-old computation, log_softmax over the full [rows, T, V] logits, written out here as the
-reference: values and gradients in fp32, on Qwen2.5-VL, Qwen2-VL and a tiny InternVL."""
+"""Log-probs from hidden states in chunks (grpo.token_logprobs / shared_prefix.scored_forward)
+against log_softmax over the full [rows, T, V] logits, written out here as the reference (as is
+rollout.logprobs, the plain path): values and gradients in fp32, on Qwen2.5-VL, Qwen2-VL and a
+tiny InternVL."""
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ from transformers import AutoModelForImageTextToText
 
 import grpo
 import rollout
+import shared_prefix
 import vlm
-from harness import plain
 from tests.test_shared_prefix import completions, eos_pad, prompts, load
 
 
@@ -68,8 +69,8 @@ def test_completion_and_shared_logprobs_match_full_reference(fixture, request, m
     repeated = vlm.repeat_inputs(inputs, n)
     ref = full_reference(model, repeated, ids, mask, temperature)
     ref_grads = grads(model, ref, mask)
-    plain_logp = plain.completion_logprobs(model, repeated, ids, mask, temperature)
-    shared = rollout.shared_prefix_logprobs(model, inputs, ids, mask, n, temperature)
+    plain_logp = rollout.logprobs(model, inputs, ids, mask, temperature)
+    shared = shared_prefix.logprobs(model, inputs, ids, mask, temperature)
     for got in (plain_logp, shared):
         torch.testing.assert_close(got * mask, ref * mask, rtol=0, atol=1e-5)
         got_grads = grads(model, got, mask)
@@ -95,9 +96,9 @@ def test_internvl_head_is_found_generically():
                   attention_mask=torch.ones(2, 6, dtype=torch.long))
     ids, mask = torch.randint(0, 290, (2, 4), generator=g), torch.ones(2, 4, dtype=torch.long)
     ref = full_reference(model, inputs, ids, mask, 1.3)
-    got = plain.completion_logprobs(model, inputs, ids, mask, 1.3)
+    got = rollout.logprobs(model, inputs, ids, mask, 1.3)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
-    shared = rollout.shared_prefix_logprobs(model, inputs, ids, mask, 1, 1.3)
+    shared = shared_prefix.logprobs(model, inputs, ids, mask, 1.3)
     torch.testing.assert_close(shared, ref, rtol=0, atol=1e-5)
 
 
@@ -124,4 +125,4 @@ def test_a_head_whose_output_is_changed_is_refused():
         forward=lambda self, x: type("O", (), dict(logits=self.lm_head(x)))()))()
     inner.lm_head = head
     with pytest.raises(RuntimeError, match="changes its head's output"):
-        rollout.scored_forward(Scaled(inner), torch.zeros(1, 2, dtype=torch.long), x=torch.randn(1, 3, 4))
+        shared_prefix.scored_forward(Scaled(inner), torch.zeros(1, 2, dtype=torch.long), x=torch.randn(1, 3, 4))

@@ -22,9 +22,10 @@ import torch
 import grpo
 import rewards
 import rollout
+import shared_prefix
 import ttrv
 import vlm
-from harness import plain, presets
+from harness import presets
 from harness.run import load_models
 from harness.config import parse_args
 
@@ -61,7 +62,7 @@ def random_reward_run(request, tiny_dir):
     policy, ref_model = s.policy, s.ref_model
     ref_before = {k: v.clone() for k, v in ref_model.state_dict().items()}
     rollouts, updates = [], []
-    sampler = rollout if request.param == "shared" else plain
+    sampler = shared_prefix if request.param == "shared" else rollout
     with pytest.MonkeyPatch.context() as mp:
         spy(mp, sampler, "sample", lambda a, k, roll: rollouts.append(roll))
         spy(mp, ttrv, "update", lambda a, k, res: updates.append((a[2], res[0][0])))
@@ -186,7 +187,8 @@ def plain_entropies(policy, inputs, roll, n, temperature):
     return h / math.log(logits.shape[-1])
 
 
-def test_dare_receives_mean_token_entropies_over_ln_v(tiny_dir, monkeypatch):
+@pytest.mark.parametrize("sampler", [shared_prefix, rollout], ids=["shared", "plain"])
+def test_dare_receives_mean_token_entropies_over_ln_v(tiny_dir, monkeypatch, sampler):
     cfg = config(tiny_dir, "--reward", "dare", "--epochs", "1", "--temperature", "1.3")
     s, _ = load_models(cfg, log=lambda *a: None)
     n, expected, received = cfg.rollouts, [], []
@@ -196,7 +198,7 @@ def test_dare_receives_mean_token_entropies_over_ln_v(tiny_dir, monkeypatch):
         h = plain_entropies(policy_, inputs, roll, n, cfg.temperature)            # [B*n, T]
         m = roll.mask.float()
         expected.extend(((h * m).sum(1) / m.sum(1)).tolist())                     # [B*n]
-    spy(monkeypatch, rollout, "sample", check)
+    spy(monkeypatch, sampler, "sample", check)
     spy(monkeypatch, rewards, "dare_reward", lambda a, k, r: received.extend(a[1]))
     ttrv.adapt(s, presets.load_dataset("shapes")[:2], cfg)
     assert len(received) == len(expected) == 2 * n

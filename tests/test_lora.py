@@ -10,7 +10,7 @@ import torch
 
 import grpo
 from harness import lora
-import rollout
+import shared_prefix
 import ttrv
 from harness.run import load_models
 from harness.config import parse_args
@@ -78,9 +78,9 @@ def test_the_reference_is_the_policy_with_its_adapters_off(tiny_dir):
                                                             .image()], ["Which shape?"]))[0]
     ids, mask = torch.tensor([[300, 301, 302]]), torch.ones(1, 3)
     with torch.no_grad(), autocast:
-        now, ref = (rollout.logprobs(m, prompt, ids, mask) for m in (policy, ref_model))
+        now, ref = (shared_prefix.logprobs(m, prompt, ids, mask) for m in (policy, ref_model))
         with ref_model.peft_model.disable_adapter():
-            base = rollout.logprobs(policy, prompt, ids, mask)
+            base = shared_prefix.logprobs(policy, prompt, ids, mask)
     assert not torch.equal(now, ref) and torch.equal(ref, base)
 
 

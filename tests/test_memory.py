@@ -10,6 +10,7 @@ import torch
 from harness import bench
 import grpo
 import rollout
+import shared_prefix
 import ttrv
 from harness.config import parse_args
 import vlm
@@ -54,13 +55,13 @@ def grads(model):
 
 
 class Spy:
-    """The rollout sampler, recording the shape of every batch of responses it scores."""
+    """The shared-prefix sampler, recording the shape of every batch of responses it scores."""
     def __init__(self):
         self.shapes = []
 
     def logprobs(self, model, prompt, ids, mask, temperature=1.0):
         self.shapes.append(tuple(ids.shape))
-        return rollout.logprobs(model, prompt, ids, mask, temperature)
+        return shared_prefix.logprobs(model, prompt, ids, mask, temperature)
 
 
 def test_adamw_is_fused_when_every_parameter_is_on_cuda(monkeypatch):
@@ -106,8 +107,8 @@ def test_reference_at_rollout_time_equals_the_reference_in_each_micro_batch(mode
     for c in range(0, len(LENGTHS), 2):
         rows = slice(c, c + 2)
         with torch.no_grad():
-            ref_logp = rollout.logprobs(ref, one, ids[rows], mask[rows])
-        logp = rollout.logprobs(policy, one, ids[rows], mask[rows])
+            ref_logp = shared_prefix.logprobs(ref, one, ids[rows], mask[rows])
+        logp = shared_prefix.logprobs(policy, one, ids[rows], mask[rows])
         part, _ = grpo.grpo_loss(logp, old[rows], ref_logp, adv[rows], mask[rows], beta=cfg.beta)
         (part * mask[rows].sum() / mask.sum()).backward()
         loss += float(part.detach() * mask[rows].sum() / mask.sum())
@@ -133,8 +134,8 @@ def test_micro_batches_are_cut_to_their_longest_row_and_give_the_same_gradient(m
     assert spy.shapes == [(2, 4), (2, 3), (2, 1)] * 2        # reference, then policy, per chunk
     trimmed = grads(policy)
     with torch.no_grad():
-        ref_logp = rollout.logprobs(ref, one, ids, mask)
-    loss, whole = grpo.grpo_loss(rollout.logprobs(policy, one, ids, mask), old, ref_logp, adv,
+        ref_logp = shared_prefix.logprobs(ref, one, ids, mask)
+    loss, whole = grpo.grpo_loss(shared_prefix.logprobs(policy, one, ids, mask), old, ref_logp, adv,
                                  mask, beta=cfg.beta, aggregation=agg, max_len=5)
     loss.backward()
     assert stats["loss"] == pytest.approx(whole["loss"], rel=1e-5)
@@ -165,7 +166,8 @@ def test_the_kv_cache_is_kept_in_bf16_under_bf16_autocast_and_changes_no_result(
     inputs = vlm.prompt_inputs(processor, images, ["Which shape?", "And this one?"])
     bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
     with torch.no_grad(), bf16:
-        cache, logits, start = rollout._prefill(model, inputs)
+        cache = shared_prefix._ComputeCache()
+        logits, start = rollout.prefill(model, inputs, cache)
         assert {(l.keys.dtype, l.values.dtype) for l in cache.layers} == {(torch.bfloat16,) * 2}
         step = torch.full((2, 1), 300)
         model(input_ids=step, attention_mask=torch.cat([inputs["attention_mask"],
@@ -178,13 +180,12 @@ def test_the_kv_cache_is_kept_in_bf16_under_bf16_autocast_and_changes_no_result(
     def run():
         torch.manual_seed(0)
         with bf16:
-            roll = rollout.sample(model, inputs, 3, **opts)
+            roll = shared_prefix.sample(model, inputs, 3, **opts)
             with torch.no_grad():
-                logp = rollout.shared_prefix_logprobs(model, inputs, roll.completion_ids,
-                                                      roll.mask, 3)
+                logp = shared_prefix.logprobs(model, inputs, roll.completion_ids, roll.mask)
         return roll, logp
     roll, logp = run()
-    monkeypatch.setattr(rollout, "_ComputeCache", rollout.DynamicCache)   # an fp32 cache
+    monkeypatch.setattr(shared_prefix, "_ComputeCache", shared_prefix.DynamicCache)   # an fp32 cache
     roll32, logp32 = run()
     assert torch.equal(roll.completion_ids, roll32.completion_ids)
     assert torch.equal(roll.logprobs, roll32.logprobs) and torch.equal(logp, logp32)

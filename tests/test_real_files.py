@@ -20,11 +20,11 @@ from PIL import Image
 import eval as evaluation
 import grpo
 import rollout
+import shared_prefix
 from harness import tiny
 import ttrv
 import vlm
 from harness import cli, eval_cli, families, models
-from harness import plain
 
 from conftest import shared_path
 
@@ -122,20 +122,19 @@ def test_done_when_mixed_tiles_first_update_gradient_norm_agrees(internvl_files)
                                ["What is shown? A. x\nB. y"] * 4)     # 13, 7, 3, 1 tiles
     n, end = 2, vlm.end_token_ids(policy, processor)
     torch.manual_seed(0)
-    roll = rollout.sample(policy, inputs, n, temperature=1.0, top_p=1.0,
-                                       max_new_tokens=3, eos_token_ids=end,
-                                       pad_token_id=vlm.pad_token_id(processor),
-                                       suppress_token_ids=vlm.placeholder_token_ids(policy))
+    roll = shared_prefix.sample(policy, inputs, n, temperature=1.0, top_p=1.0,
+                                max_new_tokens=3, eos_token_ids=end,
+                                pad_token_id=vlm.pad_token_id(processor),
+                                suppress_token_ids=vlm.placeholder_token_ids(policy))
     with torch.no_grad():
-        plain_old = plain.completion_logprobs(policy, vlm.repeat_inputs(inputs, n),
-                                             roll.completion_ids, roll.mask)
+        plain_old = rollout.logprobs(policy, inputs, roll.completion_ids, roll.mask)
     torch.testing.assert_close(plain_old, roll.logprobs, atol=1e-5, rtol=0)
     one = vlm.split_inputs(inputs)[0]              # the first update: the 13-tile prompt
     assert one["pixel_values"].shape[0] == 13
     params = [p for p in policy.parameters() if p.requires_grad]
     norms = []
     ids, mask = roll.completion_ids[:n], roll.mask[:n].float()
-    for sampler in (rollout, plain):
+    for sampler in (shared_prefix, rollout):
         cfg = SimpleNamespace(temperature=1.0, micro_batch=None, beta=0.001, clip_eps=0.2,
                               dual_clip=3.0, loss_agg="token_mean")
         with torch.no_grad():

@@ -1,17 +1,17 @@
-"""rollout.sample drops finished rows from the decode batch: same draws, fewer rows per forward.
+"""shared_prefix.sample drops finished rows from the decode batch: same draws, fewer rows per
+forward, and its decode cache is written in place.
 
-The reference is the decode loop without compaction, written out here: all B*n rows run every
-step and torch.multinomial draws the tokens. The sampler must give the same tokens and masks for
-the same seed (its draw is multinomial's own, with the noise of every row drawn), and log-probs /
-entropies equal up to float rounding (a forward over fewer rows may round differently).
+The reference is rollout.sample, the decode loop without compaction: all B*n rows run every step
+and torch.multinomial draws the tokens. The shared sampler must give the same tokens and masks
+for the same seed (its draw is multinomial's own, with the noise of every row drawn), and
+log-probs / entropies equal up to float rounding (a forward over fewer rows may round differently).
 """
-import math
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 import rollout
+import shared_prefix
 
 V, EOS = 300, list(range(0, 300, 9))      # many end tokens: rows end at different steps
 
@@ -33,47 +33,25 @@ def prompts():
     return {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask}
 
 
-@torch.no_grad()
 def reference_sample(model, inputs, n, temperature, top_p, max_new_tokens, seed):
     """The uncompacted loop: every row runs every step; finished rows are fed the pad token."""
-    gen = torch.Generator().manual_seed(seed)
-    cache, logits, start = rollout._prefill(model, inputs)
-    cache.batch_repeat_interleave(n)
-    logits = logits.repeat_interleave(n, 0)
-    attn, start = inputs["attention_mask"].repeat_interleave(n, 0), start.repeat_interleave(n, 0)
-    alive, steps = torch.ones(logits.shape[0], dtype=torch.bool), []
-    for t in range(max_new_tokens):
-        logp = torch.log_softmax(logits.float() / temperature, -1)
-        probs = logp.softmax(-1)
-        if top_p < 1.0:
-            sorted_p, order = probs.sort(-1, descending=True)
-            sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        token = torch.multinomial(probs, 1, generator=gen)[:, 0]
-        fed = token.masked_fill(~alive, 0)
-        steps.append((fed, logp.gather(-1, token[:, None])[:, 0] * alive,
-                      torch.special.entr(logp.exp()).sum(-1) / math.log(V) * alive,  # H / ln V
-                      alive.long()))
-        alive = alive & ~torch.isin(token, torch.tensor(EOS))
-        if not alive.any() or t + 1 == max_new_tokens:
-            break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
-        logits = model(input_ids=fed[:, None], attention_mask=attn, position_ids=start + t,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
-    return [torch.stack(x, 1) for x in zip(*steps)]
+    r = rollout.sample(model, inputs, n, temperature=temperature, top_p=top_p,
+                       max_new_tokens=max_new_tokens, eos_token_ids=EOS, pad_token_id=0,
+                       generator=torch.Generator().manual_seed(seed))
+    return r.completion_ids, r.logprobs, r.entropies, r.mask
 
 
 def sample(model, inputs, n, temperature, top_p, max_new_tokens, seed, **kw):
-    return rollout.sample(model, inputs, n, temperature=temperature, top_p=top_p,
-                          max_new_tokens=max_new_tokens, eos_token_ids=EOS, pad_token_id=0,
-                          generator=torch.Generator().manual_seed(seed), **kw)
+    return shared_prefix.sample(model, inputs, n, temperature=temperature, top_p=top_p,
+                                max_new_tokens=max_new_tokens, eos_token_ids=EOS, pad_token_id=0,
+                                generator=torch.Generator().manual_seed(seed), **kw)
 
 
 def test_draw_is_multinomials_own():
     probs = torch.softmax(torch.randn(16, 500) * 3, -1)
     g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     for top_p in (1.0, 0.8):
-        a = rollout._sample_top_p(probs.log(), top_p, g1)
+        a = shared_prefix._sample_top_p(probs.log(), top_p, g1)
         if top_p < 1.0:
             sorted_p, order = probs.sort(-1, descending=True)
             sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p, 0.0)
@@ -87,8 +65,8 @@ def test_draw_is_multinomials_own():
 def test_a_row_subset_draws_what_the_full_batch_draws():
     probs = torch.softmax(torch.randn(12, 50), -1)
     rows = torch.tensor([1, 5, 6, 11])
-    full = rollout._sample_top_p(probs.log(), 1.0, torch.Generator().manual_seed(2))
-    part = rollout._sample_top_p(probs[rows].log(), 1.0, torch.Generator().manual_seed(2),
+    full = shared_prefix._sample_top_p(probs.log(), 1.0, torch.Generator().manual_seed(2))
+    part = shared_prefix._sample_top_p(probs[rows].log(), 1.0, torch.Generator().manual_seed(2),
                                  rows, 12)
     assert torch.equal(part, full[rows])
 
@@ -119,37 +97,36 @@ def test_each_forward_runs_only_the_rows_still_decoding(text_lm):
     assert decode_rows[-1] < decode_rows[0] <= 15
 
 
-def test_stand_in_row_when_others_still_decode(text_lm):
-    """Under torchrun a process whose rows all ended keeps stepping with one stand-in row."""
+@pytest.mark.parametrize("sampler, rows", [(shared_prefix, 1), (rollout, 6)])
+def test_stand_in_row_when_others_still_decode(text_lm, sampler, rows):
+    """Under torchrun a process whose rows all ended keeps stepping with the others: the shared
+    sampler with one stand-in row, the plain one with all its (padded) rows."""
     calls, seen = [], []
     hook = text_lm.register_forward_pre_hook(
         lambda m, args, kw: seen.append(kw["input_ids"].shape[0]), with_kwargs=True)
     try:
-        r = rollout.sample(text_lm, prompts(), 2, temperature=1.0, top_p=1.0, max_new_tokens=4,
-                           eos_token_ids=list(range(V)), pad_token_id=0,   # every token ends
+        r = sampler.sample(text_lm, prompts(), 2, temperature=1.0, top_p=1.0,
+                           max_new_tokens=4, eos_token_ids=list(range(V)),  # every token ends
+                           pad_token_id=0,
                            any_alive=lambda alive: calls.append(1) or len(calls) < 4)
     finally:
         hook.remove()
     assert r.completion_ids.shape == (6, 4) and r.mask[:, 0].tolist() == [1] * 6
     assert r.mask[:, 1:].sum() == 0 and (r.completion_ids[:, 1:] == 0).all()
-    assert seen[1:] == [1, 1, 1]
+    assert seen[1:] == [rows] * 3
 
 
 # ----------------------------------------------------------------------------- kv_cache
 
 def test_buffered_layer_matches_dynamic_cache_and_writes_in_place():
-    import doctest
-
     from transformers import DynamicCache
 
-    import kv_cache
-    assert doctest.testmod(kv_cache).failed == 0
     g = torch.Generator().manual_seed(0)
     prompt = [torch.randn(4, 2, 5, 8, generator=g) for _ in range(2)]
     plain, buffered = DynamicCache(), DynamicCache()
     plain.update(*prompt, 0)
     buffered.update(*prompt, 0)
-    buffered = kv_cache.in_place(buffered, room=40)
+    buffered = shared_prefix.in_place(buffered, room=40)
     layer, pointers = buffered.layers[0], set()
     for step in range(30):
         new = [torch.randn(plain.layers[0].keys.shape[0], 2, 1, 8, generator=g) for _ in range(2)]

@@ -11,6 +11,7 @@ import data
 import eval as evaluation
 import math_answers
 import rollout
+import shared_prefix
 import vlm
 from harness import tiny_math
 
@@ -88,12 +89,12 @@ def loaded(tmp_path_factory):
 
 def test_the_samples_follow_the_seed_not_the_global_generator(loaded, monkeypatch):
     model, tokenizer = loaded
-    drawn, real = [], rollout.sample
+    drawn, real = [], shared_prefix.sample
 
     def recorded(*a, **kw):
         drawn.append(real(*a, **kw))
         return drawn[-1]
-    monkeypatch.setattr(rollout, "sample", recorded)
+    monkeypatch.setattr(shared_prefix, "sample", recorded)
     qs = [math(0, "3"), math(1, "4")]
 
     def samples(seed, global_seed):

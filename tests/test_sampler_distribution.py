@@ -1,5 +1,6 @@
-"""Both samplers draw from the distribution the loss scores: softmax(logits / T) cut to the top-p
-nucleus (rollout.sample, the default path; eval.generate, the --no-shared-prefix path's sampler).
+"""Every sampler draws from the distribution the loss scores: softmax(logits / T) cut to the top-p
+nucleus (shared_prefix.sample, the default path; rollout.sample, the plain --no-shared-prefix
+path; eval.generate, transformers' generate as evaluation runs it).
 
 One prompt, one new token, a few thousand draws from the random tiny Qwen2.5-VL, whose logits at
 the prompt's last position are computed here with one plain forward. The empirical distribution
@@ -20,6 +21,7 @@ from PIL import Image
 import grpo
 import eval as evaluation
 import rollout
+import shared_prefix
 import vlm
 
 T, TOP_P = 0.25, 0.7      # a sharp tempered distribution: its nucleus is far from the untempered one
@@ -64,10 +66,10 @@ def tv_bound(bins, n):
 
 def draw(sampler, model, inputs):
     kw = dict(temperature=T, top_p=TOP_P, max_new_tokens=1, eos_token_ids=[EOS], pad_token_id=PAD)
-    if sampler == "shared":
-        return rollout.sample(model, inputs, DRAWS, **kw,
-                                           generator=torch.Generator().manual_seed(0)
-                                           ).completion_ids[:, 0]                 # [DRAWS]
+    if sampler in ("shared", "plain"):
+        module = shared_prefix if sampler == "shared" else rollout
+        return module.sample(model, inputs, DRAWS, **kw, generator=torch.Generator().manual_seed(0)
+                             ).completion_ids[:, 0]                                # [DRAWS]
     torch.manual_seed(0)                                    # generate draws from torch's generator
     return evaluation.generate(model, vlm.repeat_inputs(inputs, DRAWS), **kw)[:, 0]        # [DRAWS]
 
@@ -85,7 +87,7 @@ def test_the_expected_distributions_are_far_apart(one_prompt):
         assert 0.5 * (binned(wrong, q) - binned(q, q)).abs().sum() > 2 * eps
 
 
-@pytest.mark.parametrize("sampler", ["shared", "plain"])
+@pytest.mark.parametrize("sampler", ["shared", "plain", "generate"])
 def test_draws_follow_the_tempered_nucleus(one_prompt, sampler):
     model, inputs, logits = one_prompt
     q, _ = nucleus(logits, T, TOP_P)

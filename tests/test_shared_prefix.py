@@ -1,8 +1,11 @@
-"""rollout.py against the plain forward over repeated, concatenated sequences (fp32, CPU).
+"""shared_prefix.py against the plain path, rollout.py (fp32, CPU): the same log-probs (to 1e-5),
+the same gradients, and the same draws for the same seed.
 
-The plain reference is written out here: repeat each prompt (and its image's pixel rows) n
-times, append the completion, one ordinary `model(**inputs)` forward, log_softmax(logits / T)
-gathered at the completion tokens. The random tiny model can draw <|image_pad|>, which a plain
+rollout.logprobs repeats each prompt (and its image's pixel rows) n times, appends the
+completion, runs one ordinary `model(**inputs)` forward and gathers log_softmax(logits / T) at
+the completion tokens (tests/test_plain.py holds it to a forward written out there; InternVL's
+is written out here). rollout.sample draws with torch.multinomial from the same nucleus, every
+row every step. The random tiny model can draw <|image_pad|>, which a plain
 forward would mistake for an image slot, so a logits hook on lm_head masks the image/video pad
 tokens; both paths see the same hook, so the comparisons stay exact.
 """
@@ -15,8 +18,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from rollout import sample as sample_shared, shared_prefix_logprobs
 import eval as evaluation
+import rollout
+from shared_prefix import logprobs as shared_logprobs, sample as sample_shared
 
 QUESTIONS = ["What?", "What is shown in this image? Answer A or B.", "Name the shape."]
 SIZES = [(56, 56), (112, 84), (84, 112)]   # (h, w): 16, 48, 48 patches -> 4, 12, 12 image tokens
@@ -62,19 +66,9 @@ def completions(rows, T, eos, pad, seed=0):
 
 
 def plain_logprobs(model, inputs, completion_ids, completion_mask, n, temperature=1.0):
-    """The reference: n copies of each prompt + its completion through one ordinary forward."""
-    counts = inputs["image_grid_thw"].prod(-1).tolist()             # pixel rows per image
-    pixels = torch.cat([p for p in torch.split(inputs["pixel_values"], counts) for _ in range(n)])
-    rep = {k: inputs[k].repeat_interleave(n, 0) for k in ("input_ids", "attention_mask",
-                                                          "mm_token_type_ids", "image_grid_thw")}
-    P = inputs["input_ids"].shape[1]
-    logits = model(input_ids=torch.cat([rep["input_ids"], completion_ids], 1),
-                   attention_mask=torch.cat([rep["attention_mask"], completion_mask], 1),
-                   mm_token_type_ids=torch.cat([rep["mm_token_type_ids"],
-                                                torch.zeros_like(completion_ids)], 1),
-                   pixel_values=pixels, image_grid_thw=rep["image_grid_thw"]).logits
-    logp = torch.log_softmax(logits[:, P - 1:-1].float() / temperature, -1)   # [B*n, T, V]
-    return logp.gather(-1, completion_ids[..., None]).squeeze(-1) * completion_mask
+    """The reference: rollout.logprobs, n copies of each prompt + its completion, one forward."""
+    assert completion_ids.shape[0] == inputs["input_ids"].shape[0] * n
+    return rollout.logprobs(model, inputs, completion_ids, completion_mask, temperature)
 
 
 def eos_pad(processor):
@@ -88,15 +82,15 @@ def test_logprob_parity(qwen25, temperature):
     assert len(set(inputs["attention_mask"].sum(-1).tolist())) == 3   # really left padded
     ids, mask = completions(9, 5, *eos_pad(processor))
     with torch.no_grad():
-        shared = shared_prefix_logprobs(model, inputs, ids, mask, 3, temperature)
+        shared = shared_logprobs(model, inputs, ids, mask, temperature)
         plain = plain_logprobs(model, inputs, ids, mask, 3, temperature)
     assert shared.shape == (9, 5)
     torch.testing.assert_close(shared * mask, plain, atol=1e-5, rtol=0)
     assert (shared[mask == 0] == 0).all()
-    one = shared_prefix_logprobs(model, inputs, ids[:, :1], mask[:, :1], 3, temperature)  # T = 1
+    one = shared_logprobs(model, inputs, ids[:, :1], mask[:, :1], temperature)  # T = 1
     torch.testing.assert_close(one, plain[:, :1], atol=1e-5, rtol=0)
     with pytest.raises(ValueError):                        # rows must be B*n
-        shared_prefix_logprobs(model, inputs, ids[:6], mask[:6], 3)
+        shared_logprobs(model, inputs, ids[:7], mask[:7])
 
 
 def grads(model, fn):
@@ -121,7 +115,7 @@ def grad_case(processor, n=3, T=5):
 def test_gradient_parity(qwen25):
     model, processor = qwen25
     inputs, ids, mask, w = grad_case(processor)
-    shared = grads(model, lambda: (shared_prefix_logprobs(model, inputs, ids, mask, 3, 0.7)
+    shared = grads(model, lambda: (shared_logprobs(model, inputs, ids, mask, 0.7)
                                    * mask * w).sum())
     plain = grads(model, lambda: (plain_logprobs(model, inputs, ids, mask, 3, 0.7) * w).sum())
     assert_same_grads(shared, plain)
@@ -133,7 +127,7 @@ def test_gradient_parity(qwen25):
 def test_gradient_checkpointing_train_mode(tiny_dir, reentrant):
     model, processor = load(tiny_dir)                      # own copy: flags are changed here
     inputs, ids, mask, w = grad_case(processor)
-    loss = lambda: (shared_prefix_logprobs(model, inputs, ids, mask, 3) * mask * w).sum()
+    loss = lambda: (shared_logprobs(model, inputs, ids, mask) * mask * w).sum()
     reference = grads(model, lambda: (plain_logprobs(model, inputs, ids, mask, 3) * w).sum())
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     model.train()
@@ -146,15 +140,33 @@ def test_gradient_checkpointing_train_mode(tiny_dir, reentrant):
     assert model.training and all(l.gradient_checkpointing for l in layers)
     assert all("_can_checkpoint_with_cache" not in l.__dict__ for l in layers)
     with torch.no_grad():                                  # also fine without autograd
-        torch.testing.assert_close(shared_prefix_logprobs(model, inputs, ids, mask, 3) * mask,
+        torch.testing.assert_close(shared_logprobs(model, inputs, ids, mask) * mask,
                                    plain_logprobs(model, inputs, ids, mask, 3), atol=1e-5, rtol=0)
 
 
-def sample(model, processor, inputs, n=4, seed=0, eos=None, **kw):
+def sample(model, processor, inputs, n=4, seed=0, eos=None, sampler=sample_shared, **kw):
     args = dict(temperature=0.7, top_p=0.9, max_new_tokens=6, pad_token_id=eos_pad(processor)[1],
                 eos_token_ids=eos or list(range(0, 400, 3)),   # many "eos" ids: rows end early;
                 generator=torch.Generator().manual_seed(seed))     # 0 is pad and eos at once
-    return sample_shared(model, inputs, n, **{**args, **kw})
+    return sampler(model, inputs, n, **{**args, **kw})
+
+
+@pytest.mark.parametrize("fixture", ["qwen25", "qwen2"])
+def test_both_samplers_draw_the_same_tokens(request, fixture):
+    """The same seed, the same tokens from rollout.sample and the shared sampler: both draw
+    multinomial's own way, the shared one drawing every row's noise even after the row left its
+    batch. Log-probs and entropies equal up to float rounding (different batch shapes)."""
+    model, processor = request.getfixturevalue(fixture)
+    inputs = prompts(processor)
+    for kw in (dict(), dict(temperature=1.0, top_p=1.0), dict(temperature=0)):
+        fast = sample(model, processor, inputs, **kw)
+        plain = sample(model, processor, inputs, sampler=rollout.sample, **kw)
+        assert torch.equal(fast.completion_ids, plain.completion_ids), kw
+        assert torch.equal(fast.mask, plain.mask)
+        if kw.get("temperature", 0.7) > 0:                          # rows ended at different steps
+            assert len(set(fast.mask.sum(-1).tolist())) > 1
+        torch.testing.assert_close(fast.logprobs, plain.logprobs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(fast.entropies, plain.entropies, atol=1e-5, rtol=0)
 
 
 def test_sampler_layout_and_logprobs(qwen25):
@@ -201,6 +213,10 @@ def test_greedy_matches_generate(request, fixture):
     try:
         r = sample(model, processor, inputs, n=2, temperature=0, max_new_tokens=8, eos=[eos])
         assert model.training and model.model.language_model.layers[0].gradient_checkpointing
+        p = sample(model, processor, inputs, n=2, temperature=0, max_new_tokens=8, eos=[eos],
+                   sampler=rollout.sample)
+        assert model.training and model.model.language_model.layers[0].gradient_checkpointing
+        assert torch.equal(p.completion_ids, r.completion_ids)
     finally:
         model.gradient_checkpointing_disable()
         model.eval()
@@ -218,7 +234,7 @@ def test_qwen2_vl_parity(qwen2):
     model, processor = qwen2
     inputs, (ids, mask) = prompts(processor), completions(9, 5, *eos_pad(processor))
     with torch.no_grad():
-        torch.testing.assert_close(shared_prefix_logprobs(model, inputs, ids, mask, 3, 0.7) * mask,
+        torch.testing.assert_close(shared_logprobs(model, inputs, ids, mask, 0.7) * mask,
                                    plain_logprobs(model, inputs, ids, mask, 3, 0.7),
                                    atol=1e-5, rtol=0)
     r = sample(model, processor, inputs)
@@ -226,7 +242,7 @@ def test_qwen2_vl_parity(qwen2):
                                                           r.mask, 4, 0.7), atol=1e-5, rtol=0)
     w = torch.randn(9, 5, generator=torch.Generator().manual_seed(1))
     assert_same_grads(
-        grads(model, lambda: (shared_prefix_logprobs(model, inputs, ids, mask, 3) * mask * w).sum()),
+        grads(model, lambda: (shared_logprobs(model, inputs, ids, mask) * mask * w).sum()),
         grads(model, lambda: (plain_logprobs(model, inputs, ids, mask, 3) * w).sum()))
 
 
@@ -239,12 +255,14 @@ def test_rope_deltas_hygiene(qwen25):
     model.model.rope_deltas = None
     r = sample(model, processor, prompts(processor), n=5)           # prompt batch 3, rows 15
     assert model.model.rope_deltas is None                          # put back as it was
+    sample(model, processor, prompts(processor), n=5, sampler=rollout.sample)
+    assert model.model.rope_deltas is None
     with torch.no_grad():
         torch.testing.assert_close(model(**two).logits, before, atol=1e-6, rtol=0)
         model.generate(**prompts(processor), do_sample=False, max_new_tokens=3)
         stale = model.model.rope_deltas                             # [3, 1] from generate
         ids, mask = completions(4, 4, *eos_pad(processor))
-        shared = shared_prefix_logprobs(model, two, ids, mask, 2)
+        shared = shared_logprobs(model, two, ids, mask)
         assert model.model.rope_deltas is stale
         torch.testing.assert_close(shared * mask, plain_logprobs(model, two, ids, mask, 2),
                                    atol=1e-5, rtol=0)
@@ -268,9 +286,10 @@ def test_placeholder_tokens_are_never_sampled_by_either_sampler(tiny_dir):
     assert image_id in banned
     kw = dict(temperature=1.0, top_p=1.0, max_new_tokens=4, eos_token_ids=[2], pad_token_id=pad)
     assert (sample_shared(model, inputs, 4, **kw).completion_ids == image_id).any()  # loves it
-    r = sample_shared(model, inputs, 4, suppress_token_ids=banned, **kw)
-    assert not torch.isin(r.completion_ids, torch.tensor(banned)).any()
-    assert (r.logprobs[r.mask.bool()] < -20).all()      # drawn tokens: full-distribution logp
+    for sampler in (sample_shared, rollout.sample):
+        r = sampler(model, inputs, 4, suppress_token_ids=banned, **kw)
+        assert not torch.isin(r.completion_ids, torch.tensor(banned)).any()
+        assert (r.logprobs[r.mask.bool()] < -20).all()  # drawn tokens: full-distribution logp
     ids = evaluation.generate(model, inputs, suppress_token_ids=banned, **kw)
     assert not torch.isin(ids, torch.tensor(banned)).any()
 
@@ -280,7 +299,7 @@ def test_top_p_nucleus_is_built_after_suppression_as_generate_does():
     away, as in `generate` (suppress_tokens runs before the top-p warper)."""
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    from rollout import _sample_top_p
+    from shared_prefix import _sample_top_p
     # token 0 (a placeholder, suppressed) holds half the mass; the rest 0.3, 0.15, 0.05
     logp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
     drawable = logp.index_fill(-1, torch.tensor([0]), float("-inf"))      # as _decode builds it
@@ -338,11 +357,13 @@ def test_internvl_mixed_tiles_logprob_and_gradient_parity(internvl):
     assert inputs.pixel_rows == [1, 5, 4, 7]                  # tiles per prompt differ
     assert len(set(inputs["attention_mask"].sum(-1).tolist())) == 4
     with torch.no_grad():
-        torch.testing.assert_close(shared_prefix_logprobs(model, inputs, ids, mask, 3, 0.7) * mask,
-                                   internvl_plain(model, inputs, ids, mask, 3, 0.7),
+        written_out = internvl_plain(model, inputs, ids, mask, 3, 0.7)
+        torch.testing.assert_close(shared_logprobs(model, inputs, ids, mask, 0.7) * mask,
+                                   written_out, atol=1e-5, rtol=0)
+        torch.testing.assert_close(rollout.logprobs(model, inputs, ids, mask, 0.7), written_out,
                                    atol=1e-5, rtol=0)
     w = torch.randn(*ids.shape, generator=torch.Generator().manual_seed(1))
-    shared = grads(model, lambda: (shared_prefix_logprobs(model, inputs, ids, mask, 3)
+    shared = grads(model, lambda: (shared_logprobs(model, inputs, ids, mask)
                                    * mask * w).sum())
     plain = grads(model, lambda: (internvl_plain(model, inputs, ids, mask, 3) * w).sum())
     assert shared.keys() == plain.keys() and any("vision_tower" in k for k in shared)
@@ -354,9 +375,11 @@ def test_internvl_sampler_logprobs_match_the_plain_forward(internvl):
     model, processor = internvl
     inputs, _, _ = internvl_case(processor)
     eos, pad = eos_pad(processor)
-    torch.manual_seed(0)
-    r = sample_shared(model, inputs, 2, temperature=0.7, top_p=1.0, max_new_tokens=4,
-                      eos_token_ids=[eos], pad_token_id=pad,
-                      suppress_token_ids=list(range(11)))      # no special token is drawn
+    kw = dict(temperature=0.7, top_p=1.0, max_new_tokens=4, eos_token_ids=[eos], pad_token_id=pad,
+              suppress_token_ids=list(range(11)))       # no special token is drawn
+    r = sample_shared(model, inputs, 2, generator=torch.Generator().manual_seed(0), **kw)
     torch.testing.assert_close(r.logprobs, internvl_plain(model, inputs, r.completion_ids,
                                                           r.mask, 2, 0.7), atol=1e-5, rtol=0)
+    p = rollout.sample(model, inputs, 2, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(p.completion_ids, r.completion_ids) and torch.equal(p.mask, r.mask)
+    torch.testing.assert_close(p.logprobs, r.logprobs, atol=1e-5, rtol=0)

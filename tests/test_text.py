@@ -14,11 +14,12 @@ import data
 import eval as evaluation
 import rewards
 import rollout
+import shared_prefix
 import ttrv
 from harness.run import load_models
 from harness.config import parse_args
 import vlm
-from harness import cli, families, plain, presets, tiny_math
+from harness import cli, families, presets, tiny_math
 
 QUESTIONS = ["What is 3 + 4?", "What is 12 + 19?"]
 
@@ -91,15 +92,21 @@ def test_a_model_without_a_chat_template_ends_in_one_sentence_before_its_weights
 def test_the_shared_prefix_path_equals_n_copies_without_an_image(loaded):
     model, tokenizer = loaded
     inputs = vlm.prompt_inputs(tokenizer, [None, None], QUESTIONS)
-    torch.manual_seed(0)
-    roll = rollout.sample(model, inputs, 3, temperature=1.0, top_p=1.0, max_new_tokens=5,
-                          eos_token_ids=vlm.end_token_ids(model, tokenizer),
-                          pad_token_id=vlm.pad_token_id(tokenizer))               # [6, T]
-    fast = rollout.shared_prefix_logprobs(model, inputs, roll.completion_ids, roll.mask, 3)
-    slow = plain.completion_logprobs(model, vlm.repeat_inputs(inputs, 3), roll.completion_ids,
-                                     roll.mask)
-    torch.testing.assert_close(fast, slow * roll.mask, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(roll.logprobs, slow * roll.mask, atol=1e-5, rtol=1e-4)  # old policy
+    rolls = []
+    for sampler in (shared_prefix, rollout):
+        rolls.append(sampler.sample(model, inputs, 3, temperature=1.0, top_p=1.0, max_new_tokens=5,
+                                    eos_token_ids=vlm.end_token_ids(model, tokenizer),
+                                    pad_token_id=vlm.pad_token_id(tokenizer),
+                                    generator=torch.Generator().manual_seed(0)))   # [6, T]
+    roll, plain = rolls
+    assert torch.equal(roll.completion_ids, plain.completion_ids)    # the same draws
+    assert torch.equal(roll.mask, plain.mask)
+    fast = shared_prefix.logprobs(model, inputs, roll.completion_ids, roll.mask)
+    slow = rollout.logprobs(model, inputs, roll.completion_ids, roll.mask)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+    for r in rolls:                                                  # the samplers' own, old policy
+        torch.testing.assert_close(r.logprobs, slow, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(roll.entropies, plain.entropies, atol=1e-5, rtol=1e-4)
     one = vlm.split_inputs(inputs)[1]
     assert one["input_ids"].shape[1] == int(inputs["attention_mask"][1].sum())     # no padding
 
@@ -141,7 +148,7 @@ def test_grading_and_the_majority_of_k_samples():
 def test_avg_and_maj_at_k_are_the_mean_and_the_majority_of_the_k_samples(loaded, monkeypatch):
     model, tokenizer = loaded
     qs = [data.Example(f"m{i}", f"What is {i} + 1?", [], str(i + 1), None, None) for i in range(2)]
-    # k = 4 samples per question, as rollout.sample would return them (rows b*k + j)
+    # k = 4 samples per question, as shared_prefix.sample would return them (rows b*k + j)
     texts = ["\\boxed{1}", "\\boxed{1}", "\\boxed{5}", "no box",        # q0: 2/4 right, maj right
              "\\boxed{2}", "\\boxed{3}", "\\boxed{3}", "\\boxed{3}"]    # q1: 1/4 right, maj wrong
     ids = torch.nn.utils.rnn.pad_sequence(
@@ -150,7 +157,7 @@ def test_avg_and_maj_at_k_are_the_mean_and_the_majority_of_the_k_samples(loaded,
     fake = rollout.Rollouts(ids, torch.zeros(ids.shape), torch.zeros(ids.shape),
                             torch.ones_like(ids))
     calls = []
-    monkeypatch.setattr(rollout, "sample", lambda m, inputs, n, **kw: calls.append((n, kw)) or fake)
+    monkeypatch.setattr(shared_prefix, "sample", lambda m, inputs, n, **kw: calls.append((n, kw)) or fake)
     r = evaluation.evaluate(model, tokenizer, qs, max_new_tokens=3, samples=4, temperature=0.6,
                             top_p=0.95, progress=False)
     assert calls[0][0] == 4 and (calls[0][1]["temperature"], calls[0][1]["top_p"]) == (0.6, 0.95)

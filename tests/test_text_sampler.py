@@ -1,4 +1,4 @@
-"""rollout.sample on a text-only causal LM (no image, 1D positions), and kv_cache.py under it:
+"""shared_prefix.sample on a text-only causal LM (no image, 1D positions), and its in-place decode cache:
 the log-probs are the plain forward's over left-padded prompts, every end token ends a row,
 greedy decoding never draws a suppressed token, the decode steps write the cache in place
 (within the room asked for), and the model's modes come back. A random-weight Qwen2 LM built
@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, Qwen2Config
 from transformers.cache_utils import DynamicLayer
 
-import kv_cache
+import shared_prefix
 import rollout
 
 V = 200
@@ -36,7 +36,7 @@ def prompts():
 
 def sample(model, n=3, max_new_tokens=6, eos=(1,), seed=0, **kw):
     options = {**dict(temperature=1.0, top_p=1.0), **kw}
-    return rollout.sample(model, prompts(), n, max_new_tokens=max_new_tokens,
+    return shared_prefix.sample(model, prompts(), n, max_new_tokens=max_new_tokens,
                           eos_token_ids=list(eos), pad_token_id=0,
                           generator=torch.Generator().manual_seed(seed), **options)
 
@@ -95,7 +95,7 @@ def test_decode_steps_write_the_cache_in_place(lm, monkeypatch):
 def test_the_buffer_grows_to_at_most_the_room_asked_for():
     cache = DynamicCache()
     cache.update(torch.zeros(2, 1, 3, 4), torch.zeros(2, 1, 3, 4), 0)
-    cache = kv_cache.in_place(cache, room=5)
+    cache = shared_prefix.in_place(cache, room=5)
     layer, sizes = cache.layers[0], []
     for step in range(5):
         cache.update(torch.full((2, 1, 1, 4), step + 1.0), torch.zeros(2, 1, 1, 4), 0)
