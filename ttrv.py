@@ -23,7 +23,8 @@ Where this departs from the paper / official code (each also said where it happe
 - torchrun (harness/distributed.py): one AdamW update per K prompts, one per process, as the
   official code; --prompts-per-update K gives the same update in one process.
 - The tiny model's presets (lr, lengths) differ from the paper's; see harness/config.py.
-- Answer extraction does not read the article "a" as option A (rewards.extract_choice).
+- Answer extraction does not read the article "a" as option A (answers.extract_choice;
+  --protocol official reads letters as the official code, answers.extract_choice_official).
 - Text-only models on math questions (TTRL, --protocol ttrl): the same loop; what votes is the
   question's kind (answers.py), the prompt the model's own (vlm.py).
 
@@ -48,6 +49,7 @@ import answers
 import data
 import eval as evaluation
 import grpo
+import math_answers
 import rewards
 import rollout
 import vlm
@@ -60,7 +62,7 @@ from harness.config import TINY_MODELS, Config, bf16_compute, parse_args  # noqa
 
 def vote_keys(texts, example, cfg):
     """One prompt's N responses -> the keys they vote with (answers.vote_keys)."""
-    return answers.vote_keys(texts, example, no_answer=cfg.no_answer)
+    return answers.vote_keys(texts, example, no_answer=cfg.no_answer, reader=cfg.answer_reader)
 
 
 def score(texts, example, cfg, rng, entropies=None):
@@ -73,7 +75,10 @@ def score(texts, example, cfg, rng, entropies=None):
     r = rewards.compute_rewards(cfg.reward, keys, alpha=cfg.alpha,             # eq. (3)-(7)
                                 normalized_entropy=cfg.entropy == "normalized",
                                 token_entropies=entropies, rng=rng,
-                                dare_alpha=cfg.dare_alpha, dare_tau=cfg.dare_tau)
+                                dare_alpha=cfg.dare_alpha, dare_tau=cfg.dare_tau,
+                                match=cfg.majority_match,   # grade: TTRL's official rule
+                                same=(answers.grade_match(texts, example, cfg.answer_reader)
+                                      if cfg.majority_match == "grade" else None))
     dist = rewards.empirical_distribution(keys)
     return r, rewards.entropy(dist), max(dist.values())
 
@@ -236,6 +241,7 @@ def adapt(policy, ref_model, processor, examples, cfg, autocast, on_step=None, s
                              sampler, procs)
             stats, norms, b, updates = stats + s, norms + [norm], b + len(part), updates + 1
         m = report.step_metrics(step + 1, updates, figures, stats, weights, norms, lr, procs)
+        m["answer_fallbacks"] = math_answers.take_fallbacks()["key"]   # keyed as text (this rank)
         m["seconds"] = time.time() - t0
         history.append(m)
         if on_step:

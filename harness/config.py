@@ -15,6 +15,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
+import answers
 import rewards
 
 
@@ -98,6 +99,13 @@ class Config:
                        ["raw", "normalized"])
     no_answer: str = opt("own", "reward", "how unparseable responses vote",
                          list(rewards.NO_ANSWER_POLICIES))
+    answer_reader: str = opt("paper", "reward", "how option letters are read: paper (ours) or "
+                             "official (the official TTRV code's reader, docs/protocols.md)",
+                             list(answers.READERS))
+    majority_match: str = opt("key", "reward", "--reward majority rewards the responses whose "
+                              "vote key is the winner's (key), or also those whose answer grades "
+                              "equal to the winner's (grade: TTRL's official rule)",
+                              ["key", "grade"])
     baseline: str = opt("group", "reward", "advantage baseline: group (eq. 2), batch or none",
                         ["group", "batch", "none"])
     adv_ddof: int = opt(0, "reward", "advantage std: 0 population (the paper's std), 1 unbiased "
@@ -145,7 +153,7 @@ class Config:
 # --protocol official: the official runs' settings (docs/protocols.md). Family-
 # dependent values (temperature) are None here and filled by vlm.official_temperature in ttrv.run once the model is loaded.
 OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer="text",
-                adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)
+                answer_reader="official", adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)
 
 
 # --protocol ttrl: TTRL's Qwen2.5-Math-1.5B scripts (docs/protocols.md, methods-notes section 1).
@@ -153,7 +161,8 @@ OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer=
 # temperature None: per family, vlm.ttrl_temperature (1.0 Qwen2.5-Math, 0.6 other text models).
 TTRL = dict(rollouts=64, train_rollouts=32, lr=5e-7, warmup_ratio=0.03, beta=0.001,
             clip_eps=0.2, loss_agg="token_mean", temperature=None, max_new_tokens=3072,
-            num_samples=None, no_answer="own", eval_samples=16)
+            num_samples=None, no_answer="own", eval_samples=16, reward="majority",
+            majority_match="grade")
 # Per benchmark (TTRL's scripts): episodes and prompts per step. Other datasets keep the defaults.
 TTRL_BENCHMARKS = {"aime24": dict(epochs=80, prompts_per_step=8),
                    "amc23": dict(epochs=30, prompts_per_step=8),
