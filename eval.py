@@ -6,7 +6,7 @@ question also TTRL's avg@K and maj@K.
 
 The paper evaluates by greedy decoding on the whole test set, before and after adaptation
 (Appendix A). Prompts are batched with left padding; a response counts as correct when the
-option letter extracted from it (rewards.extract_choice) is the right one, and as unparseable
+option letter extracted from it (answers.extract_choice) is the right one, and as unparseable
 when no letter can be extracted. Counting questions (no options, e.g. Capture) are scored by
 1 - symmetric percentage error on the extracted number (data.count_score); free-form math
 questions by the last \\boxed{} answer's equivalence to the gold one (answers.py).

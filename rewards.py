@@ -2,14 +2,10 @@
 
 TTRV samples N responses to one unlabeled test input, reads the answer out of each, and rewards
 a response by how often its answer was given (eq. 4) minus alpha times the entropy of the answers
-(eqs. 5-7). This file turns answers into those numbers; nothing here knows about models.
+(eqs. 5-7). This file turns vote keys into those numbers; nothing here knows about models or
+about reading answers (answers.py reads them and makes the keys).
 
-    text --extract_choice/extract_number--> answer --answer_keys--> key --rewards--> float
-
-Math answers (TTRL, DARE on text LLMs) live in math_answers.py and are re-exported here:
-`extract_boxed` (the last \\boxed{...}), `math_equal` (math-verify equivalence, gold first) and
-`math_key` (a vote key that merges equivalent answers; None for an empty one, which then never
-wins the vote).
+    text --answers.extract--> answer --answers.vote_keys--> key --rewards--> float
 
 What it leaves out: the GRPO advantage of eq. (2) (grpo.py), sampling (ttrv.py), and computing
 token entropies for DARE (the caller passes them in). Plain Python + NumPy, no torch.
@@ -19,7 +15,7 @@ the same for all N responses, so a per-group mean baseline (eq. 2) cancels alpha
 only acts with a baseline over several inputs or with no baseline at all (eq. 9).
 
 Worked example of the paper, answers [A, A, A, B]:
->>> keys = answer_keys(["A", "A", "A", "B"])
+>>> keys = ["A", "A", "A", "B"]
 >>> empirical_distribution(keys)
 {'A': 0.75, 'B': 0.25}
 >>> frequency_reward(keys).tolist()
@@ -32,98 +28,11 @@ Worked example of the paper, answers [A, A, A, B]:
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Hashable, Sequence
 
 import numpy as np
-
-from math_answers import extract_boxed, math_equal, math_key  # noqa: F401  (re-exported)
-
-# ----------------------------------------------------------------------------- answer extraction
-
-_END_OF_TURN = re.compile(r"<\|[^|>]*\|>|</?s>")  # <|im_end|>, <|endoftext|>, <s>, </s>, ...
-_BARE = re.compile(r"\(?\s*([A-Za-z])\s*\)?\s*[.:)]?")  # "b", "B.", "(B)", "b)"
-_LEADING_LABEL = re.compile(r"\(?([A-Z])(?:\)|[.:]|\s*$)")  # "B. golf course", "(B) 12"
-_ANSWER_PHRASE = re.compile(r"(?i:answer)(?:\s+(?i:is))?\s*[:-]?\s*\(?([A-Z])(?![A-Za-z0-9])")
-_STANDALONE = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])")
-
-
-def extract_choice(text: str, num_options: int = 4) -> str | None:
-    """The option letter ("A", "B", ...) a response chose, or None.
-
-    Only the first `num_options` letters are answers (4 -> A-D, 6 -> A-F). Rules, first match wins:
-
-    0. clean: drop end-of-turn tokens ("<|im_end|>", "</s>"), markdown "*" and "`", outer spaces;
-    1. the whole response is one letter, in either case, maybe with "(", ")", "." or ":"
-       ("b", "b.", "(B)") -> that letter;
-    2. it starts with an upper-case option label: "B. golf course", "(B) 12", "B) golf" -> B;
-    3. "answer is X" / "Answer: X" with X upper case: the last such phrase;
-    4. the last standalone upper-case letter (not touching other letters or digits), as the
-       official code does ("I pick C" -> C).
-
-    A letter outside the first num_options never counts; the search goes on to the next rule.
-
-    Departure from the official code, which upper-cases the text first: lower-case letters inside
-    a sentence are ignored, so the article in "a golf course" is not option A. A capital "A" used
-    as an article ("A golf course.") is still read as A, as in the official code.
-
-    >>> [extract_choice(t) for t in ["B", "(b)", "Answer: C", "B. golf course", "**D**<|im_end|>"]]
-    ['B', 'B', 'C', 'B', 'D']
-    >>> [extract_choice(t, n) for t, n in [("It shows a golf course.", 4), ("E", 4), ("E", 6)]]
-    [None, None, 'E']
-    """
-    if not 1 <= num_options <= 26:
-        raise ValueError(f"num_options must be between 1 and 26, got {num_options}.")
-    valid = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:num_options]
-    text = _END_OF_TURN.sub("", text).replace("*", "").replace("`", "").strip()
-    bare = _BARE.fullmatch(text)
-    if bare and bare.group(1).upper() in valid:
-        return bare.group(1).upper()
-    leading = _LEADING_LABEL.match(text)
-    if leading and leading.group(1) in valid:
-        return leading.group(1)
-    for pattern in (_ANSWER_PHRASE, _STANDALONE):
-        letters = [m.group(1) for m in pattern.finditer(text) if m.group(1) in valid]
-        if letters:
-            return letters[-1]
-    return None
-
-
-_BOXED = "\\boxed{"
-_NUMBER = re.compile(r"(?<![A-Za-z0-9.])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
-
-
-def _last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...}, braces inside it balanced; None if there is none."""
-    start = text.rfind(_BOXED)
-    if start < 0:
-        return None
-    depth, i = 1, start + len(_BOXED)
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return text[i:]  # unclosed: take the rest
-
-
-def extract_number(text: str) -> float | None:
-    """A free-form (counting) answer: the last number in the last \\boxed{...}, else in the text.
-
-    Numbers may carry a minus sign, a decimal part, and thousands commas ("1,234" -> 1234.0).
-    A number glued to letters ("H2O") is not read. If a \\boxed{} is present but holds no number
-    the answer is None: the model committed to something that is not a count.
-
-    >>> extract_number("There are \\\\boxed{1,234} birds"), extract_number("12.5 or -3")
-    (1234.0, -3.0)
-    >>> extract_number("no idea") is None
-    True
-    """
-    boxed = _last_boxed(text)
-    numbers = _NUMBER.findall(text if boxed is None else boxed)
-    return float(numbers[-1].replace(",", "")) if numbers else None
-
 
 # ----------------------------------------------------------------------------- answers -> keys
 
@@ -131,42 +40,14 @@ def extract_number(text: str) -> float | None:
 class NoAnswer:
     """Key of a response with no extractable answer; never equal to a real answer.
 
-    tag is None under "pool", the response index under "own", the stripped text under "text".
+    tag is None under "pool", the response index under "own", the response's text under "text"
+    (answers.answer_keys makes these keys).
     """
 
     tag: object = None
 
 
-NO_ANSWER_POLICIES = ("own", "pool", "text")
-
-
-def answer_keys(answers: Sequence[str | float | None], texts: Sequence[str] | None = None,
-                no_answer: str = "own") -> list[Hashable]:
-    """Hashable keys for the vote: the answer itself, or a NoAnswer key when it is None.
-
-    no_answer decides how unanswered responses are counted:
-      "own"  (default) each is an answer of its own: vote share 1/N, never the majority;
-      "pool" all share one key, so many unanswered responses can outvote a real answer;
-      "text" the official code: each one's stripped text is its answer (identical texts pool).
-
-    >>> answer_keys(["A", None, None], no_answer="own")
-    ['A', NoAnswer(tag=1), NoAnswer(tag=2)]
-    >>> answer_keys(["A", None, None], no_answer="pool")
-    ['A', NoAnswer(tag=None), NoAnswer(tag=None)]
-    >>> answer_keys(["A", None, None], texts=["A", " cat", "cat "], no_answer="text")
-    ['A', NoAnswer(tag='cat'), NoAnswer(tag='cat')]
-    """
-    if no_answer not in NO_ANSWER_POLICIES:
-        raise ValueError(f"no_answer must be one of {NO_ANSWER_POLICIES}, got {no_answer!r}.")
-    if no_answer == "text" and (texts is None or len(texts) != len(answers)):
-        raise ValueError('no_answer="text" needs texts, one per answer.')
-
-    def no_answer_key(i: int) -> NoAnswer:
-        if no_answer == "own":
-            return NoAnswer(i)
-        return NoAnswer(None) if no_answer == "pool" else NoAnswer(texts[i].strip())
-
-    return [no_answer_key(i) if a is None else a for i, a in enumerate(answers)]
+NO_ANSWER_POLICIES = ("own", "pool", "text")   # answers.answer_keys says what each does
 
 
 # ----------------------------------------------------------------------------- eqs. (3)-(7)
@@ -233,22 +114,32 @@ def ttrv_reward(keys: Sequence[Hashable], alpha: float = 0.75,
 
 # ----------------------------------------------------------------------------- related rewards
 
-def majority_reward(keys: Sequence[Hashable]) -> np.ndarray:
+def majority_reward(keys: Sequence[Hashable], match: str = "key",
+                    same: Callable[[int, int], bool] | None = None) -> np.ndarray:
     """TTRL (Zuo et al. 2025): 1 for responses whose answer is the most common one, else 0.
 
     Ties go to the tied answer seen first (as Counter.most_common). An "own" NoAnswer key (a
     single unanswered response) is never the majority; if every key is one, all rewards are 0.
+    match="key" rewards the responses whose key is the winner's; match="grade" is TTRL's official
+    rule: response j is also rewarded when same(w, j), its answer grading equal to that of w, the
+    winner's first response (answers.grade_match); a NoAnswer response never is.
 
     >>> majority_reward(["B", "A", "A", "B", "C"]).tolist()
     [1.0, 0.0, 0.0, 1.0, 0.0]
+    >>> majority_reward(["B", "A", "B"], "grade", same=lambda w, j: j == 1).tolist()
+    [1.0, 1.0, 1.0]
     """
     _check(keys)
+    if match not in ("key", "grade") or (match == "grade" and same is None):
+        raise ValueError(f'match must be "key", or "grade" with same(w, j); got {match!r}.')
     own = [isinstance(k, NoAnswer) and isinstance(k.tag, int) for k in keys]  # "own" no-answers
     counts = Counter(k for k, is_own in zip(keys, own) if not is_own)
     if not counts:
         return np.zeros(len(keys))
     winner = counts.most_common(1)[0][0]
-    return np.array([float(key == winner) for key in keys])
+    w = keys.index(winner)
+    return np.array([float(key == winner or (match == "grade" and not isinstance(key, NoAnswer)
+                                             and same(w, j))) for j, key in enumerate(keys)])
 
 
 def random_reward(keys: Sequence[Hashable], rng: np.random.Generator) -> np.ndarray:
@@ -315,7 +206,8 @@ REWARDS: dict[str, Callable[..., np.ndarray]] = {
     "frequency": lambda keys, **_: frequency_reward(keys),  # Table 3, "without diversity reward"
     "diversity": lambda keys, *, alpha, normalized_entropy, **_: np.full(  # "without frequency"
         len(keys), alpha * diversity_reward(keys, normalized_entropy)),
-    "majority": lambda keys, **_: majority_reward(keys),  # TTRL, Table 3 "majority vote"
+    "majority": lambda keys, *, match, same, **_: majority_reward(  # TTRL; Table 3 "majority"
+        keys, match, same),
     "random": lambda keys, *, rng, **_: random_reward(keys, rng),  # Table 5
     "dare": lambda keys, *, token_entropies, dare_alpha, dare_tau, dare_eps, **_: dare_reward(
         keys, token_entropies, dare_alpha, dare_tau, dare_eps),
@@ -326,10 +218,12 @@ def compute_rewards(name: str, keys: Sequence[Hashable], *, alpha: float = 0.75,
                     normalized_entropy: bool = False,
                     token_entropies: Sequence[float] | None = None,
                     rng: np.random.Generator | None = None, dare_alpha: float = 0.5,
-                    dare_tau: float = 0.05, dare_eps: float = 1e-6) -> np.ndarray:
+                    dare_tau: float = 0.05, dare_eps: float = 1e-6, match: str = "key",
+                    same: Callable[[int, int], bool] | None = None) -> np.ndarray:
     """Rewards (float64, shape [N]) of the N responses of one input under the reward `name`.
 
-    "diversity" is alpha * r2 given to every response; "frequency" is r1 alone (alpha = 0).
+    "diversity" is alpha * r2 given to every response; "frequency" is r1 alone (alpha = 0);
+    match and same are majority_reward's (TTRL's rule: match="grade", same=answers.grade_match).
 
     >>> compute_rewards("majority", ["A", "A", "B"]).tolist()
     [1.0, 1.0, 0.0]
@@ -342,5 +236,5 @@ def compute_rewards(name: str, keys: Sequence[Hashable], *, alpha: float = 0.75,
         raise ValueError('reward "random" needs rng (a seeded numpy.random.Generator).')
     rewards = REWARDS[name](keys, alpha=alpha, normalized_entropy=normalized_entropy,
                             token_entropies=token_entropies, rng=rng, dare_alpha=dare_alpha,
-                            dare_tau=dare_tau, dare_eps=dare_eps)
+                            dare_tau=dare_tau, dare_eps=dare_eps, match=match, same=same)
     return np.asarray(rewards, dtype=np.float64)

@@ -6,8 +6,7 @@
 Per batch of unlabeled prompts: N responses each from the current policy (rollout.py), rewards
 from their vote (eq. 3-7: answers.py, rewards.py), group advantages (eq. 2), one AdamW update per
 prompt on the clipped-ratio loss with a KL penalty to a frozen reference (eq. 1, grpo.py). The
-run (data, models, precision, evaluation, files, torchrun) is harness/run.py's; departures from
-the paper are the README's table.
+run (data, models, precision, evaluation, files, torchrun) is harness/run.py's; departures: README.
 """
 if __name__ == "__main__":           # the command line is the harness's (flags before torch)
     from harness import cli
@@ -46,6 +45,8 @@ class Settings:
     alpha: float = 0.75              # eq. (7)
     entropy: str = "raw"             # eq. (5); "normalized": the official code's
     no_answer: str = "own"           # an unparseable response votes alone (ours; official: text)
+    answer_reader: str = "paper"     # how letters are read (ours; official: answers.py's reader)
+    majority_match: str = "key"      # --reward majority: same key (ours) or grade (TTRL's rule)
     dare_alpha: float = 0.5          # DARE's exploration bonus (ours; unpublished)
     dare_tau: float = 0.05           # DARE's pruning threshold (ours; unpublished)
     baseline: str = "group"          # eq. (2): A = (r - mean) / std over the prompt's group
@@ -83,11 +84,13 @@ class Setup:
 def score(texts, example, hp, rng, entropies=None):
     """One prompt's N responses -> (rewards [N], answer entropy, majority share). The question's
     kind decides what votes (answers.py): option letters, a number, a \\boxed{} answer."""
-    keys = answers.vote_keys(texts, example, no_answer=hp.no_answer)
+    keys = answers.vote_keys(texts, example, no_answer=hp.no_answer, reader=hp.answer_reader)
+    same = (answers.grade_match(texts, example, hp.answer_reader)      # TTRL's rule: graded equal
+            if hp.majority_match == "grade" else None)
     r = rewards.compute_rewards(hp.reward, keys, alpha=hp.alpha,               # eq. (3)-(7)
                                 normalized_entropy=hp.entropy == "normalized",
-                                token_entropies=entropies, rng=rng,
-                                dare_alpha=hp.dare_alpha, dare_tau=hp.dare_tau)
+                                token_entropies=entropies, rng=rng, dare_alpha=hp.dare_alpha,
+                                dare_tau=hp.dare_tau, match=hp.majority_match, same=same)
     dist = rewards.empirical_distribution(keys)
     return r, rewards.entropy(dist), max(dist.values())
 
@@ -182,9 +185,8 @@ def backward(s, g, hp, total, scale):
 
 
 def update(s, optimizer, groups, hp):
-    """One AdamW update over `groups` (this process's share of the update's prompts). The loss
-    is the token (or row) mean over every process's groups; under torchrun FSDP averages the
-    gradients of K processes, so each loss is scaled by K to make that a sum."""
+    """One AdamW update over `groups` (this process's share): the token (or row) mean loss over
+    every process's groups; FSDP averages K processes' gradients, so each loss is scaled by K."""
     def size(g):
         return float(g.mask.sum()) if hp.loss_agg == "token_mean" else g.mask.shape[0]
     total = s.procs.sum(sum(size(g) * g.weight for g in groups))
@@ -209,8 +211,7 @@ def schedule(n_examples, hp):
 
 
 def step_metrics(figures, stats, weights, procs):
-    """The batch's vote figures and loss statistics, each a mean over its prompts (of every
-    process: sums over counts; a stand-in weighs 0)."""
+    """Each vote figure and loss statistic: a mean over every process's prompts (stand-ins: 0)."""
     return procs.mean({key: (sum(x[key] * w for x, w in zip(part, weights)), sum(weights))
                        for part in (figures, stats) for key in part[0]})
 

@@ -15,6 +15,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
+import answers
 import rewards
 from harness.families import OFFICIAL, TTRL, TTRL_BENCHMARKS
 
@@ -99,6 +100,13 @@ class Config:
                        ["raw", "normalized"])
     no_answer: str = opt("own", "reward", "how unparseable responses vote",
                          list(rewards.NO_ANSWER_POLICIES))
+    answer_reader: str = opt("paper", "reward", "how option letters are read: paper (ours) or "
+                             "official (the official TTRV code's reader, docs/protocols.md)",
+                             list(answers.READERS))
+    majority_match: str = opt("key", "reward", "--reward majority rewards the responses whose "
+                              "vote key is the winner's (key), or also those whose answer grades "
+                              "equal to the winner's (grade: TTRL's official rule)",
+                              ["key", "grade"])
     baseline: str = opt("group", "reward", "advantage baseline: group (eq. 2), batch or none",
                         ["group", "batch", "none"])
     adv_ddof: int = opt(0, "reward", "advantage std: 0 population (the paper's std), 1 unbiased "

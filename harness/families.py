@@ -51,14 +51,16 @@ NAMED_FAMILIES = {"qwen2.5-math": dict(ttrl_temperature=1.0),   # TTRL's Qwen2.5
 # --protocol official: the official runs' settings (docs/protocols.md). Family-dependent values
 # (temperature) are None here and filled by official_temperature once the model is loaded.
 OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer="text",
-                adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4, temperature=None)
+                answer_reader="official", adv_ddof=1, fixed_adaptation_set=True, prompts_per_step=4,
+                temperature=None)
 
 # --protocol ttrl: TTRL's Qwen2.5-Math-1.5B scripts (docs/protocols.md, methods-notes section 1).
 # The whole benchmark is the adaptation set (num_samples None: all of it, labels stripped);
 # temperature None: per family, ttrl_temperature (1.0 Qwen2.5-Math, 0.6 other text models).
 TTRL = dict(rollouts=64, train_rollouts=32, lr=5e-7, warmup_ratio=0.03, beta=0.001,
             clip_eps=0.2, loss_agg="token_mean", temperature=None, max_new_tokens=3072,
-            num_samples=None, no_answer="own", eval_samples=16)
+            num_samples=None, no_answer="own", eval_samples=16, reward="majority",
+            majority_match="grade")
 # Per benchmark (TTRL's scripts): episodes and prompts per step. Other datasets keep the defaults.
 TTRL_BENCHMARKS = {"aime24": dict(epochs=80, prompts_per_step=8),
                    "amc23": dict(epochs=30, prompts_per_step=8),

@@ -6,7 +6,7 @@
 
 A math question shows the bare problem (the model's chat template adds the rest, see vlm.py),
 has no options, `answer` = the gold answer as text and kind "math" (graded by
-rewards.math_equal). GPQA-Diamond is multiple choice: four options, graded by letter.
+math_answers.math_equal). GPQA-Diamond is multiple choice: four options, graded by letter.
 
 Sources (repo, file, columns; confirmed from the dataset cards and public code that reads them;
 revisions not pinned: "main"):

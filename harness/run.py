@@ -17,6 +17,7 @@ import torch
 import answers
 import data
 import eval as evaluation
+import math_answers
 import rewards
 import rollout
 import shared_prefix
@@ -150,6 +151,7 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
     curve.append((0, base if subset is test else evaluate(subset, step=0)))   # Figure 1's x = 0
     with open(out / "metrics.jsonl", "w") as f:
         def on_step(m):  # written as it happens, so a crash keeps the steps so far
+            m["answer_fallbacks"] = math_answers.take_fallbacks()["key"]  # keyed as text (rank)
             if cfg.eval_every and m["step"] % cfg.eval_every == 0:
                 m["eval_accuracy"] = evaluate(subset, step=m["step"])
                 curve.append((m["step"], m["eval_accuracy"]))

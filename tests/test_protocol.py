@@ -100,3 +100,44 @@ def test_tiny_math_keeps_its_sizes_under_the_ttrl_protocol():
 def test_the_ttrl_temperature_is_the_text_family_s(name, temperature):
     model = SimpleNamespace(config=SimpleNamespace(model_type="qwen2", name_or_path=name))
     assert families.ttrl_temperature(model) == temperature
+
+
+# ----------------------------------------------------------------------------- how answers are read
+
+def test_official_protocol_reads_letters_with_the_official_reader():
+    import data
+    import ttrv
+    question = data.Example("x", "q", ["cat", "dog", "eel", "fox"], "B", None, None)
+    texts = ["The answer is B, not D.", "a golf course", "golf course.", "golf course"]
+    paper, official = parse_args([]), parse_args(["--protocol", "official"])
+    assert (paper.answer_reader, official.answer_reader) == ("paper", "official")
+    assert keys(texts, question, official)[:2] == ["D", "A"]
+    assert len(set(keys(texts, question, official))) == 3    # trimmed texts pool
+    assert keys(texts, question, paper)[:2][0] == "B"
+    explicit = parse_args(["--protocol", "official", "--answer-reader", "paper"])
+    assert keys(texts, question, explicit)[0] == "B"
+
+
+def test_ttrl_protocol_rewards_by_majority_as_ttrl_unless_told_otherwise():
+    import data
+    import ttrv
+    model = ["--model", "Qwen/Qwen2.5-Math-1.5B"]
+    cfg = parse_args(["--protocol", "ttrl"] + model)
+    assert (cfg.reward, cfg.majority_match) == ("majority", "grade")
+    assert parse_args(["--protocol", "ttrl", "--reward", "ttrv"] + model).reward == "ttrv"
+    assert parse_args(["--protocol", "ttrl", "--majority-match", "key"] + model
+                      ).majority_match == "key"
+    assert (parse_args([]).reward, parse_args([]).majority_match) == ("ttrv", "key")
+    q = data.Example("m", "q", [], "7", None, None)
+    texts = ["\\boxed{y=2x+1}", "\\boxed{y = 2x + 1}", "\\boxed{2x+1=y}", "\\boxed{5}"]
+    r, _, _ = ttrv.score(texts, q, cfg, None)
+    assert r.tolist() == [1, 1, 1, 0]                  # 2x+1=y grades equal to the winner
+    r, _, _ = ttrv.score(texts, q, parse_args(["--protocol", "ttrl", "--majority-match", "key"]
+                                              + model), None)
+    assert r.tolist() == [1, 1, 0, 0]
+
+
+def keys(texts, question, cfg):
+    """The keys ttrv.score votes with under `cfg`."""
+    import answers
+    return answers.vote_keys(texts, question, no_answer=cfg.no_answer, reader=cfg.answer_reader)

@@ -1,4 +1,5 @@
-"""Spec for rewards.py: equations (3)-(7), answer extraction, and the compared rewards."""
+"""Spec for rewards.py: equations (3)-(7) and the compared rewards (answer extraction and the
+no-answer policies: tests/test_answers.py)."""
 import doctest
 import math
 from collections import Counter
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 
 import rewards
+from answers import answer_keys
 from rewards import (
-    REWARDS, NoAnswer, answer_keys, compute_rewards, dare_reward, diversity_reward,
-    empirical_distribution, entropy, extract_choice, extract_number, frequency_reward,
-    majority_reward, random_reward, ttrv_reward,
+    REWARDS, NoAnswer, compute_rewards, dare_reward, diversity_reward, empirical_distribution,
+    entropy, frequency_reward, majority_reward, random_reward, ttrv_reward,
 )
 
 PAPER = ["A", "A", "A", "B"]  # the paper's worked example
@@ -154,141 +155,6 @@ def test_diversity_term_is_the_same_shift_for_every_response():
     for keys in random_answer_lists(count=50):
         shift = ttrv_reward(keys) - frequency_reward(keys)
         np.testing.assert_allclose(shift, 0.75 * diversity_reward(keys))
-
-
-# ----------------------------------------------------------------------------- extract_choice
-
-@pytest.mark.parametrize("text, expected", [
-    ("B", "B"),
-    ("B.", "B"),
-    ("(B)", "B"),
-    ("B)", "B"),
-    ("Answer: B", "B"),
-    ("answer: B", "B"),
-    ("The answer is B", "B"),
-    ("The answer is B.", "B"),
-    ("The correct answer is: (D).", "D"),
-    ("**B**", "B"),
-    ("Answer: **C**<|im_end|>", "C"),
-    ("B. golf course", "B"),
-    ("(A) 12", "A"),
-    ("C. airport (D is a close second)", "C"),
-    ("Answer: C. Option D is wrong.", "C"),
-    ("I think it is C", "C"),
-    ("B  \n", "B"),
-    ("  B", "B"),
-    ("B<|im_end|>", "B"),
-    ("B</s>", "B"),
-    ("B<|endoftext|>", "B"),
-    ("b", "B"),
-    ("b.", "B"),
-    ("(b)", "B"),
-    ("a", "A"),
-    ("A", "A"),
-    ("a golf course", None),
-    ("The image shows a golf course.", None),
-    ("the answer is a golf course", None),
-    ("option b", None),
-    ("golf course", None),
-    ("", None),
-    ("E", None),
-    ("The answer is E", None),
-    ("ABC", None),
-])
-def test_extract_choice_four_options(text, expected):
-    assert extract_choice(text) == expected
-
-
-@pytest.mark.parametrize("text, num_options, expected", [
-    ("E", 6, "E"),
-    ("F.", 6, "F"),
-    ("The answer is E", 5, "E"),
-    ("G", 6, None),
-    ("f", 6, "F"),
-    ("B", 2, "B"),
-    ("C", 2, None),
-    ("Answer: C", 4, "C"),
-])
-def test_extract_choice_other_option_counts(text, num_options, expected):
-    assert extract_choice(text, num_options) == expected
-
-
-def test_extract_choice_reads_capital_article_as_a_like_official_code():
-    assert extract_choice("A golf course.") == "A"
-
-
-def test_extract_choice_rejects_impossible_option_counts():
-    with pytest.raises(ValueError):
-        extract_choice("A", 0)
-    with pytest.raises(ValueError):
-        extract_choice("A", 27)
-
-
-# ----------------------------------------------------------------------------- extract_number
-
-@pytest.mark.parametrize("text, expected", [
-    ("\\boxed{12}", 12.0),
-    ("There are 3 cars, so \\boxed{7}.", 7.0),
-    ("first \\boxed{2} then \\boxed{5}", 5.0),
-    ("\\boxed{\\text{42}}", 42.0),
-    ("\\boxed{12 apples}", 12.0),
-    ("I count 1,234 people", 1234.0),
-    ("about 12.5 on average", 12.5),
-    ("the change is -3", -3.0),
-    ("3 dogs and 4 cats, total 7.", 7.0),
-    ("\\boxed{1,000,000}", 1e6),
-    ("pages 3-4", 4.0),
-    ("H2O", None),
-    ("\\boxed{none}", None),
-    ("no idea", None),
-    ("", None),
-])
-def test_extract_number(text, expected):
-    assert extract_number(text) == expected
-
-
-# ----------------------------------------------------------------------------- no-answer policies
-
-def test_answers_become_their_own_keys():
-    assert answer_keys(["A", "B", 3.0]) == ["A", "B", 3.0]
-
-
-def test_policy_own_gives_each_unanswered_response_a_distinct_key():
-    keys = answer_keys(["A", None, None, "A"], no_answer="own")
-    assert keys[1] != keys[2] and keys[1] != "A"
-    assert frequency_reward(keys).tolist() == [0.5, 0.25, 0.25, 0.5]
-
-
-def test_policy_own_is_the_default():
-    assert answer_keys(["A", None, None]) == answer_keys(["A", None, None], no_answer="own")
-
-
-def test_policy_pool_shares_one_key_among_unanswered_responses():
-    keys = answer_keys(["A", None, None, "A"], no_answer="pool")
-    assert keys[1] == keys[2] and keys[1] != "A"
-    assert frequency_reward(keys).tolist() == [0.5, 0.5, 0.5, 0.5]
-
-
-def test_policy_text_pools_identical_stripped_texts():
-    texts = ["A", "a cat", " a cat ", "a dog"]
-    keys = answer_keys(["A", None, None, None], texts=texts, no_answer="text")
-    assert keys[1] == keys[2] != keys[3]
-    assert frequency_reward(keys).tolist() == [0.25, 0.5, 0.5, 0.25]
-
-
-def test_no_answer_key_never_equals_a_real_answer():
-    keys = answer_keys(["no answer", None], texts=["x", "no answer"], no_answer="text")
-    assert keys[0] != keys[1] and isinstance(keys[1], NoAnswer)
-
-
-def test_policy_text_needs_texts():
-    with pytest.raises(ValueError):
-        answer_keys(["A", None], no_answer="text")
-
-
-def test_unknown_policy_is_an_error():
-    with pytest.raises(ValueError):
-        answer_keys(["A"], no_answer="drop")
 
 
 # ----------------------------------------------------------------------------- majority (TTRL)
