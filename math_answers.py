@@ -121,8 +121,7 @@ def _parse(answer: str) -> list:
 
 def _tame(expr) -> bool:
     """False if evaluating `expr` could take unbounded time: a numeric exponent or factorial
-    argument over _LIMIT (2^{2^{100}}, 9!!!), or a power over _LIMIT_BITS bits ((10^{100})^{1000}).
-    Checked bottom-up, so each evaluated sub-expression was itself found tame."""
+    argument over _LIMIT (2^{2^{100}}, 9!!!), a power over _LIMIT_BITS bits; checked bottom-up."""
     import sympy
     from sympy.matrices import MatrixBase
     if isinstance(expr, MatrixBase):
@@ -222,8 +221,9 @@ def _canonical(expr) -> Hashable:
     import sympy
     from sympy.logic.boolalg import And, Or
     from sympy.matrices import MatrixBase
-    if isinstance(expr, sympy.Eq) and isinstance(expr.lhs, sympy.Symbol):
-        return _canonical(expr.rhs)                  # "x = 5" votes with "5", as math-verify
+    if isinstance(expr, sympy.Eq) and all(isinstance(n, sympy.Symbol) for n in (  # "x = 5": 5,
+            expr.lhs.args if isinstance(expr.lhs, sympy.Tuple) else [expr.lhs])):  # (x, y) = (2, 1)
+        return _canonical(expr.rhs)                  # an assignment votes with its value
     if isinstance(expr, MatrixBase):
         return ("matrix", expr.shape, tuple(_canonical(e) for e in expr))
     if isinstance(expr, sympy.Tuple):

@@ -101,12 +101,9 @@ class Config:
     no_answer: str = opt("own", "reward", "how unparseable responses vote",
                          list(rewards.NO_ANSWER_POLICIES))
     answer_reader: str = opt("paper", "reward", "how option letters are read: paper (ours) or "
-                             "official (the official TTRV code's reader, docs/protocols.md)",
-                             list(answers.READERS))
-    majority_match: str = opt("key", "reward", "--reward majority rewards the responses whose "
-                              "vote key is the winner's (key), or also those whose answer grades "
-                              "equal to the winner's (grade: TTRL's official rule)",
-                              ["key", "grade"])
+                             "official (the official TTRV code's)", list(answers.READERS))
+    majority_match: str = opt("key", "reward", "--reward majority rewards the winner's key (key) "
+                              "or answers graded equal to it (grade: TTRL's rule)", ["key", "grade"])
     baseline: str = opt("group", "reward", "advantage baseline: group (eq. 2), batch or none",
                         ["group", "batch", "none"])
     adv_ddof: int = opt(0, "reward", "advantage std: 0 population (the paper's std), 1 unbiased "

@@ -21,9 +21,9 @@ def no_wall_clock_timeouts(monkeypatch):
     """Grades and majorities without math-verify's wall-clock timeouts, which a loaded machine
     can run out of (test_vote_keys.py says more)."""
     monkeypatch.setattr(math_answers, "_timeout", lambda: None)
-    math_answers.math_key.cache_clear(), math_answers.math_equal.cache_clear()
+    math_answers._key.cache_clear(), math_answers._equal.cache_clear()
     yield
-    math_answers.math_key.cache_clear(), math_answers.math_equal.cache_clear()
+    math_answers._key.cache_clear(), math_answers._equal.cache_clear()
 
 
 def math(i, gold):
@@ -36,7 +36,7 @@ def fixed_scores(monkeypatch, batch, texts, k):
     fake = rollout.Rollouts(torch.arange(rows)[:, None], torch.zeros(rows, 1),
                             torch.zeros(rows, 1), torch.ones(rows, 1, dtype=torch.long))
     calls = []
-    monkeypatch.setattr(rollout, "sample", lambda m, inputs, n, **kw: calls.append(n) or fake)
+    monkeypatch.setattr(shared_prefix, "sample", lambda m, inputs, n, **kw: calls.append(n) or fake)
     monkeypatch.setattr(vlm, "decode", lambda processor, ids: [texts[int(i)] for i in ids[:, 0]])
     for name, value in (("end_token_ids", [0]), ("pad_token_id", 0), ("placeholder_token_ids", [])):
         monkeypatch.setattr(vlm, name, lambda *a, value=value: value)
