@@ -191,6 +191,7 @@ def plain_entropies(policy, inputs, roll, n, temperature):
 def test_dare_receives_mean_token_entropies_over_ln_v(tiny_dir, monkeypatch, sampler):
     cfg = config(tiny_dir, "--reward", "dare", "--epochs", "1", "--temperature", "1.3")
     s, _ = load_models(cfg, log=lambda *a: None)
+    s = dataclasses.replace(s, sampler=sampler)        # the path under test
     n, expected, received = cfg.rollouts, [], []
 
     def check(args, kwargs, roll):                     # before any update: the sampler's policy
