@@ -341,7 +341,7 @@ def parse_args(argv=None) -> Config:
         parser.set_defaults(**OFFICIAL)
     if known.protocol == "ttrl":
         dataset = parser.parse_known_args(argv)[0].dataset   # tiny-math's own default included
-        parser.set_defaults(**TTRL, **TTRL_BENCHMARKS.get(dataset, {}))
+        parser.set_defaults(**TTRL, **TTRL_BENCHMARKS.get(dataset.split(":")[0], {}))
     parser.set_defaults(**tiny)        # a tiny model keeps its sizes under every protocol
     cfg = Config(**vars(parser.parse_args(argv)))
     problem = check(cfg)
