@@ -110,7 +110,7 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
                               pad_token_id=pad_id, first_step_ids=letters,
                               suppress_token_ids=vlm.placeholder_token_ids(model))
         ids, first = out if letters is not None else (out, None)  # [B, T], [B, K]
-        lengths = grpo.completion_mask(ids, end_ids).sum(1).tolist()     # response tokens [B]
+        lengths = grpo.completion_mask(ids, end_ids).sum(1).long().tolist()  # tokens [B]
         sampled = (sample_scores(model, processor, inputs, batch, samples, temperature, top_p,
                                  max_new_tokens, generator, any_alive, autocast)
                    if samples else [{}] * len(batch))
