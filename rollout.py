@@ -33,9 +33,8 @@ class Rollouts:
     """N sampled completions per prompt; row b*n + j is sample j of prompt b."""
     completion_ids: torch.Tensor  # [B*n, T] long, pad_token_id after each row's first eos
     logprobs: torch.Tensor        # [B*n, T] float32, log pi_T(token) of the drawn token; 0 where mask 0
-    entropies: torch.Tensor       # [B*n, T] float32, H(pi_T) / ln V at that step (V: the logits'
-                                  # size), in [0, 1]: DARE's u scale (ours; its paper states none)
     mask: torch.Tensor            # [B*n, T] long, 1 up to and including the first eos
+    stats: dict = None            # name -> [B*n, T] float32: the TOKEN_STATS asked for; 0 where mask 0
 
 
 @dataclass
@@ -113,19 +112,32 @@ def nucleus(probs, top_p):
 
 
 def entropy(logp):
-    """H(p) / ln V of each row of log-probs [R, V] (0 log 0 = 0): in [0, 1], DARE's u scale."""
+    """H(p) / ln V of each row of log-probs [R, V] (0 log 0 = 0): in [0, 1], DARE's u scale
+    (V: the logits' size; ours, DARE's paper states no scale)."""
     return torch.special.entr(logp.exp()).sum(-1) / math.log(logp.shape[-1])
+
+
+def self_certainty(logp):
+    """KL(U || p) of each row of log-probs [R, V], U uniform over the V tokens: -ln V - mean_v
+    log p_v, INTUITOR's self-certainty of one token (0 for a uniform p, large for a peaked one)."""
+    return -math.log(logp.shape[-1]) - logp.mean(-1)
+
+
+# per-token statistics of pi_T a sampler records when asked (sample's `stats`): a reward's inputs
+TOKEN_STATS = {"entropy": entropy, "self_certainty": self_certainty}
 
 
 @torch.no_grad()
 def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_id,
-           temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None):
+           temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None,
+           stats=()):
     """n completions for each of B prompts, the prompts repeated n times: Rollouts [B*n, T].
 
     Decoding stops once every row has produced an end token (T <= max_new_tokens); a row that has
     is fed pad and masked out. temperature 0 is greedy (log-probs then of temperature 1).
     `generator` makes draws reproducible; `any_alive(alive)` says whether any row still decodes
-    (under torchrun all processes answer it, so they run the same number of forwards).
+    (under torchrun all processes answer it, so they run the same number of forwards). `stats`:
+    names of TOKEN_STATS computed at each step from the same log-probs (none unless asked).
     Example: n = 3, eos 2, pad 0 may give completion_ids [[9, 2, 0], [5, 7, 2], ...], mask
     [[1, 1, 0], [1, 1, 1], ...]; rows 0-2 answer prompt 0, rows 3-5 prompt 1.
     """
@@ -136,7 +148,8 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
     eos = torch.tensor(eos_token_ids, device=attention.device)
     suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=attention.device)
     alive = torch.ones(attention.shape[0], dtype=torch.bool, device=attention.device)  # [R]
-    cache, steps = DynamicCache(), []                                # (token, logp, entropy, mask)
+    cache, steps = DynamicCache(), []                                # (token, logp, mask, *stats)
+    stat_fns = [TOKEN_STATS[name] for name in stats]
     with eval_mode(model):
         logits, start = prefill(model, inputs, cache)                # [R, V], [R, 1]
         for t in range(max_new_tokens):
@@ -148,8 +161,8 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
             else:
                 token = drawable.argmax(-1)
             token = token.masked_fill(~alive, pad_token_id)          # [R], pad after the end
-            steps.append((token, logp.gather(-1, token[:, None])[:, 0] * alive,
-                          entropy(logp) * alive, alive.long()))
+            steps.append((token, logp.gather(-1, token[:, None])[:, 0] * alive, alive.long(),
+                          *(f(logp) * alive for f in stat_fns)))
             alive = alive & ~torch.isin(token, eos)
             if t + 1 == max_new_tokens or not (any_alive or torch.any)(alive):
                 break
@@ -157,8 +170,8 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
             logits = model(input_ids=token[:, None], attention_mask=attention,
                            position_ids=start + t, past_key_values=cache,
                            use_cache=True).logits[:, -1]
-    ids, logps, entropies, mask = (torch.stack(x, dim=1) for x in zip(*steps))
-    return Rollouts(completion_ids=ids, logprobs=logps, entropies=entropies, mask=mask)
+    ids, logps, mask, *values = (torch.stack(x, dim=1) for x in zip(*steps))
+    return Rollouts(ids, logps, mask, dict(zip(stats, values)))
 
 
 def logprobs(model, prompt_inputs, ids, mask, temperature=1.0):

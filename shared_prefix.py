@@ -239,7 +239,8 @@ def _sample_top_p(logp, top_p, generator=None, rows=None, total=None):
 
 @torch.no_grad()
 def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_id,
-           temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None):
+           temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None,
+           stats=()):
     """rollout.sample with one prompt forward, its cache repeated n times: Rollouts [B*n, T].
 
     A row that has ended leaves the batch (and the cache, written in place), so a step costs the
@@ -262,7 +263,8 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
         suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
         rows = torch.arange(R, device=device)        # the batch's rows, as rows of the R outputs
         alive = torch.ones(R, dtype=torch.bool, device=device)       # [R] before its eos
-        steps = []                                                   # (token, logp, entropy, mask)
+        steps = []                                                   # (token, logp, mask, *stats)
+        stat_fns = [rollout.TOKEN_STATS[name] for name in stats]
         for t in range(max_new_tokens):
             logp = torch.log_softmax(logits.float() / tempered(temperature), dim=-1)  # [r, V]
             drawable = logp.index_fill(-1, suppress, float("-inf")) if len(suppress) else logp
@@ -270,9 +272,9 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
                      else drawable.argmax(-1))                       # [r]
             token = drawn.new_full((R,), pad_token_id).index_copy(0, rows, drawn)   # [R]
             token_logp = logp.new_zeros(R).index_copy(0, rows, logp.gather(-1, drawn[:, None])[:, 0])
-            entropy = logp.new_zeros(R).index_copy(0, rows, rollout.entropy(logp))
-            steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive,
-                          entropy * alive, alive.long()))
+            steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive, alive.long(),
+                          *(logp.new_zeros(R).index_copy(0, rows, f(logp)) * alive
+                            for f in stat_fns)))
             alive = alive & ~torch.isin(token, eos)
             if not (any_alive or torch.any)(alive) or t + 1 == max_new_tokens:
                 break
@@ -286,5 +288,5 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
             logits = model(input_ids=drawn[:, None], attention_mask=attention_mask if padded else None,
                            position_ids=start + t, past_key_values=cache,
                            use_cache=True).logits[:, -1]
-    ids, logps, ents, mask = (torch.stack(x, dim=1) for x in zip(*steps))
-    return Rollouts(completion_ids=ids, logprobs=logps, entropies=ents, mask=mask)
+    ids, logps, mask, *values = (torch.stack(x, dim=1) for x in zip(*steps))
+    return Rollouts(ids, logps, mask, dict(zip(stats, values)))

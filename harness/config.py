@@ -226,9 +226,6 @@ def check(cfg: Config) -> str | None:
                 "32), or --baseline batch or none.")
     if cfg.seeds and len(set(cfg.seeds)) < len(cfg.seeds):
         return f"--seeds {' '.join(map(str, cfg.seeds))} repeats a seed; pass each seed once."
-    if cfg.reward == "dare" and not cfg.shared_prefix:
-        return ("--reward dare needs the token entropies that the shared-prefix sampler "
-                "records; drop --no-shared-prefix.")
     if cfg.sampling == "biased" and not cfg.classes:
         return "--sampling biased needs --classes K (the number of classes to draw from)."
     if (cfg.lora_alpha is not None or cfg.merge_lora) and not cfg.lora_rank:

@@ -34,7 +34,7 @@ def fixed_scores(monkeypatch, batch, texts, k):
     """eval.sample_scores on `batch` with the sampler's rows decoded as `texts` ([B*k])."""
     rows = len(batch) * k
     fake = rollout.Rollouts(torch.arange(rows)[:, None], torch.zeros(rows, 1),
-                            torch.zeros(rows, 1), torch.ones(rows, 1, dtype=torch.long))
+                            torch.ones(rows, 1, dtype=torch.long))
     calls = []
     monkeypatch.setattr(shared_prefix, "sample", lambda m, inputs, n, **kw: calls.append(n) or fake)
     monkeypatch.setattr(vlm, "decode", lambda processor, ids: [texts[int(i)] for i in ids[:, 0]])

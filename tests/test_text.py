@@ -97,7 +97,8 @@ def test_the_shared_prefix_path_equals_n_copies_without_an_image(loaded):
         rolls.append(sampler.sample(model, inputs, 3, temperature=1.0, top_p=1.0, max_new_tokens=5,
                                     eos_token_ids=vlm.end_token_ids(model, tokenizer),
                                     pad_token_id=vlm.pad_token_id(tokenizer),
-                                    generator=torch.Generator().manual_seed(0)))   # [6, T]
+                                    generator=torch.Generator().manual_seed(0),
+                                    stats=("entropy",)))                       # [6, T]
     roll, plain = rolls
     assert torch.equal(roll.completion_ids, plain.completion_ids)    # the same draws
     assert torch.equal(roll.mask, plain.mask)
@@ -106,7 +107,7 @@ def test_the_shared_prefix_path_equals_n_copies_without_an_image(loaded):
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
     for r in rolls:                                                  # the samplers' own, old policy
         torch.testing.assert_close(r.logprobs, slow, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(roll.entropies, plain.entropies, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(roll.stats["entropy"], plain.stats["entropy"], atol=1e-5, rtol=1e-4)
     one = vlm.split_inputs(inputs)[1]
     assert one["input_ids"].shape[1] == int(inputs["attention_mask"][1].sum())     # no padding
 
@@ -154,8 +155,7 @@ def test_avg_and_maj_at_k_are_the_mean_and_the_majority_of_the_k_samples(loaded,
     ids = torch.nn.utils.rnn.pad_sequence(
         [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts],
         batch_first=True, padding_value=vlm.pad_token_id(tokenizer))
-    fake = rollout.Rollouts(ids, torch.zeros(ids.shape), torch.zeros(ids.shape),
-                            torch.ones_like(ids))
+    fake = rollout.Rollouts(ids, torch.zeros(ids.shape), torch.ones_like(ids))
     calls = []
     monkeypatch.setattr(shared_prefix, "sample", lambda m, inputs, n, **kw: calls.append((n, kw)) or fake)
     r = evaluation.evaluate(model, tokenizer, qs, max_new_tokens=3, samples=4, temperature=0.6,
