@@ -123,8 +123,8 @@ def _write_results(out, cfg, runs, seeds):
               report.sampled_table(runs)),
              ("By difficulty level (greedy accuracy in percent, mean response length in "
               "tokens, mean over seeds)", report.level_table(runs))]
-    (out / "results.md").write_text("\n\n".join([table] + [f"{title}:\n\n{body}"
-                                                           for title, body in extra if body]) + "\n")
+    sections = [table] + [f"{title}:\n\n{body}" for title, body in extra if body]
+    (out / "results.md").write_text("\n\n".join(sections) + "\n")
     (out / "summary.json").write_text(json.dumps(dict(summary, seeds=seeds), indent=2))
     plotted = report.plot_trajectory([r["trajectory"] for r in runs], out / "trajectory.png")
     rundir.mark(out, "complete")

@@ -28,8 +28,8 @@ TTRL trains and tests on the same file, so every split name reads it.
 Choices (the papers are silent): GPQA's four options are shuffled with one random.Random(seed)
 drawn in row order (TTRL's shuffle seed is unknown), shown as "A. ..." lines under the question
 with GPQA_PROMPT (reconstructed, ours); MMLU-Pro keeps its options' order, shown the same way
-(CHOICE_PROMPT; DARE's prompt is not published). A gold answer that math-verify cannot read ends the load
-with the row named, before any model time.
+(CHOICE_PROMPT; DARE's prompt is not published). A gold answer that math-verify cannot read ends
+the load with the row named, before any model time.
 """
 from __future__ import annotations
 
@@ -241,7 +241,8 @@ def load_math(name: str, split: str = "test", data_dir: str | None = None, seed:
     if not files:
         raise DataError(f"No {b.file} at {path}; pass the {b.repo} file or its folder.")
     columns = [c for c in (b.id, b.question, b.answer) if c]
-    extra = {"gpqa-diamond": _GPQA_OPTIONS[1:], "mmlu-pro": ["options", "answer_index"]}.get(name, [])
+    extra = {"gpqa-diamond": _GPQA_OPTIONS[1:],
+             "mmlu-pro": ["options", "answer_index"]}.get(name, [])
     rows = _read(files, columns + extra)
     if name == "gpqa-diamond":
         examples = gpqa_examples(rows, seed, prompt)
