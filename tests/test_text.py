@@ -184,12 +184,17 @@ def test_a_whole_run_on_tiny_math_writes_avg_and_maj_at_k(math_dir, tmp_path):
                      "--num-samples", "2", "--rollouts", "3", "--prompts-per-step", "2",
                      "--epochs", "1", "--eval-limit", "3", "--max-new-tokens", "4",
                      "--eval-samples", "2", "--device", "cpu", "--quiet", "--no-save-model",
-                     "--output-dir", str(out)])
+                     "--base-majority", "--output-dir", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     for key in ("base", "adapted"):
-        assert {"accuracy", "avg@2", "maj@2", "answer_entropy"} <= set(results[key])
+        assert {"accuracy", "avg@2", "maj@2", "pass@1", "pass@2", "answer_entropy",
+                "response_length"} <= set(results[key])
         assert 0 <= results[key]["avg@2"] <= 1 and 0 <= results[key]["maj@2"] <= 1
+        assert results[key]["pass@1"] == pytest.approx(results[key]["avg@2"])
+        assert results[key]["avg@2"] <= results[key]["pass@2"] <= 1
+    assert 0 <= results["base"]["votes_maj@3"] <= 1 and "votes_maj@3" not in results["adapted"]
+    assert "maj@3 of the votes" in (out / "results.md").read_text()
     predictions = [json.loads(line) for line in open(out / "predictions_base.jsonl")]
     assert len(predictions) == 3 and {"avg_at_k", "maj_at_k"} <= set(predictions[0])
 
