@@ -227,3 +227,67 @@ def test_the_new_rewards_run_end_to_end_and_the_diagnostics_are_written(
     for key in report.DIAGNOSTICS:
         assert trajectory[key] == [[m["step"], m[key]] for m in steps]
     assert "collapse_warning" in trajectory
+
+
+# ----------------------------------------------------------------------------- both samplers
+
+def plain_logits(policy, inputs, roll, n, temperature):
+    """log pi_T at every completion position, by one plain forward with full logits."""
+    rep = dict(vlm.repeat_inputs(inputs, n))
+    ids, mask = roll.completion_ids, roll.mask
+    P, T_ = rep["input_ids"].shape[1], ids.shape[1]
+    rep["input_ids"] = torch.cat([rep["input_ids"], ids], 1)
+    rep["attention_mask"] = torch.cat([rep["attention_mask"], mask.to(rep["attention_mask"])], 1)
+    if "mm_token_type_ids" in rep:
+        rep["mm_token_type_ids"] = torch.cat([rep["mm_token_type_ids"], torch.zeros_like(ids)], 1)
+    with torch.no_grad():
+        logits = policy(**rep).logits[:, P - 1:P - 1 + T_].float() / temperature  # [B*n, T, V]
+    return torch.log_softmax(logits, -1)
+
+
+@pytest.mark.parametrize("sampler", ["shared_prefix", "rollout"])
+@pytest.mark.parametrize("reward", ["self-certainty", "entropy"])
+def test_each_sampler_hands_the_reward_the_mean_statistic_of_pi_t(tiny_dir, monkeypatch, sampler,
+                                                                 reward):
+    import dataclasses
+    import importlib
+    from harness import presets
+    from harness.config import parse_args
+    from harness.run import load_models
+    module = importlib.import_module(sampler)
+    cfg = parse_args(["--model", str(tiny_dir), "--reward", reward, "--num-samples", "2",
+                      "--rollouts", "4", "--prompts-per-step", "2", "--epochs", "1",
+                      "--max-new-tokens", "3", "--temperature", "1.3", "--quiet", "--device", "cpu"])
+    s, _ = load_models(cfg, log=lambda *a: None)
+    s = dataclasses.replace(s, sampler=module)
+    expected, received, real_sample = [], [], module.sample
+
+    def sample(policy, inputs, n, **kw):
+        roll = real_sample(policy, inputs, n, **kw)
+        logp, m = plain_logits(policy, inputs, roll, n, cfg.temperature), roll.mask.float()
+        V = logp.shape[-1]
+        per_token = (-math.log(V) - logp.mean(-1) if reward == "self-certainty"
+                     else -(logp.exp() * logp).sum(-1) / math.log(V))
+        expected.extend(((per_token * m).sum(1) / m.sum(1)).tolist())
+        return roll
+    monkeypatch.setattr(module, "sample", sample)
+    real_score = rewards.compute_rewards
+    monkeypatch.setattr(rewards, "compute_rewards", lambda name, keys, **kw: received.extend(
+        kw["token_stat"]) or real_score(name, keys, **kw))
+    ttrv.adapt(s, presets.load_dataset("shapes")[:2], cfg)
+    assert len(received) == len(expected) == 2 * cfg.rollouts
+    np.testing.assert_allclose(received, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("reward", ["self-certainty", "entropy"])
+def test_a_lora_text_lm_adapts_under_the_new_rewards(tmp_path, reward):
+    from harness import presets
+    from harness.config import parse_args
+    from harness.run import load_models
+    path = tiny_math.build_tiny_math(tmp_path / "m")
+    cfg = parse_args(["--model", str(path), "--reward", reward, "--rollouts", "4", "--lora-rank",
+                      "4", "--prompts-per-step", "2", "--epochs", "1", "--max-new-tokens", "4",
+                      "--lr", "1e-3", "--quiet", "--device", "cpu"])
+    s, _ = load_models(cfg, log=lambda *a: None)
+    history = ttrv.adapt(s, presets.load_dataset("tiny-math")[:2], cfg)
+    assert len(history) == 1 and np.isfinite(history[0]["loss"]) and history[0]["adv_abs"] > 0
