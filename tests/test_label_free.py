@@ -222,7 +222,7 @@ def test_the_new_rewards_run_end_to_end_and_the_diagnostics_are_written(
             assert 0 <= m[key] <= 1, (key, m[key])
         assert m["response_tokens"] > 0
     printed = capsys.readouterr().out
-    assert all(label in printed for label in ("label acc", "reward acc", "overlap", "len"))
+    assert all(label in printed for label in ("  label ", "  r-acc ", "  overlap "))
     trajectory = json.loads((out / "results.json").read_text())["trajectory"]
     for key in report.DIAGNOSTICS:
         assert trajectory[key] == [[m["step"], m[key]] for m in steps]
