@@ -8,22 +8,12 @@ about reading answers (answers.py reads them and makes the keys).
     text --answers.extract--> answer --answers.vote_keys--> key --rewards--> float
 
 What it leaves out: the GRPO advantage of eq. (2) (grpo.py), sampling (ttrv.py), and computing
-token entropies for DARE (the caller passes them in). Plain Python + NumPy, no torch.
+the per-token statistics DARE, INTUITOR and RENT read (the sampler records them, the caller
+passes each response's mean in). Plain Python + NumPy, no torch.
 
 A reading note worth knowing before using `diversity`: r2 = -H is one number per test input,
 the same for all N responses, so a per-group mean baseline (eq. 2) cancels alpha*r2 exactly; it
 only acts with a baseline over several inputs or with no baseline at all (eq. 9).
-
-Worked example of the paper, answers [A, A, A, B]:
->>> keys = ["A", "A", "A", "B"]
->>> empirical_distribution(keys)
-{'A': 0.75, 'B': 0.25}
->>> frequency_reward(keys).tolist()
-[0.75, 0.75, 0.75, 0.25]
->>> round(entropy(empirical_distribution(keys)), 6)
-0.562335
->>> np.round(ttrv_reward(keys, alpha=0.75), 6).tolist()
-[0.328249, 0.328249, 0.328249, -0.171751]
 """
 from __future__ import annotations
 
@@ -38,12 +28,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class NoAnswer:
-    """Key of a response with no extractable answer; never equal to a real answer.
-
-    tag is None under "pool", the response index under "own", the response's text under "text"
-    (answers.answer_keys makes these keys).
-    """
-
+    """Key of a response with no extractable answer; never equal to a real answer. tag is None
+    under "pool", the response index under "own", its text under "text" (answers.answer_keys)."""
     tag: object = None
 
 
@@ -143,9 +129,8 @@ def majority_reward(keys: Sequence[Hashable], match: str = "key",
 
 
 def random_reward(keys: Sequence[Hashable], rng: np.random.Generator) -> np.ndarray:
-    """Table 5 (after "Spurious Rewards"): each response 1 with probability 0.5, else 0.
-
-    Only len(keys) is used; the answers themselves are ignored. Seeded through rng.
+    """Table 5 (after "Spurious Rewards"): each response 1 with probability 0.5, else 0; only
+    len(keys) is used (the answers are ignored), seeded through rng.
 
     >>> random_reward(["A", "B", "C"], np.random.default_rng(0)).tolist()
     [0.0, 1.0, 1.0]
@@ -165,10 +150,9 @@ def dare_reward(keys: Sequence[Hashable], token_entropies: Sequence[float], alph
     Pruning (one pass): answers with p(y) < tau are dropped (the most probable answer is always
     kept), then n, M, u, p, b are recomputed over the surviving rollouts; pruned rollouts get 0.
 
-    The paper publishes no constants: alpha=0.5, tau=0.05, eps=1e-6 are our choices. b needs u in
-    [0, 1] (then b >= 0, larger for rarer answers), and the paper states no scale: ours, the loop
-    passes token entropies divided by ln V, V the vocabulary size (rollout.Rollouts). A u
-    above 1 (raw nats) would make b a penalty for rare answers; we do not clip.
+    Our choices (the paper publishes none): alpha=0.5, tau=0.05, eps=1e-6, and u's scale: b needs
+    u in [0, 1] (then b >= 0, larger for rarer answers), so the loop passes token entropies over
+    ln V, V the vocabulary (rollout.entropy); in raw nats b would penalise rare answers (no clip).
 
     >>> np.round(dare_reward(["A", "A", "A", "B"], [0.2, 0.4, 0.3, 0.8], eps=0.0), 6).tolist()
     [0.976389, 0.976389, 0.976389, 0.186111]
@@ -197,6 +181,30 @@ def dare_reward(keys: Sequence[Hashable], token_entropies: Sequence[float], alph
     return np.array([final[key][1] if ok else 0.0 for key, ok in zip(keys, alive)])
 
 
+def self_certainty_reward(self_certainty: Sequence[float]) -> np.ndarray:
+    """INTUITOR (Zhao et al. 2025, arXiv 2505.19590): a response's reward is its self-certainty,
+    the mean over its tokens of KL(U || pi) = -ln V - (1/V) sum_j log pi_j, U uniform over the V
+    tokens (rollout.self_certainty, per token; the loop passes each response's mean).
+
+    >>> kl = lambda p: -math.log(len(p)) - sum(map(math.log, p)) / len(p)    # one token, V = 4
+    >>> self_certainty_reward([kl([.97, .01, .01, .01]), kl([.25] * 4)]).round(4).tolist()
+    [2.0752, 0.0]
+    """
+    return np.asarray(self_certainty, dtype=np.float64)           # a peaked pi: more reward
+
+
+def entropy_reward(token_entropy: Sequence[float]) -> np.ndarray:
+    """RENT (Prabhudesai et al. 2025, "Maximizing Confidence Alone Improves Reasoning"): minus a
+    response's mean token entropy over all its tokens (its last-tokens variants: not built). In
+    H / ln V (rollout.entropy, DARE's u; ours), not nats: eq. (2)'s advantage is the same.
+
+    >>> h = lambda p: -sum(q * math.log(q) for q in p) / math.log(len(p))    # one token, V = 4
+    >>> entropy_reward([h([.97, .01, .01, .01]), h([.25] * 4)]).round(4).tolist()
+    [-0.121, -1.0]
+    """
+    return -np.asarray(token_entropy, dtype=np.float64)           # a peaked pi: more reward
+
+
 # ----------------------------------------------------------------------------- one entry point
 
 REWARDS: dict[str, Callable[..., np.ndarray]] = {
@@ -206,21 +214,20 @@ REWARDS: dict[str, Callable[..., np.ndarray]] = {
     "frequency": lambda keys, **_: frequency_reward(keys),  # Table 3, "without diversity reward"
     "diversity": lambda keys, *, alpha, normalized_entropy, **_: np.full(  # "without frequency"
         len(keys), alpha * diversity_reward(keys, normalized_entropy)),
-    "majority": lambda keys, *, match, same, **_: majority_reward(  # TTRL; Table 3 "majority"
-        keys, match, same),
+    "majority": lambda keys, *, match, same, **_: majority_reward(keys, match, same),  # TTRL
     "random": lambda keys, *, rng, **_: random_reward(keys, rng),  # Table 5
-    "dare": lambda keys, *, token_entropies, dare_alpha, dare_tau, dare_eps, **_: dare_reward(
-        keys, token_entropies, dare_alpha, dare_tau, dare_eps),
+    "dare": lambda keys, *, token_stat, dare_alpha, dare_tau, dare_eps, **_: dare_reward(
+        keys, token_stat, dare_alpha, dare_tau, dare_eps),
+    "self-certainty": lambda keys, *, token_stat, **_: self_certainty_reward(token_stat),
+    "entropy": lambda keys, *, token_stat, **_: entropy_reward(token_stat),          # RENT
 }
 
-
 # the per-token statistic of pi_T each reward reads: the sampler records it (rollout.TOKEN_STATS)
-TOKEN_STAT = {"dare": "entropy"}
+TOKEN_STAT = {"dare": "entropy", "self-certainty": "self_certainty", "entropy": "entropy"}
 
 
 def compute_rewards(name: str, keys: Sequence[Hashable], *, alpha: float = 0.75,
-                    normalized_entropy: bool = False,
-                    token_entropies: Sequence[float] | None = None,
+                    normalized_entropy: bool = False, token_stat: Sequence[float] | None = None,
                     rng: np.random.Generator | None = None, dare_alpha: float = 0.5,
                     dare_tau: float = 0.05, dare_eps: float = 1e-6, match: str = "key",
                     same: Callable[[int, int], bool] | None = None) -> np.ndarray:
@@ -228,17 +235,19 @@ def compute_rewards(name: str, keys: Sequence[Hashable], *, alpha: float = 0.75,
 
     "diversity" is alpha * r2 given to every response; "frequency" is r1 alone (alpha = 0);
     match and same are majority_reward's (TTRL's rule: match="grade", same=answers.grade_match).
+    token_stat: each response's mean over its tokens of TOKEN_STAT[name] (dare, self-certainty...).
 
     >>> compute_rewards("majority", ["A", "A", "B"]).tolist()
     [1.0, 1.0, 0.0]
     """
     if name not in REWARDS:
         raise ValueError(f"unknown reward {name!r}; known rewards are: {', '.join(REWARDS)}.")
-    if name == "dare" and token_entropies is None:
-        raise ValueError('reward "dare" needs token_entropies, one mean entropy per response.')
+    if name in TOKEN_STAT and (token_stat is None or len(token_stat) != len(keys)):
+        raise ValueError(f"reward {name!r} needs token_stat: one mean {TOKEN_STAT[name]} per "
+                         f"response ({len(keys)}), the mean over its tokens.")
     if name == "random" and rng is None:
         raise ValueError('reward "random" needs rng (a seeded numpy.random.Generator).')
     rewards = REWARDS[name](keys, alpha=alpha, normalized_entropy=normalized_entropy,
-                            token_entropies=token_entropies, rng=rng, dare_alpha=dare_alpha,
+                            token_stat=token_stat, rng=rng, dare_alpha=dare_alpha,
                             dare_tau=dare_tau, dare_eps=dare_eps, match=match, same=same)
     return np.asarray(rewards, dtype=np.float64)

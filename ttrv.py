@@ -81,7 +81,7 @@ class Setup:
 
 # ------------------------------------------------------------------------------- the vote
 
-def score(texts, example, hp, rng, entropies=None):
+def score(texts, example, hp, rng, token_stat=None):
     """One prompt's N responses -> (rewards [N], answer entropy, majority share). The question's
     kind decides what votes (answers.py): option letters, a number, a \\boxed{} answer."""
     keys = answers.vote_keys(texts, example, no_answer=hp.no_answer, reader=hp.answer_reader)
@@ -89,7 +89,7 @@ def score(texts, example, hp, rng, entropies=None):
             if hp.majority_match == "grade" else None)
     r = rewards.compute_rewards(hp.reward, keys, alpha=hp.alpha,               # eq. (3)-(7)
                                 normalized_entropy=hp.entropy == "normalized",
-                                token_entropies=entropies, rng=rng, dare_alpha=hp.dare_alpha,
+                                token_stat=token_stat, rng=rng, dare_alpha=hp.dare_alpha,
                                 dare_tau=hp.dare_tau, match=hp.majority_match, same=same)
     dist = rewards.empirical_distribution(keys)
     return r, rewards.entropy(dist), max(dist.values())
@@ -113,7 +113,7 @@ def collect(s, batch, weights, hp, rng):
     """Rollouts, rewards from the vote and advantages (eq. 2) for one batch of prompts.
 
     Returns one rollout.Experience per prompt (its k trained responses, the sampler's log-probs
-    as the old policy's) and the vote's figures per prompt (reward, answer entropy, ...)."""
+    as the old policy's), the vote's figures per prompt, `seen` (every rollout, for on_step)."""
     options, stat = sampling_options(s, hp), rewards.TOKEN_STAT.get(hp.reward)  # stat: per token
     inputs = s.procs.checked(prompts_of, s.processor, batch, next(s.policy.parameters()).device)
     with s.autocast, s.procs.gathered(s.policy):      # 1. rollouts from the current policy
@@ -122,10 +122,10 @@ def collect(s, batch, weights, hp, rng):
                                    options["pad_token_id"])                    # [B*N, T]
     n, k = hp.rollouts, hp.train_rollouts or hp.rollouts   # votes; trained responses
     texts, mask = vlm.decode(s.processor, roll.completion_ids), roll.mask.float()  # [B*N, T]
-    token_entropy = stat and (                       # DARE's u: mean over the response's tokens
+    token_stat = stat and (          # DARE's u, INTUITOR's, RENT's: mean over the response's tokens
         (roll.stats[stat] * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()   # [B*N]
     scored = [score(texts[b * n:(b + 1) * n], e, hp, rng,                      # 2. rewards
-                    token_entropy and token_entropy[b * n:(b + 1) * n])
+                    token_stat and token_stat[b * n:(b + 1) * n])
               for b, e in enumerate(batch)]
     r = torch.tensor(np.stack([x[0] for x in scored]), dtype=torch.float32)    # [B, N]
     # 3. advantages (eq. 2) over the k trained responses; the frequencies used all n votes
@@ -139,7 +139,8 @@ def collect(s, batch, weights, hp, rng):
                     adv_nonzero_share=float((advantages[b] != 0).any()),       # it can learn
                     response_tokens=float(mask[b * n:(b + 1) * n].sum(1).mean()))
                for b, x in enumerate(scored)]
-    return groups, figures
+    return groups, figures, dict(examples=batch, weights=weights, texts=texts, rewards=r,
+                                 ids=roll.completion_ids, mask=mask)   # rows b*n:(b+1)*n: prompt b
 
 
 def experience(s, g, hp):
@@ -202,10 +203,9 @@ def update(s, optimizer, groups, hp):
 
 def schedule(n_examples, hp):
     """Batches of example indices: every example once per epoch, in a fresh seeded order."""
-    order, batches = random.Random(hp.seed), []
+    order, batches, size = random.Random(hp.seed), [], hp.prompts_per_step
     for _ in range(hp.epochs):
         idx = order.sample(range(n_examples), n_examples)
-        size = hp.prompts_per_step
         batches += [idx[i:i + size] for i in range(0, n_examples, size)]
     return batches
 
@@ -218,9 +218,9 @@ def step_metrics(figures, stats, weights, procs):
 
 def adapt(s, examples, hp, on_step=None):
     """Test-time RL on unlabeled `examples`: one metrics dict per batch of prompts, each also
-    passed to `on_step`. Besides rewards and loss statistics: `adv_abs`, the mean |A|, and
-    `adv_nonzero_share`, the share of prompts whose advantages are not all 0 (equal rewards give
-    A = 0: nothing to learn). Labels are never read (tests/test_ttrv.py checks it)."""
+    passed to `on_step(m, seen)` (seen: collect's rollouts). Besides rewards and losses: `adv_abs`,
+    the mean |A|, and `adv_nonzero_share`, the share of prompts whose advantages are not all 0
+    (equal rewards give A = 0: nothing to learn). Labels are never read (tests/test_ttrv.py)."""
     params = [p for p in s.policy.parameters() if p.requires_grad]
     optimizer = grpo.adamw(params, hp.lr, hp.weight_decay)    # fused when all on CUDA
     torch.manual_seed(hp.seed + s.procs.rank)          # rollouts: torch's global generator
@@ -232,7 +232,7 @@ def adapt(s, examples, hp, on_step=None):
         mine = [i for part in parts for i in part]     # None: a stand-in keeping processes in step
         batch = [examples[idx[0] if i is None else i] for i in mine]
         weights = [float(i is not None) for i in mine]
-        groups, figures = collect(s, batch, weights, hp, reward_rng)          # steps 1-3
+        groups, figures, seen = collect(s, batch, weights, hp, reward_rng)    # steps 1-3
         # verl steps its scheduler once per batch of prompts (fsdp_workers.py:553): lr constant
         # within a batch; warmup int(0.03 * batches) = 0 on short runs, so batch 1 is at the peak.
         lr = grpo.cosine_lr(step, len(batches), hp.lr, hp.warmup_ratio)
@@ -245,6 +245,6 @@ def adapt(s, examples, hp, on_step=None):
         m.update(grad_norm=sum(norms) / len(norms), lr=lr, seconds=time.time() - t0)
         history.append(m)
         if on_step:
-            on_step(m)
+            on_step(m, seen)
     return history
 

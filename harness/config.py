@@ -93,7 +93,8 @@ class Config:
     shared_prefix: bool = opt(True, "rollouts", "encode each prompt once per group "
                               "(--no-shared-prefix: the plain path, N copies)")
     # reward
-    reward: str = opt("ttrv", "reward", "reward function", list(rewards.REWARDS))
+    reward: str = opt("ttrv", "reward", "reward: ttrv (eq. 7), its parts, majority (TTRL), random, "
+                      "dare, self-certainty (INTUITOR), entropy (RENT)", list(rewards.REWARDS))
     alpha: float = opt(0.75, "reward", "weight of the diversity reward (eq. 7)")
     entropy: str = opt("raw", "reward", "raw (the paper's eq. 5) or normalized (official code)",
                        ["raw", "normalized"])

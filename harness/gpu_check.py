@@ -128,7 +128,7 @@ def one_run(build, cfg, examples, meter):
     policy, ref_model, autocast = precision.prepare(model, cfg, lambda: copy.deepcopy(model))
     out = {}
 
-    def first(m):
+    def first(m, seen):
         if m["step"] == 1:
             out.update(peak_gb=meter.peak_gb(), first_batch_s=meter.seconds())
     meter.start()

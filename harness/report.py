@@ -182,12 +182,21 @@ def plot_trajectory(trajectories: list[dict], path) -> bool:
     return True
 
 
-# The per-step terminal line: (metrics key, label, format); the full metrics go to metrics.jsonl.
+# The per-step terminal line, under 120 characters: (metrics key, label, format). "maj": the
+# majority share, "label" / "r-acc": label / reward accuracy, "overlap": token overlap
+# (harness/diagnostics.py); the full metrics (clip_frac, lr, response_tokens, ...) go to
+# metrics.jsonl.
 STEP_LINE = (("reward", "reward", "{:6.3f}"), ("answer_entropy", "H", "{:5.3f}"),
-             ("majority_share", "majority", "{:4.2f}"), ("kl", "kl", "{:8.2e}"),
-             ("clip_frac", "clip", "{:4.2f}"), ("grad_norm", "|g|", "{:7.3g}"),
-             ("lr", "lr", "{:7.1e}"), ("eval_accuracy", "eval acc", "{:6.4f}"),
-             ("seconds", "s", "{:5.1f}"))
+             ("majority_share", "maj", "{:4.2f}"), ("label_accuracy", "label", "{:4.2f}"),
+             ("reward_accuracy", "r-acc", "{:4.2f}"), ("token_overlap", "overlap", "{:4.2f}"),
+             ("kl", "kl", "{:8.2e}"), ("grad_norm", "|g|", "{:7.3g}"),
+             ("eval_accuracy", "eval acc", "{:6.4f}"), ("seconds", "s", "{:5.1f}"))
+
+
+# Figure 1's data beside accuracy and entropy (results.json "trajectory"): per step, from
+# metrics.jsonl (harness/diagnostics.py defines the label-based ones and token_overlap).
+DIAGNOSTICS = ("label_accuracy", "reward_accuracy", "majority_share", "response_tokens",
+               "token_overlap")
 
 
 def step_line(m: dict) -> str:

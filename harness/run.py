@@ -23,8 +23,8 @@ import rollout
 import shared_prefix
 import ttrv
 import vlm
-from harness import (batches, families, lora, math_data, models, precision, presets,
-                     report, tiny, tiny_math)
+from harness import (batches, diagnostics, families, lora, math_data, models, precision,
+                     presets, report, tiny, tiny_math)
 from harness.config import TINY_MODELS
 from processes import ONE
 
@@ -162,6 +162,7 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
                 f"{r.maj_at_k:.4f}" if cfg.eval_samples else ""))
         return r.accuracy
 
+    labelled = {e.id: e for e in pool if e.answer is not None}  # diagnostics only: never the loop
     base = evaluate(test, "base", step=0)
     if cfg.base_majority:     # TTRL's bar: the base model's maj@N, N the votes of adaptation
         key = f"votes_maj@{hp.rollouts}"   # not maj@K: drawn as the votes are, not as eval's K
@@ -171,8 +172,10 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
     before = vote_entropy(s, examples, hp)
     curve.append((0, base if subset is test else evaluate(subset, step=0)))   # Figure 1's x = 0
     with open(out / "metrics.jsonl", "w") as f:
-        def on_step(m):  # written as it happens, so a crash keeps the steps so far
+        def on_step(m, seen):  # written as it happens, so a crash keeps the steps so far
             m["answer_fallbacks"] = math_answers.take_fallbacks()["key"]  # keyed as text (rank)
+            m.update(diagnostics.step(seen, labelled, hp, procs))  # label and reward accuracy
+            math_answers.take_fallbacks()         # the diagnostics' own fallbacks are not counted
             if cfg.eval_every and m["step"] % cfg.eval_every == 0:
                 m["eval_accuracy"] = evaluate(subset, step=m["step"])
                 curve.append((m["step"], m["eval_accuracy"]))
@@ -188,7 +191,12 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
     results["base"]["answer_entropy"], results["adapted"]["answer_entropy"] = before, after
     results["trajectory"] = dict(accuracy=curve,
                                  entropy=[(m["step"], m["answer_entropy"]) for m in history],
-                                 vote_entropy=[(0, before), (len(history), after)])
+                                 vote_entropy=[(0, before), (len(history), after)],
+                                 **{key: [(m["step"], m[key]) for m in history]
+                                    for key in report.DIAGNOSTICS if key in history[0]})
+    results["trajectory"]["collapse_warning"] = warning = diagnostics.collapse_warning(history)
+    if warning:
+        log(warning)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     # in --save-dtype (default: the compute dtype), not always fp32; LoRA: the adapters, and the
     # merged model with --merge-lora (lora.for_saving)

@@ -39,10 +39,8 @@ import data
 import rewards
 import rollout
 
-# the per-token statistic each reward reads (rollout.TOKEN_STATS); self-certainty is the
-# response's mean statistic itself (INTUITOR), not a vote
-STATS = {**rewards.TOKEN_STAT, "self-certainty": "self_certainty"}
-NAMES = tuple(rewards.REWARDS) + tuple(n for n in STATS if n not in rewards.REWARDS)
+STATS = rewards.TOKEN_STAT       # the per-token statistic each reward reads (rollout.TOKEN_STATS)
+NAMES = tuple(rewards.REWARDS)
 
 
 class GroupReward:
@@ -94,11 +92,9 @@ class GroupReward:
 
     def score(self, texts, example, stats) -> list[float]:
         """One group's rewards, as ttrv.score computes them."""
-        if self.name == "self-certainty":
-            return [float(v) for v in stats]           # INTUITOR: the certainty itself
         keys = answers.vote_keys(texts, example, no_answer=self.no_answer)
         same = answers.grade_match(texts, example) if self.match == "grade" else None
-        r = rewards.compute_rewards(self.name, keys, alpha=self.alpha, token_entropies=stats,
+        r = rewards.compute_rewards(self.name, keys, alpha=self.alpha, token_stat=stats,
                                     rng=self.rng, dare_alpha=self.dare_alpha,
                                     dare_tau=self.dare_tau, match=self.match, same=same)
         return r.tolist()

@@ -10,7 +10,8 @@ import pytest
 import rewards
 from answers import answer_keys
 from rewards import (
-    REWARDS, NoAnswer, compute_rewards, dare_reward, diversity_reward, empirical_distribution,
+    REWARDS, TOKEN_STAT, NoAnswer, compute_rewards, dare_reward, diversity_reward,
+    empirical_distribution, entropy_reward, self_certainty_reward,
     entropy, frequency_reward, majority_reward, random_reward, ttrv_reward,
 )
 
@@ -265,7 +266,8 @@ def test_dare_bonus_is_never_negative_and_favours_rarer_answers_for_u_in_unit_in
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_has_the_documented_names():
-    assert set(REWARDS) == {"ttrv", "frequency", "diversity", "majority", "random", "dare"}
+    assert set(REWARDS) == {"ttrv", "frequency", "diversity", "majority", "random", "dare",
+                            "self-certainty", "entropy"}
 
 
 def test_compute_rewards_ttrv_is_eq7():
@@ -287,13 +289,14 @@ def test_compute_rewards_majority_random_and_dare_delegate():
     np.testing.assert_array_equal(compute_rewards("random", PAPER, rng=np.random.default_rng(1)),
                                   random_reward(PAPER, np.random.default_rng(1)))
     ent = [0.2, 0.4, 0.3, 0.8]
-    np.testing.assert_allclose(compute_rewards("dare", PAPER, token_entropies=ent, dare_eps=0.0),
+    np.testing.assert_allclose(compute_rewards("dare", PAPER, token_stat=ent, dare_eps=0.0),
                                dare_reward(PAPER, ent, eps=0.0))
 
 
-@pytest.mark.parametrize("name", ["ttrv", "frequency", "diversity", "majority", "random", "dare"])
+@pytest.mark.parametrize("name", ["ttrv", "frequency", "diversity", "majority", "random", "dare",
+                                  "self-certainty", "entropy"])
 def test_compute_rewards_returns_float64_of_shape_n(name):
-    r = compute_rewards(name, PAPER, token_entropies=[0.1] * 4, rng=np.random.default_rng(0))
+    r = compute_rewards(name, PAPER, token_stat=[0.1] * 4, rng=np.random.default_rng(0))
     assert r.dtype == np.float64 and r.shape == (4,)
 
 
@@ -302,9 +305,47 @@ def test_compute_rewards_unknown_name_lists_known_names():
         compute_rewards("voting", PAPER)
 
 
-def test_compute_rewards_dare_needs_token_entropies():
-    with pytest.raises(ValueError, match="token_entropies"):
-        compute_rewards("dare", PAPER)
+@pytest.mark.parametrize("name", ["dare", "self-certainty", "entropy"])
+def test_the_token_stat_rewards_need_one_mean_statistic_per_response(name):
+    with pytest.raises(ValueError, match="needs token_stat"):
+        compute_rewards(name, PAPER)
+    with pytest.raises(ValueError, match=r"per response \(4\)"):
+        compute_rewards(name, PAPER, token_stat=[0.1] * 3)
+
+
+def test_each_token_stat_reward_names_a_statistic_the_samplers_record():
+    import rollout
+    assert set(TOKEN_STAT) == {"dare", "self-certainty", "entropy"}
+    assert set(TOKEN_STAT.values()) <= set(rollout.TOKEN_STATS)
+    assert (TOKEN_STAT["self-certainty"], TOKEN_STAT["entropy"]) == ("self_certainty", "entropy")
+
+
+# ----------------------------------------------------------------------------- INTUITOR, RENT
+
+def test_self_certainty_rewards_the_more_certain_response():
+    # means over each response's tokens of KL(U || pi): the peaked response gets the larger reward
+    r = self_certainty_reward([2.5, 0.1, 1.0])
+    assert r.dtype == np.float64 and r.argmax() == 0 and r.argmin() == 1
+    got = compute_rewards("self-certainty", PAPER, token_stat=[2.5, 0.1, 1.0, 0])
+    np.testing.assert_array_equal(got, [2.5, 0.1, 1.0, 0.0])
+
+
+def test_entropy_reward_is_minus_the_mean_entropy_so_lower_entropy_wins():
+    r = entropy_reward([0.9, 0.1, 0.5])
+    assert r.dtype == np.float64 and r.argmax() == 1 and r.argmin() == 0
+    np.testing.assert_array_equal(r, [-0.9, -0.1, -0.5])
+    assert (compute_rewards("entropy", PAPER, token_stat=[0.9, 0.1, 0.5, 0.0]) <= 0).all()
+
+
+def test_self_certainty_and_entropy_agree_on_which_token_is_confident():
+    # one token each, V = 8: KL(U || p) = -ln V - mean log p; H / ln V; the peaked p wins both
+    V = 8
+    peaked, flat = np.array([0.93] + [0.01] * 7), np.full(V, 1 / V)
+    kl = [float(-np.log(V) - np.log(p).mean()) for p in (peaked, flat)]
+    h = [float(-(p * np.log(p)).sum() / np.log(V)) for p in (peaked, flat)]
+    assert kl[1] == pytest.approx(0.0) and h[1] == pytest.approx(1.0)
+    assert self_certainty_reward(kl)[0] > self_certainty_reward(kl)[1]
+    assert entropy_reward(h)[0] > entropy_reward(h)[1]
 
 
 def test_compute_rewards_random_needs_rng():

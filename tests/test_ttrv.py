@@ -140,7 +140,7 @@ def test_help_groups_every_flag():
                   "output:"):
         assert group in text
     assert "--no-shared-prefix" in text and "(default: 5e-07; 0.0001 for --model tiny)" in text
-    assert "{ttrv,frequency,diversity,majority,random,dare}" in text
+    assert "{ttrv,frequency,diversity,majority,random,dare,self-certainty,entropy}" in text
 
 
 def test_the_config_fills_every_setting_of_the_algorithm_with_its_defaults():
