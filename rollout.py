@@ -19,6 +19,7 @@ repetition penalties, beam search, stop strings; the scorer holds [rows, T, V] l
 """
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -117,6 +118,52 @@ def entropy(logp):
     return torch.special.entr(logp.exp()).sum(-1) / math.log(logp.shape[-1])
 
 
+class Noise:
+    """shared_prefix.sample's noise: q ~ Exp(1) [R, V] for each step's draw, as
+    torch.multinomial(probs, 1) draws it (empty_like(probs).exponential_()), into one buffer.
+    On the CPU the draw is the sampler's largest cost after the model's forward and needs nothing
+    from it, so `ahead()` draws the next step's q in a background thread while the forward runs:
+    the generator gives the same numbers in the same order, so the tokens are the same. Only a
+    step that will run draws (the generator ends where the plain loop leaves it)."""
+
+    def __init__(self, shape, generator, device):
+        self.q, self.generator, self.pending = torch.empty(shape, device=device), generator, None
+        self.pool = ThreadPoolExecutor(1) if device.type == "cpu" else None
+
+    def ahead(self):
+        if self.pool is not None:
+            self.pending = self.pool.submit(self.q.exponential_, generator=self.generator)
+
+    def take(self):
+        if self.pending is None:
+            return self.q.exponential_(generator=self.generator)
+        self.pending, pending = None, self.pending
+        return pending.result()
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def outputs(rows, steps, pad_token_id, device):
+    """A sampler's outputs, allocated once for `steps` tokens and filled a step at a time: Rollouts
+    [rows, steps] of pad ids, zero log-probs and entropies, mask 0 (`trimmed` cuts the unused)."""
+    zeros = lambda dtype=torch.float32: torch.zeros(rows, steps, dtype=dtype, device=device)  # noqa: E731
+    return Rollouts(zeros(torch.long).fill_(pad_token_id), zeros(), zeros(), zeros(torch.long))
+
+
+def trimmed(out, steps):
+    """The first `steps` tokens of `outputs`' Rollouts (a copy only when the loop ended early)."""
+    return Rollouts(*(x[:, :steps].contiguous() for x in (out.completion_ids, out.logprobs,
+                                                          out.entropies, out.mask)))
+
+
+def mask_buffer(prompt_mask, steps):
+    """Every decode step's attention mask, allocated once: [R, P + steps], ones after the prompt;
+    step t passes its first P + t + 1 columns."""
+    return torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], steps)], dim=1)
+
+
 @torch.no_grad()
 def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_id,
            temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None):
@@ -132,15 +179,18 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     inputs = vlm.repeat_inputs(prompt_inputs, n)                     # [R, P], R = B*n
-    attention = inputs["attention_mask"]
-    eos = torch.tensor(eos_token_ids, device=attention.device)
-    suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=attention.device)
-    alive = torch.ones(attention.shape[0], dtype=torch.bool, device=attention.device)  # [R]
-    cache, steps = DynamicCache(), []                                # (token, logp, entropy, mask)
+    R, P = inputs["attention_mask"].shape
+    device, divisor = inputs["attention_mask"].device, tempered(temperature)
+    eos = torch.tensor(eos_token_ids, device=device)
+    suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
+    alive = torch.ones(R, dtype=torch.bool, device=device)          # [R]
+    cache, out = DynamicCache(), outputs(R, max_new_tokens, pad_token_id, device)
+    attention = mask_buffer(inputs["attention_mask"], max_new_tokens - 1)
     with eval_mode(model):
         logits, start = prefill(model, inputs, cache)                # [R, V], [R, 1]
         for t in range(max_new_tokens):
-            logp = torch.log_softmax(logits.float() / tempered(temperature), dim=-1)  # log pi_T
+            scaled = logits.float() if divisor == 1 else logits.float() / divisor
+            logp = torch.log_softmax(scaled, dim=-1)                 # log pi_T
             drawable = logp.index_fill(-1, suppress, float("-inf")) if len(suppress) else logp
             if temperature > 0:                                      # softmax renormalises
                 probs = nucleus(torch.softmax(drawable, dim=-1), top_p)
@@ -148,17 +198,16 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
             else:
                 token = drawable.argmax(-1)
             token = token.masked_fill(~alive, pad_token_id)          # [R], pad after the end
-            steps.append((token, logp.gather(-1, token[:, None])[:, 0] * alive,
-                          entropy(logp) * alive, alive.long()))
+            out.completion_ids[:, t], out.mask[:, t] = token, alive
+            out.logprobs[:, t] = logp.gather(-1, token[:, None])[:, 0] * alive
+            out.entropies[:, t] = entropy(logp) * alive
             alive = alive & ~torch.isin(token, eos)
             if t + 1 == max_new_tokens or not (any_alive or torch.any)(alive):
                 break
-            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
-            logits = model(input_ids=token[:, None], attention_mask=attention,
-                           position_ids=start + t, past_key_values=cache,
-                           use_cache=True).logits[:, -1]
-    ids, logps, entropies, mask = (torch.stack(x, dim=1) for x in zip(*steps))
-    return Rollouts(completion_ids=ids, logprobs=logps, entropies=entropies, mask=mask)
+            logits = model(input_ids=token[:, None],
+                           attention_mask=attention[:, :P + t + 1], position_ids=start + t,
+                           past_key_values=cache, use_cache=True).logits[:, -1]
+    return trimmed(out, t + 1)
 
 
 def logprobs(model, prompt_inputs, ids, mask, temperature=1.0):

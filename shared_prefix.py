@@ -224,17 +224,16 @@ def logprobs(model, prompt_inputs, ids, mask, temperature=1.0):
     return token_logp.masked_fill(mask == 0, 0.0)
 
 
-def _sample_top_p(logp, top_p, generator=None, rows=None, total=None):
+def _sample_top_p(logp, top_p, q, rows=None):
     """One token per row from softmax(logp) cut to the top-p nucleus (rollout.nucleus).
 
-    The draw is torch.multinomial(probs, 1)'s own, argmax(probs / q) with q ~ Exp(1) (a test checks
-    it), with q drawn for all `total` rows and read at `rows` (those still decoding): dropping
-    finished rows leaves the random stream, and so every row's draw, as rollout.sample's.
+    The draw is torch.multinomial(probs, 1)'s own, argmax(probs / q) with q ~ Exp(1) (rollout.Noise;
+    a test checks it), with q drawn for all rows and read at `rows` (those still decoding; None:
+    all): dropping finished rows leaves the random stream, and so every row's draw, as
+    rollout.sample's.
     """
     probs = rollout.nucleus(torch.softmax(logp, dim=-1), top_p)    # renormalised after suppression
-    q = torch.empty((total or probs.shape[0], probs.shape[1]), dtype=probs.dtype,
-                    device=probs.device).exponential_(generator=generator)   # [total, V]
-    return (probs / (q if rows is None else q[rows])).argmax(-1)
+    return probs.div_(q if rows is None or len(rows) == len(q) else q[rows]).argmax(-1)
 
 
 @torch.no_grad()
@@ -244,7 +243,8 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
 
     A row that has ended leaves the batch (and the cache, written in place), so a step costs the
     rows still decoding; when none is left here but `any_alive` says other processes still
-    decode (torchrun), one stand-in row keeps this process stepping with them.
+    decode (torchrun), one stand-in row keeps this process stepping with them. The outputs and
+    the attention mask are allocated once; a step writes its column.
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
@@ -254,37 +254,45 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
         cache.batch_repeat_interleave(n)                             # every layer: [R, kv, P, d]
         cache = in_place(cache, max_new_tokens - 1)                  # steps write in place
         logits = logits.repeat_interleave(n, dim=0)                  # [R, V], R = B*n
-        attention_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)  # [R, P]
+        prompt_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)     # [R, P]
         start = start.repeat_interleave(n, dim=0)                    # [R, 1]
-        padded = bool((attention_mask == 0).any())   # else all ones, the same as no mask: None
-        R, device = logits.shape[0], logits.device
+        (R, V), P, device = logits.shape, prompt_mask.shape[1], logits.device
+        attention = (rollout.mask_buffer(prompt_mask, max_new_tokens - 1)   # None without left
+                     if bool((prompt_mask == 0).any()) else None)           # padding: no mask
+        out = rollout.outputs(R, max_new_tokens, pad_token_id, device)
         eos = torch.tensor(eos_token_ids, device=device)
         suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
         rows = torch.arange(R, device=device)        # the batch's rows, as rows of the R outputs
-        alive = torch.ones(R, dtype=torch.bool, device=device)       # [R] before its eos
-        steps = []                                                   # (token, logp, entropy, mask)
-        for t in range(max_new_tokens):
-            logp = torch.log_softmax(logits.float() / tempered(temperature), dim=-1)  # [r, V]
-            drawable = logp.index_fill(-1, suppress, float("-inf")) if len(suppress) else logp
-            drawn = (_sample_top_p(drawable, top_p, generator, rows, R) if temperature > 0
-                     else drawable.argmax(-1))                       # [r]
-            token = drawn.new_full((R,), pad_token_id).index_copy(0, rows, drawn)   # [R]
-            token_logp = logp.new_zeros(R).index_copy(0, rows, logp.gather(-1, drawn[:, None])[:, 0])
-            entropy = logp.new_zeros(R).index_copy(0, rows, rollout.entropy(logp))
-            steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive,
-                          entropy * alive, alive.long()))
-            alive = alive & ~torch.isin(token, eos)
-            if not (any_alive or torch.any)(alive) or t + 1 == max_new_tokens:
-                break
-            keep = alive[rows]                                       # [r]
-            if not keep.all():    # compact; with none left here (torchrun), one stand-in row
-                keep = keep.nonzero().squeeze(-1) if keep.any() else keep.new_zeros(1, dtype=torch.long)
-                rows, drawn = rows[keep], drawn[keep]
-                cache.batch_select_indices(keep)
-                attention_mask, start = attention_mask[keep], start[keep]
-            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
-            logits = model(input_ids=drawn[:, None], attention_mask=attention_mask if padded else None,
-                           position_ids=start + t, past_key_values=cache,
-                           use_cache=True).logits[:, -1]
-    ids, logps, ents, mask = (torch.stack(x, dim=1) for x in zip(*steps))
-    return Rollouts(completion_ids=ids, logprobs=logps, entropies=ents, mask=mask)
+        live, divisor = True, tempered(temperature)  # live False: the batch is a stand-in row
+        noise = rollout.Noise((R, V), generator, device) if temperature > 0 else None
+        try:
+            for t in range(max_new_tokens):
+                scaled = logits.float() if divisor == 1 else logits.float() / divisor
+                logp = torch.log_softmax(scaled, dim=-1)             # [r, V] log pi_T
+                if live:
+                    out.entropies[rows, t] = rollout.entropy(logp)
+                if len(suppress):                    # in place: a drawn token keeps its log-prob
+                    logp.index_fill_(-1, suppress, float("-inf"))
+                drawn = (_sample_top_p(logp, top_p, noise.take(), rows) if temperature > 0
+                         else logp.argmax(-1))                       # [r]
+                if live:
+                    out.completion_ids[rows, t], out.mask[rows, t] = drawn, 1
+                    out.logprobs[rows, t] = logp.gather(-1, drawn[:, None])[:, 0]
+                keep = ~torch.isin(drawn, eos) if live else torch.zeros_like(drawn, dtype=torch.bool)
+                if t + 1 == max_new_tokens or not (any_alive or torch.any)(keep):
+                    break
+                if not keep.all():    # compact; with none left here (torchrun), one stand-in row
+                    live = bool(keep.any())
+                    keep = keep.nonzero().squeeze(-1) if live else keep.new_zeros(1, dtype=torch.long)
+                    rows, drawn, start = rows[keep], drawn[keep], start[keep]
+                    cache.batch_select_indices(keep)
+                    attention = None if attention is None else attention[keep]
+                if noise is not None:
+                    noise.ahead()                    # the next step's q, during this forward
+                logits = model(input_ids=drawn[:, None], position_ids=start + t,
+                               attention_mask=None if attention is None else attention[:, :P + t + 1],
+                               past_key_values=cache, use_cache=True).logits[:, -1]
+        finally:
+            if noise is not None:
+                noise.close()
+    return rollout.trimmed(out, t + 1)
