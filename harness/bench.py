@@ -16,8 +16,9 @@ nothing is shared: that row compares the two decoders); and the preprocessing th
 the eval inputs on the CPU (tiny: the processor, text + image; 3B: the Qwen2-VL image processor
 only).
 Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the process's peak RSS (whole run,
-both paths, from resource.getrusage). Times: one warm-up step, then --repeats steps; the repeat
-with the shortest full step is reported (best of k). CUDA is synchronised around every phase.
+both paths, from resource.getrusage). Times: one warm-up step, then --repeats steps, the two
+paths taking turns; the repeat with the shortest full step is reported (best of k). CUDA is
+synchronised around every phase.
 
 Precision as in ttrv.py: GPU = fp32 master weights + bf16 autocast, the reference stored as
 autocast computes (precision.frozen_reference), fp32 AdamW states (fused); CPU = fp32 everywhere.
@@ -150,20 +151,28 @@ def peak_gb(env, reset=False):
     return torch.cuda.max_memory_allocated(env.device) / 1e9
 
 
+def full_steps(env, args, L):
+    """{path: {phase: s, "step": s, "step_peak": memory}} of the best of --repeats full steps
+    after one warm-up each, the two paths taking turns (a change in the machine's load reaches
+    both alike); the peak is the highest over the path's steps."""
+    n, runs, peaks = args.rollouts, {"shared": [], "plain": []}, {"shared": 0.0, "plain": 0.0}
+    advantages = torch.randn(args.prompts, n, generator=torch.Generator().manual_seed(0))
+    for _ in range(1 + args.repeats):
+        for path in runs:
+            peak_gb(env, reset=True)
+            runs[path].append(ttrv_step(env, path == "shared", L, n, advantages.to(env.device)))
+            peaks[path] = max(peaks[path], peak_gb(env))
+    best = {path: min(r[1:], key=lambda x: sum(x.values())) for path, r in runs.items()}
+    return {path: dict(b, step=sum(b.values()), step_peak=peaks[path]) for path, b in best.items()}
+
+
 def measure(env, args, L):
     """{path: {phase: s, "step": s, "eval img/s": x, memory...}} for shared and plain."""
-    n, results = args.rollouts, {}
-    gen = torch.Generator().manual_seed(0)
-    advantages = torch.randn(args.prompts, n, generator=gen).to(env.device)
-    for path, shared in (("shared", True), ("plain", False)):
+    results = full_steps(env, args, L)
+    for path, r in results.items():
         peak_gb(env, reset=True)
-        runs = [ttrv_step(env, shared, L, n, advantages) for _ in range(1 + args.repeats)][1:]
-        best = min(runs, key=lambda r: sum(r.values()))
-        r = dict(best, step=sum(best.values()), step_peak=peak_gb(env))
-        peak_gb(env, reset=True)
-        eval_s = min([eval_seconds(env, shared, L) for _ in range(1 + args.repeats)][1:])
+        eval_s = min([eval_seconds(env, path == "shared", L) for _ in range(1 + args.repeats)][1:])
         r.update(eval_ips=args.eval_images / eval_s, eval_peak=peak_gb(env))
-        results[path] = r
     times = []
     for _ in range(1 + args.repeats):
         t0 = time.perf_counter()
