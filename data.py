@@ -85,6 +85,7 @@ class Example:
     label: str | None
     source: Any = dataclasses.field(repr=False)  # None: a text-only question (no image)
     kind: str | None = None
+    level: str | None = None   # the difficulty level, where the source gives one (MATH-500: 1-5)
 
     def __post_init__(self):
         if self.kind is None:

@@ -13,7 +13,8 @@ questions by the last \\boxed{} answer's equivalence to the gold one (answers.py
 
 With `samples=K` (TTRL's evaluation: K = 16 at temperature 0.6, top-p 0.95) each question also
 gets K sampled responses (shared_prefix.sample): avg@K is their mean score (what TTRL reports as
-"pass@1"), maj@K the score of their plain majority answer under the same grader.
+"pass@1"), maj@K the score of their plain majority answer under the same grader, pass@k the
+unbiased estimate of Chen et al. (2021) from the K (pass_at_k; 0/1-graded questions only).
 The command line is harness/eval_cli.py's.
 """
 if __name__ == "__main__":           # the command line is the harness's (flags before torch)
@@ -21,6 +22,7 @@ if __name__ == "__main__":           # the command line is the harness's (flags 
     raise SystemExit(cli.command(eval_cli.main))
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +44,7 @@ class EvalResult:
     letter_forced: float | None = None  # see letter_forced_accuracy; None: not defined here
     avg_at_k: float | None = None       # mean score of the K samples (TTRL's "pass@1"); None: K = 0
     maj_at_k: float | None = None       # score of the K samples' majority answer
+    pass_at_k: dict | None = None       # k -> mean unbiased pass@k (k = 1, 2, 4, ..., K)
 
     @classmethod
     def of(cls, predictions: list[dict]) -> "EvalResult":
@@ -52,9 +55,24 @@ class EvalResult:
         def mean(key):
             values = [p.get(key) for p in predictions]
             return None if not values or None in values else sum(values) / n
+        counts = [(p.get("samples"), p.get("samples_correct")) for p in predictions]
+        passes = None if not counts or any(c is None for _, c in counts) else {
+            k: sum(pass_at_k(m, c, k) for m, c in counts) / n for k in sorted(  # 1, 2, 4, .., K
+                {counts[0][0], *(2 ** i for i in range(counts[0][0].bit_length()))})}
         return cls(correct / n, correct, len(predictions),
                    sum(p["prediction"] is None for p in predictions), predictions,
-                   mean("letter_forced"), mean("avg_at_k"), mean("maj_at_k"))
+                   mean("letter_forced"), mean("avg_at_k"), mean("maj_at_k"), passes)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021, eq. 1): with n samples of which c are right, the chance
+    that k of them drawn without replacement hold a right one, 1 - C(n - c, k) / C(n, k),
+    computed as 1 - prod_{i = n-c+1}^{n} (1 - k / i) (no large binomials). pass@1 = c / n.
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 2), pass_at_k(4, 3, 2), pass_at_k(4, 0, 4)
+    (0.25, 0.5, 1.0, 0.0)
+    """
+    return 1.0 if n - c < k else 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
 @torch.no_grad()
@@ -92,6 +110,7 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
                               pad_token_id=pad_id, first_step_ids=letters,
                               suppress_token_ids=vlm.placeholder_token_ids(model))
         ids, first = out if letters is not None else (out, None)  # [B, T], [B, K]
+        lengths = grpo.completion_mask(ids, end_ids).sum(1).long().tolist()  # tokens [B]
         sampled = (sample_scores(model, processor, inputs, batch, samples, temperature, top_p,
                                  max_new_tokens, generator, any_alive, autocast)
                    if samples else [{}] * len(batch))
@@ -99,7 +118,7 @@ def evaluate(model, processor, examples, *, batch_size: int = 32, max_new_tokens
             forced = {} if first is None else dict(letter_forced=forced_correct(first[i], example))
             predictions[order[b * batch_size + i]] = dict(                  # dataset order
                 id=example.id, response=text, answer=example.answer, **score(text, example),
-                **forced, **sampled[i])
+                length=lengths[i], level=example.level, **forced, **sampled[i])
     return EvalResult.of(predictions)
 
 
@@ -137,7 +156,9 @@ def sample_scores(model, processor, inputs, batch, k, temperature, top_p, max_ne
     out = []
     for b, example in enumerate(batch):
         found = [answers.extract(t, example) for t in texts[b * k:(b + 1) * k]]
-        out.append(dict(avg_at_k=sum(answers.grade(a, example) for a in found) / k,
+        grades = [answers.grade(a, example) for a in found]      # pass@k: 0/1 grades only
+        out.append(dict(avg_at_k=sum(grades) / k, samples=k,
+                        samples_correct=None if example.kind == "count" else int(sum(grades)),
                         maj_at_k=answers.grade(answers.majority(found, example), example)))
     return out
 

@@ -214,6 +214,10 @@ REWARDS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+# the per-token statistic of pi_T each reward reads: the sampler records it (rollout.TOKEN_STATS)
+TOKEN_STAT = {"dare": "entropy"}
+
+
 def compute_rewards(name: str, keys: Sequence[Hashable], *, alpha: float = 0.75,
                     normalized_entropy: bool = False,
                     token_entropies: Sequence[float] | None = None,

@@ -34,9 +34,8 @@ class Rollouts:
     """N sampled completions per prompt; row b*n + j is sample j of prompt b."""
     completion_ids: torch.Tensor  # [B*n, T] long, pad_token_id after each row's first eos
     logprobs: torch.Tensor        # [B*n, T] float32, log pi_T(token) of the drawn token; 0 where mask 0
-    entropies: torch.Tensor       # [B*n, T] float32, H(pi_T) / ln V at that step (V: the logits'
-                                  # size), in [0, 1]: DARE's u scale (ours; its paper states none)
     mask: torch.Tensor            # [B*n, T] long, 1 up to and including the first eos
+    stats: dict = None            # name -> [B*n, T] float32: the TOKEN_STATS asked for; 0 where mask 0
 
 
 @dataclass
@@ -114,8 +113,19 @@ def nucleus(probs, top_p):
 
 
 def entropy(logp):
-    """H(p) / ln V of each row of log-probs [R, V] (0 log 0 = 0): in [0, 1], DARE's u scale."""
+    """H(p) / ln V of each row of log-probs [R, V] (0 log 0 = 0): in [0, 1], DARE's u scale
+    (V: the logits' size; ours, DARE's paper states no scale)."""
     return torch.special.entr(logp.exp()).sum(-1) / math.log(logp.shape[-1])
+
+
+def self_certainty(logp):
+    """KL(U || p) of each row of log-probs [R, V], U uniform over the V tokens: -ln V - mean_v
+    log p_v, INTUITOR's self-certainty of one token (0 for a uniform p, large for a peaked one)."""
+    return -math.log(logp.shape[-1]) - logp.mean(-1)
+
+
+# per-token statistics of pi_T a sampler records when asked (sample's `stats`): a reward's inputs
+TOKEN_STATS = {"entropy": entropy, "self_certainty": self_certainty}
 
 
 class Noise:
@@ -145,17 +155,19 @@ class Noise:
             self.pool.shutdown()
 
 
-def outputs(rows, steps, pad_token_id, device):
+def outputs(rows, steps, pad_token_id, device, stats=()):
     """A sampler's outputs, allocated once for `steps` tokens and filled a step at a time: Rollouts
-    [rows, steps] of pad ids, zero log-probs and entropies, mask 0 (`trimmed` cuts the unused)."""
+    [rows, steps] of pad ids, zero log-probs, mask 0 and zero `stats` (`trimmed` cuts the unused)."""
     zeros = lambda dtype=torch.float32: torch.zeros(rows, steps, dtype=dtype, device=device)  # noqa: E731
-    return Rollouts(zeros(torch.long).fill_(pad_token_id), zeros(), zeros(), zeros(torch.long))
+    return Rollouts(zeros(torch.long).fill_(pad_token_id), zeros(), zeros(torch.long),
+                    {name: zeros() for name in stats})
 
 
 def trimmed(out, steps):
     """The first `steps` tokens of `outputs`' Rollouts (a copy only when the loop ended early)."""
-    return Rollouts(*(x[:, :steps].contiguous() for x in (out.completion_ids, out.logprobs,
-                                                          out.entropies, out.mask)))
+    cut = lambda x: x[:, :steps].contiguous()  # noqa: E731
+    return Rollouts(cut(out.completion_ids), cut(out.logprobs), cut(out.mask),
+                    {name: cut(x) for name, x in out.stats.items()})
 
 
 def mask_buffer(prompt_mask, steps):
@@ -166,25 +178,28 @@ def mask_buffer(prompt_mask, steps):
 
 @torch.no_grad()
 def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_id,
-           temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None):
+           temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None,
+           stats=()):
     """n completions for each of B prompts, the prompts repeated n times: Rollouts [B*n, T].
 
     Decoding stops once every row has produced an end token (T <= max_new_tokens); a row that has
     is fed pad and masked out. temperature 0 is greedy (log-probs then of temperature 1).
     `generator` makes draws reproducible; `any_alive(alive)` says whether any row still decodes
-    (under torchrun all processes answer it, so they run the same number of forwards).
+    (under torchrun all processes answer it, so they run the same number of forwards). `stats`:
+    names of TOKEN_STATS computed at each step from the same log-probs (none unless asked).
     Example: n = 3, eos 2, pad 0 may give completion_ids [[9, 2, 0], [5, 7, 2], ...], mask
     [[1, 1, 0], [1, 1, 1], ...]; rows 0-2 answer prompt 0, rows 3-5 prompt 1.
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
+    fns = {name: TOKEN_STATS[name] for name in stats}                # computed only when asked
     inputs = vlm.repeat_inputs(prompt_inputs, n)                     # [R, P], R = B*n
     R, P = inputs["attention_mask"].shape
     device, divisor = inputs["attention_mask"].device, tempered(temperature)
     eos = torch.tensor(eos_token_ids, device=device)
     suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
     alive = torch.ones(R, dtype=torch.bool, device=device)          # [R]
-    cache, out = DynamicCache(), outputs(R, max_new_tokens, pad_token_id, device)
+    cache, out = DynamicCache(), outputs(R, max_new_tokens, pad_token_id, device, fns)
     attention = mask_buffer(inputs["attention_mask"], max_new_tokens - 1)
     with eval_mode(model):
         logits, start = prefill(model, inputs, cache)                # [R, V], [R, 1]
@@ -200,7 +215,8 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
             token = token.masked_fill(~alive, pad_token_id)          # [R], pad after the end
             out.completion_ids[:, t], out.mask[:, t] = token, alive
             out.logprobs[:, t] = logp.gather(-1, token[:, None])[:, 0] * alive
-            out.entropies[:, t] = entropy(logp) * alive
+            for name, f in fns.items():
+                out.stats[name][:, t] = f(logp) * alive
             alive = alive & ~torch.isin(token, eos)
             if t + 1 == max_new_tokens or not (any_alive or torch.any)(alive):
                 break

@@ -238,7 +238,8 @@ def _sample_top_p(logp, top_p, q, rows=None):
 
 @torch.no_grad()
 def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_id,
-           temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None):
+           temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None,
+           stats=()):
     """rollout.sample with one prompt forward, its cache repeated n times: Rollouts [B*n, T].
 
     A row that has ended leaves the batch (and the cache, written in place), so a step costs the
@@ -248,6 +249,7 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
+    fns = {name: rollout.TOKEN_STATS[name] for name in stats}        # computed only when asked
     with rollout.eval_mode(model):
         cache = _ComputeCache()
         logits, start = rollout.prefill(model, prompt_inputs, cache)
@@ -259,7 +261,7 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
         (R, V), P, device = logits.shape, prompt_mask.shape[1], logits.device
         attention = (rollout.mask_buffer(prompt_mask, max_new_tokens - 1)   # None without left
                      if bool((prompt_mask == 0).any()) else None)           # padding: no mask
-        out = rollout.outputs(R, max_new_tokens, pad_token_id, device)
+        out = rollout.outputs(R, max_new_tokens, pad_token_id, device, fns)
         eos = torch.tensor(eos_token_ids, device=device)
         suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
         rows = torch.arange(R, device=device)        # the batch's rows, as rows of the R outputs
@@ -269,8 +271,8 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
             for t in range(max_new_tokens):
                 scaled = logits.float() if divisor == 1 else logits.float() / divisor
                 logp = torch.log_softmax(scaled, dim=-1)             # [r, V] log pi_T
-                if live:
-                    out.entropies[rows, t] = rollout.entropy(logp)
+                for name, f in fns.items() if live else ():          # before suppression
+                    out.stats[name][rows, t] = f(logp)
                 if len(suppress):                    # in place: a drawn token keeps its log-prob
                     logp.index_fill_(-1, suppress, float("-inf"))
                 drawn = (_sample_top_p(logp, top_p, noise.take(), rows) if temperature > 0

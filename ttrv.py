@@ -114,16 +114,16 @@ def collect(s, batch, weights, hp, rng):
 
     Returns one rollout.Experience per prompt (its k trained responses, the sampler's log-probs
     as the old policy's) and the vote's figures per prompt (reward, answer entropy, ...)."""
-    options = sampling_options(s, hp)
+    options, stat = sampling_options(s, hp), rewards.TOKEN_STAT.get(hp.reward)  # stat: per token
     inputs = s.procs.checked(prompts_of, s.processor, batch, next(s.policy.parameters()).device)
     with s.autocast, s.procs.gathered(s.policy):      # 1. rollouts from the current policy
-        roll = s.procs.same_length(s.sampler.sample(s.policy, inputs, hp.rollouts, **options),
+        roll = s.procs.same_length(s.sampler.sample(s.policy, inputs, hp.rollouts, **options,
+                                                    stats=(stat,) if stat else ()),
                                    options["pad_token_id"])                    # [B*N, T]
     n, k = hp.rollouts, hp.train_rollouts or hp.rollouts   # votes; trained responses
     texts, mask = vlm.decode(s.processor, roll.completion_ids), roll.mask.float()  # [B*N, T]
-    # DARE's u: each response's mean token entropy, already divided by ln V (rollout.Rollouts)
-    token_entropy = (None if roll.entropies is None else                          # [B*N]
-                     ((roll.entropies * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist())
+    token_entropy = stat and (                       # DARE's u: mean over the response's tokens
+        (roll.stats[stat] * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()   # [B*N]
     scored = [score(texts[b * n:(b + 1) * n], e, hp, rng,                      # 2. rewards
                     token_entropy and token_entropy[b * n:(b + 1) * n])
               for b, e in enumerate(batch)]

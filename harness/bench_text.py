@@ -5,10 +5,11 @@
 
 Two measurements on a tiny Qwen2 causal LM (random weights, the tiny VLM's text sizes), one
 prompt of PROMPT_TOKENS tokens:
-  1. tokens per second at 64 rollouts x 256 tokens: `shared_prefix.sample` (tokens, log-probs
-     and entropies of one prompt read once), `eval.generate` (transformers' generate over the 64
-     repeated prompts; tokens only) and `rollout.sample` (the hand-written loop over the 64
-     repeated prompts, tokens, log-probs and entropies: the loop's --no-shared-prefix sampler).
+  1. tokens per second at 64 rollouts x 256 tokens: `shared_prefix.sample` (tokens and
+     log-probs, one prompt read once; no per-token statistics, as the loop asks for none unless a
+     reward reads them), `eval.generate` (transformers' generate over the 64 repeated prompts;
+     tokens only) and `rollout.sample` (the hand-written loop over the 64 repeated prompts,
+     tokens and log-probs: the loop's --no-shared-prefix sampler).
      Forced: every end token suppressed, each row exactly 256 tokens. Ending: END_IDS (5 of the
      512 tokens) end a row, so rows stop at spread lengths; generate and the plain sampler run
      every row until the last one ends, the shared sampler drops rows that ended. Tokens =

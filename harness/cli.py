@@ -118,7 +118,13 @@ def _write_results(out, cfg, runs, seeds):
     method = "TTRV" if cfg.reward == "ttrv" else f"adapted ({cfg.reward} reward)"
     summary = report.summarize(runs)
     table = report.paper_table({cfg.eval_dataset or cfg.dataset: summary}, method=method)
-    (out / "results.md").write_text(table + "\n")
+    extra = [(f"Sampled evaluation (percent, mean over seeds): avg@K, maj@K, unbiased pass@k; "
+              "maj@N of the votes: the base model's N rollouts, drawn as adaptation draws them",
+              report.sampled_table(runs)),
+             ("By difficulty level (greedy accuracy in percent, mean response length in "
+              "tokens, mean over seeds)", report.level_table(runs))]
+    sections = [table] + [f"{title}:\n\n{body}" for title, body in extra if body]
+    (out / "results.md").write_text("\n\n".join(sections) + "\n")
     (out / "summary.json").write_text(json.dumps(dict(summary, seeds=seeds), indent=2))
     plotted = report.plot_trajectory([r["trajectory"] for r in runs], out / "trajectory.png")
     rundir.mark(out, "complete")

@@ -43,20 +43,19 @@ class Config:
     device: str = opt("auto", "model", "cuda, cpu, or auto (cuda when available; pick a GPU with "
                       "CUDA_VISIBLE_DEVICES)", ["auto", "cuda", "cpu"])
     precision: str = opt("auto", "model", "bf16 (fp32 master weights under bf16 autocast; the "
-                         "reference computes the same way), fp32, or auto (bf16 on a GPU that has "
-                         "it, else fp32)", ["auto", "bf16", "fp32"])
+                         "reference computes the same way), fp32, or auto (bf16 on a GPU that "
+                         "has it, else fp32)", ["auto", "bf16", "fp32"])
     gradient_checkpointing: bool = opt(True, "model", "recompute activations in the backward")
     freeze_vision: bool = opt(None, "model", "freeze the vision tower (saves memory); default: "
                               "the family's protocol (InternVL frozen, Qwen-VL trained)")
     allow_cpu: bool = opt(False, "model", "train a >1B model on the CPU anyway")
-    lora_rank: int = opt(None, "model", "train rank-R LoRA adapters (PEFT) on the language "
-                         "model's attention and MLP projections instead of every weight; the "
-                         "reference is the same model with its adapters off (default: full "
-                         "fine-tuning)")
+    lora_rank: int = opt(None, "model", "train rank-R LoRA adapters (PEFT) on the language model's "
+                         "attention and MLP projections instead of every weight; the reference is "
+                         "the same model with its adapters off (default: full fine-tuning)")
     lora_alpha: float = opt(None, "model", "LoRA scale alpha (default: 2 x --lora-rank)")
     # data
-    dataset: str = opt("shapes", "data", "resisc45, shapes, folder:PATH, jsonl:PATH, ... "
-                       "(adapt and evaluate on it)")
+    dataset: str = opt("shapes", "data", "resisc45, shapes, folder:PATH, jsonl:PATH, math500, "
+                       "mmlu-pro, ... (adapt and evaluate on it); NAME:levelN keeps one level")
     data_dir: str = opt(None, "data", "local copy of the data (resisc45: the zip or folder)")
     adapt_dataset: str = opt(None, "data", "adapt on this dataset instead (Table 12)")
     eval_dataset: str = opt(None, "data", "evaluate on this dataset instead (Table 12)")
@@ -85,8 +84,8 @@ class Config:
     micro_batch: int = opt(None, "rollouts", "responses per forward/backward chunk, each cut "
                            f"to its longest response (lowers memory; default: {CUDA_MICRO_BATCH} "
                            "on a GPU, the whole group on the CPU)")
-    temperature: float = opt(1.0, "rollouts", "sampling temperature (--protocol official / "
-                             "ttrl: per model family, families.official_temperature / ttrl_temperature)")
+    temperature: float = opt(1.0, "rollouts", "sampling temperature (--protocol official / ttrl: "
+                             "per family, families.official_temperature / ttrl_temperature)")
     top_p: float = opt(1.0, "rollouts", "nucleus sampling threshold")
     max_new_tokens: int = opt(1024, "rollouts", "longest response, in tokens")
     prompts_per_step: int = opt(4, "rollouts", "prompts whose rollouts are drawn together "
@@ -132,8 +131,10 @@ class Config:
     eval_subset: int = opt(None, "evaluation", "those evaluations use a seeded random subset of "
                            "this many test examples (default: the whole test set)")
     eval_samples: int = opt(0, "evaluation", "also sample K responses per test question: avg@K "
-                            "(mean accuracy of the K, TTRL's 'pass@1') and maj@K (their majority "
-                            "answer) beside the greedy accuracy")
+                            "(mean accuracy of the K, TTRL's 'pass@1'), maj@K (their majority "
+                            "answer) and unbiased pass@k for k = 1, 2, 4, ..., K")
+    base_majority: bool = opt(False, "evaluation", "the base model's maj@N: N = --rollouts samples "
+                              "per test question, drawn as adaptation draws (--protocol ttrl: on)")
     eval_temperature: float = opt(0.6, "evaluation", "temperature of those samples (TTRL's)")
     eval_top_p: float = opt(0.95, "evaluation", "nucleus of those samples (TTRL's)")
     # output
@@ -156,8 +157,7 @@ TINY_PRESETS = dict(lr=1e-4, max_new_tokens=8, eval_every=5)
 # The offline tiny models (tiny_teach.RECIPES): "tiny" has a built-in failure of format (it often
 # answers with a sentence), "tiny-letters" always answers with a letter.
 TINY_MODELS = ("tiny", "tiny-letters", "tiny-math")
-# tiny-math (harness/tiny_math.py): a text LM whose answers are one \\boxed{} of a few digits;
-# its own default dataset, the tiny-math test split.
+# tiny-math (harness/tiny_math.py): a text LM answering one \\boxed{} of digits; its own dataset.
 TINY_MATH_PRESETS = dict(TINY_PRESETS, max_new_tokens=12, dataset="tiny-math")
 
 
@@ -226,9 +226,6 @@ def check(cfg: Config) -> str | None:
                 "32), or --baseline batch or none.")
     if cfg.seeds and len(set(cfg.seeds)) < len(cfg.seeds):
         return f"--seeds {' '.join(map(str, cfg.seeds))} repeats a seed; pass each seed once."
-    if cfg.reward == "dare" and not cfg.shared_prefix:
-        return ("--reward dare needs the token entropies that the shared-prefix sampler "
-                "records; drop --no-shared-prefix.")
     if cfg.sampling == "biased" and not cfg.classes:
         return "--sampling biased needs --classes K (the number of classes to draw from)."
     if (cfg.lora_alpha is not None or cfg.merge_lora) and not cfg.lora_rank:
@@ -341,7 +338,7 @@ def parse_args(argv=None) -> Config:
         parser.set_defaults(**OFFICIAL)
     if known.protocol == "ttrl":
         dataset = parser.parse_known_args(argv)[0].dataset   # tiny-math's own default included
-        parser.set_defaults(**TTRL, **TTRL_BENCHMARKS.get(dataset, {}))
+        parser.set_defaults(**TTRL, **TTRL_BENCHMARKS.get(dataset.split(":")[0], {}))
     parser.set_defaults(**tiny)        # a tiny model keeps its sizes under every protocol
     cfg = Config(**vars(parser.parse_args(argv)))
     problem = check(cfg)

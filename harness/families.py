@@ -60,7 +60,7 @@ OFFICIAL = dict(rollouts=32, train_rollouts=16, entropy="normalized", no_answer=
 TTRL = dict(rollouts=64, train_rollouts=32, lr=5e-7, warmup_ratio=0.03, beta=0.001,
             clip_eps=0.2, loss_agg="token_mean", temperature=None, max_new_tokens=3072,
             num_samples=None, no_answer="own", eval_samples=16, reward="majority",
-            majority_match="grade")
+            majority_match="grade", base_majority=True)
 # Per benchmark (TTRL's scripts): episodes and prompts per step. Other datasets keep the defaults.
 TTRL_BENCHMARKS = {"aime24": dict(epochs=80, prompts_per_step=8),
                    "amc23": dict(epochs=30, prompts_per_step=8),

@@ -3,6 +3,7 @@
     load_dataset("folder:animals/")        # animals/<class>/<image>, >= 4 classes: 4-way MC
     load_dataset("jsonl:questions.jsonl")  # {"image", "question", "options", "answer"} per line
     load_dataset("jsonl:problems.jsonl")   # {"question", "answer"}: free-form math, no image
+                                           # (optional "level": results by level)
 
 Choices:
   - folder: every image is one question about its class, asked as data.make_choice_question
@@ -74,7 +75,8 @@ def load_jsonl(split: str = "test", data_dir: str | None = None, seed: int = 0,
                 row = json.loads(line)
                 if isinstance(row, dict) and "options" not in row and "image" not in row:
                     out.append(math_example(str(row.get("id", f"line{n}")), row.get("question"),
-                                            row.get("answer"), f"{data_dir} line {n}"))
+                                            row.get("answer"), f"{data_dir} line {n}",
+                                            level=row.get("level")))
                     continue
                 options = row["options"]
                 if not (isinstance(options, list) and 2 <= len(options) <= 26

@@ -3,10 +3,14 @@
     load_dataset("math500")                 # hub download (main), or data_dir=a local copy
     load_dataset("gpqa-diamond", data_dir="gpqa_diamond.csv")
     load_dataset("jsonl:problems.jsonl")    # {"question", "answer"} rows: free-form math
+    load_dataset("math500:level5")          # one difficulty level alone (split_level, at_level)
+    load_dataset("mmlu-pro")                # 10-option multiple choice, letters A-J
 
 A math question shows the bare problem (the model's chat template adds the rest, see vlm.py),
 has no options, `answer` = the gold answer as text and kind "math" (graded by
-math_answers.math_equal). GPQA-Diamond is multiple choice: four options, graded by letter.
+math_answers.math_equal). GPQA-Diamond and MMLU-Pro are multiple choice, graded by letter.
+A question keeps its difficulty level where the source has one (math500's `level`, 1-5; a
+jsonl row's "level"), so results can be reported by level (harness/report.py).
 
 Sources (repo, file, columns; confirmed from the dataset cards and public code that reads them;
 revisions not pinned: "main"):
@@ -17,12 +21,15 @@ revisions not pinned: "main"):
                 142.0 -> "142"), url; 83 rows of AMC12 2022 and 2023, TTRL's "AMC".
   gpqa-diamond  Idavidrein/gpqa gpqa_diamond.csv (gated: a token is needed): Question, Correct
                 Answer, Incorrect Answer 1-3, Record ID; 198 rows.
+  mmlu-pro      TIGER-Lab/MMLU-Pro data/test-*.parquet: question_id, question, options (up to
+                10 strings), answer (a letter A-J), answer_index, category, ...; 12,032 rows.
 TTRL trains and tests on the same file, so every split name reads it.
 
 Choices (the papers are silent): GPQA's four options are shuffled with one random.Random(seed)
 drawn in row order (TTRL's shuffle seed is unknown), shown as "A. ..." lines under the question
-with GPQA_PROMPT (reconstructed, ours). A gold answer that math-verify cannot read ends the load
-with the row named, before any model time.
+with GPQA_PROMPT (reconstructed, ours); MMLU-Pro keeps its options' order, shown the same way
+(CHOICE_PROMPT; DARE's prompt is not published). A gold answer that math-verify cannot read ends
+the load with the row named, before any model time.
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ from harness.hub import _download, _fill, read_rows
 
 GPQA_PROMPT = ("{question}\n\n{options}\n\nAnswer with the letter of the correct option, "
                "within \\boxed{{}}.")
+CHOICE_PROMPT = GPQA_PROMPT        # MMLU-Pro's, ours too
 _GPQA_OPTIONS = ["Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
                  "Incorrect Answer 3"]
 
@@ -51,17 +59,20 @@ class MathBenchmark:
     question: str
     answer: str
     gated: bool = False
+    level: str | None = None   # the difficulty level's column, if any
 
 
 MATH_BENCHMARKS = {
     "math500": MathBenchmark("HuggingFaceH4/MATH-500", "test.jsonl", "unique_id", "problem",
-                             "answer"),
+                             "answer", level="level"),
     "aime24": MathBenchmark("Maxwell-Jia/AIME_2024", "aime_2024_problems.parquet", "ID",
                             "Problem", "Answer"),
     "amc23": MathBenchmark("AI-MO/aimo-validation-amc", "train-*.parquet", "id", "problem",
                            "answer"),
     "gpqa-diamond": MathBenchmark("Idavidrein/gpqa", "gpqa_diamond.csv", "Record ID",
                                   "Question", "Correct Answer", gated=True),
+    "mmlu-pro": MathBenchmark("TIGER-Lab/MMLU-Pro", "test-*.parquet", "question_id", "question",
+                              "answer"),
 }
 
 
@@ -122,7 +133,7 @@ def _row_problem(question, answer) -> str | None:
 
 
 def math_example(ex_id: str, question: str, answer, where: str,
-                 prompt: str | None = None) -> Example:
+                 prompt: str | None = None, level=None) -> Example:
     """A free-form math question; DataError (naming `where`) if its question is missing, empty
     or not text, or its answer is missing, neither text nor a finite number (_row_problem), or
     nothing math-verify can read."""
@@ -139,7 +150,64 @@ def math_example(ex_id: str, question: str, answer, where: str,
     text = str(question).strip()
     if prompt:
         text = _fill(prompt, {"question"}, question=text)
-    return Example(ex_id, text, [], gold, gold, None, kind="math")
+    return Example(ex_id, text, [], gold, gold, None, kind="math", level=level_text(level))
+
+
+def level_text(value) -> str | None:
+    """A difficulty level as text: 5 -> "5", "Level 5" -> "5" (the MATH files' spelling), None."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = answer_text(value)
+    return text[len("level"):].strip() if text.lower().startswith("level") else text or None
+
+
+def split_level(name: str) -> tuple[str, str | None]:
+    """A dataset name and the level it asks for: "math500:level5" -> ("math500", "5"),
+    "jsonl:p.jsonl:level3" -> ("jsonl:p.jsonl", "3"), "math500" -> ("math500", None).
+    DataError for a benchmark name followed by anything else after ":" (before any download)."""
+    head, sep, tail = name.rpartition(":")
+    if sep and tail.lower().startswith("level") and tail[5:]:
+        return head, tail[5:]
+    kind, sep, rest = name.partition(":")
+    if sep and kind in MATH_BENCHMARKS:
+        raise DataError(f"{name!r}: {kind} takes no path after ':'; pass {kind}:levelN to keep one "
+                        "difficulty level (e.g. math500:level5), or --data-dir for a local copy.")
+    return name, None
+
+
+def at_level(examples: list[Example], level: str, name: str) -> list[Example]:
+    """The examples of one difficulty level; DataError (naming the levels there are) if none."""
+    levels = sorted({e.level for e in examples if e.level is not None})
+    if not levels:
+        raise DataError(f"{name} gives no difficulty levels, so :level{level} cannot choose one; "
+                        'drop :level (a jsonl row gives its level as "level").')
+    kept = [e for e in examples if e.level == level]
+    if not kept:
+        raise DataError(f"{name} has no level-{level} questions; its levels are "
+                        f"{', '.join(levels)}: pass one of them, e.g. {name}:level{levels[-1]}.")
+    return kept
+
+
+def choice_examples(rows: list[dict], b: MathBenchmark, name: str,
+                    prompt: str | None = None) -> list[Example]:
+    """MMLU-Pro rows -> lettered questions in the source's option order (up to 10: A-J); the
+    answer letter checked against the options (and answer_index, where present)."""
+    out = []
+    for row in rows:
+        options, letter = [str(o).strip() for o in row["options"] or []], str(row[b.answer])
+        where = f"{name} question {row[b.id]}"
+        if not 2 <= len(options) <= 26 or letter not in list(LETTERS[:len(options)]):
+            raise DataError(f"{where} has answer {letter!r} for {len(options)} options; each row "
+                            "needs 2 to 26 options and the letter of one of them.")
+        if row.get("answer_index") is not None and LETTERS[row["answer_index"]] != letter:
+            raise DataError(f"{where} has answer {letter} but answer_index {row['answer_index']}; "
+                            "fix the row so the two agree.")
+        block = "\n".join(f"{L}. {o}" for L, o in zip(LETTERS, options))
+        text = _fill(prompt or CHOICE_PROMPT, {"question", "options"},
+                     question=str(row[b.question]).strip(), options=block)
+        out.append(Example(str(row[b.id]), text, options, letter,
+                           options[LETTERS.index(letter)], None))
+    return out
 
 
 def gpqa_examples(rows: list[dict], seed: int = 0, prompt: str | None = None) -> list[Example]:
@@ -173,12 +241,17 @@ def load_math(name: str, split: str = "test", data_dir: str | None = None, seed:
     if not files:
         raise DataError(f"No {b.file} at {path}; pass the {b.repo} file or its folder.")
     columns = [c for c in (b.id, b.question, b.answer) if c]
-    rows = _read(files, columns + (_GPQA_OPTIONS[1:] if name == "gpqa-diamond" else []))
+    extra = {"gpqa-diamond": _GPQA_OPTIONS[1:],
+             "mmlu-pro": ["options", "answer_index"]}.get(name, [])
+    rows = _read(files, columns + extra)
     if name == "gpqa-diamond":
         examples = gpqa_examples(rows, seed, prompt)
+    elif name == "mmlu-pro":
+        examples = choice_examples(rows, b, name, prompt)
     else:
         examples = [math_example(str(r[b.id]), r[b.question], r[b.answer],
-                                 f"{name} question {r[b.id]}", prompt) for r in rows]
+                                 f"{name} question {r[b.id]}", prompt,
+                                 r.get(b.level) if b.level else None) for r in rows]
     if not examples:
         raise DataError(f"{path} holds no {name} questions.")
     return examples

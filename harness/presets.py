@@ -56,7 +56,7 @@ from harness.benchmarks import (OFFICIAL_AI2D_PROMPT, OFFICIAL_MME_PROMPT, crpe_
                                 realworldqa_examples)
 from harness.hub import _download, _needed, hub_examples, load_hub, parse_hub_name, read_rows
 from harness.local_data import load_folder, load_jsonl
-from harness.math_data import MATH_BENCHMARKS, load_math
+from harness.math_data import MATH_BENCHMARKS, at_level, load_math, split_level
 from harness.resisc45 import load_resisc45
 from harness.shapes import load_shapes
 from harness.tiny_math import load_tiny_math
@@ -195,7 +195,8 @@ PAPER_BENCHMARKS = ["resisc45", "dtd", "imagenet", "imagenet-v2", "imagenet-a", 
                     "imagenet-sketch", "food101", "ai2d", "mme", "seed", "realworldqa",
                     "mathvista", "mathverse", "crpe", "capture"]
 NAMES = [k + (":PATH" if k in ("folder", "jsonl") else "") for k in DATASETS] + [
-    "hub:OWNER/NAME?image=...&question=...&answer=..."]
+    "hub:OWNER/NAME?image=...&question=...&answer=...",
+    "NAME:levelN (one difficulty level, e.g. math500:level5)"]
 
 
 def official_prompt(kind: str) -> str | None:
@@ -218,7 +219,8 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
                  max_image_side: int | None = None) -> list[Example]:
     """Examples of any dataset name: a preset (PAPER_BENCHMARKS), a math benchmark
     (math_data.MATH_BENCHMARKS), "shapes", "folder:PATH",
-    "jsonl:PATH" or "hub:OWNER/NAME?...". `prompt` overrides the dataset's template.
+    "jsonl:PATH" or "hub:OWNER/NAME?..."; any of them + ":levelN" keeps one difficulty level
+    (math_data.split_level). `prompt` overrides the dataset's template.
     protocol "official": the official runs' prompt text and option spelling (class names with
     underscores, as in their test prompts; `official_prompt`). `max_image_side`: drop examples
     whose image is wider or taller than this (the paper drops images over 1000x1000, Table 8).
@@ -226,6 +228,7 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
     >>> len(load_dataset("shapes", "train")), len(load_dataset("shapes", "test", seed=1))
     (400, 200)
     """
+    full, (name, level) = name, split_level(name)   # "math500:level5": one level
     kind, _, path = name.partition(":")
     official = protocol == "official"
     if kind == "hub":
@@ -242,6 +245,7 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
             examples = loader(split, path or data_dir, seed, template,
                               spell=str if official else display_name)
     else:
-        raise DataError(f"Unknown dataset {name!r}; known datasets: {', '.join(NAMES)}.")
+        raise DataError(f"Unknown dataset {full!r}; known datasets: {', '.join(NAMES)}.")
+    examples = at_level(examples, level, name) if level else examples
     return drop_large_images(examples, max_image_side) if max_image_side else examples
 

@@ -25,9 +25,11 @@ class Ranks(OneProcess):
 
     def same_length(self, roll, pad_id):
         """Rollouts padded to the longest response over the ranks: the same number of forwards."""
-        return type(roll)(*distributed.same_length([roll.completion_ids, roll.logprobs,
-                                                    roll.entropies,
-                                        roll.mask], [pad_id, 0, 0, 0]))
+        names = list(roll.stats or {})
+        ids, logp, mask, *stats = distributed.same_length(
+            [roll.completion_ids, roll.logprobs, roll.mask] + [roll.stats[k] for k in names],
+            [pad_id, 0, 0] + [0] * len(names))
+        return type(roll)(ids, logp, mask, dict(zip(names, stats)))
 
     def any_alive(self, alive):
         return distributed.any_rank(alive.any())

@@ -77,6 +77,66 @@ def run_table(results: dict) -> str:
                      for row in rows)
 
 
+def lengths_and_levels(predictions: list[dict]) -> dict:
+    """The mean response length (greedy, in tokens, the end token included) and, where the
+    questions carry a difficulty level (MATH-500's 1-5), accuracy and length per level (TTRL's
+    Table 3 layout); avg@K per level too when K samples were drawn.
+
+    >>> lengths_and_levels([dict(correct=1, length=4, level="1"), dict(correct=0, length=8,
+    ...                     level="5"), dict(correct=1, length=6, level="5")])["by_level"]["5"]
+    {'total': 2, 'accuracy': 0.5, 'response_length': 7.0}
+    """
+    def stats(ps):
+        out = dict(total=len(ps), accuracy=sum(p["correct"] for p in ps) / len(ps),
+                   response_length=sum(p["length"] for p in ps) / len(ps))
+        if all(p.get("avg_at_k") is not None for p in ps):
+            out["avg@K"] = sum(p["avg_at_k"] for p in ps) / len(ps)
+        return out
+    if not predictions or any("length" not in p for p in predictions):
+        return {}
+    levels = sorted({p["level"] for p in predictions if p.get("level") is not None},
+                    key=lambda v: (len(v), v))                      # "2" before "10"
+    by_level = {v: stats([p for p in predictions if p.get("level") == v]) for v in levels}
+    return dict(response_length=stats(predictions)["response_length"],
+                **({"by_level": by_level} if by_level else {}))
+
+
+def sampled_table(runs: list[dict]) -> str:
+    """Markdown: the sampled figures of base and adapted (avg@K, maj@K, pass@k, the base
+    model's maj@N of the votes), mean over seeds; "" when no run has any."""
+    keys = [k for k in runs[0]["adapted"] if k.startswith(("avg@", "maj@", "pass@"))]
+    votes = [k for k in runs[0]["base"] if k.startswith("votes_maj@")]
+    if not keys and not votes:
+        return ""
+    def cell(key, k):
+        if runs[0][key].get(k) is None:
+            return ""
+        return f"{100 * mean_std(r[key][k] for r in runs)[0]:.2f}"
+    head = keys + [k.replace("votes_", "") + " of the votes" for k in votes]
+    lines = ["|  | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for key in ("base", "adapted"):
+        lines.append(f"| {key} | " + " | ".join(cell(key, k) for k in keys + votes) + " |")
+    return "\n".join(lines)
+
+
+def level_table(runs: list[dict]) -> str:
+    """Markdown: greedy accuracy (%) and mean response length (tokens) per difficulty level,
+    before and after (TTRL's Table 3), mean over seeds; "" without levels."""
+    levels = runs[0]["base"].get("by_level")
+    if not levels:
+        return ""
+    lines = ["| level | questions | base | adapted | base length | adapted length |",
+             "|---|---|---|---|---|---|"]
+    for v, row in levels.items():
+        acc = [mean_std(r[k]["by_level"][v]["accuracy"] for r in runs)[0] for k in ("base",
+                                                                                     "adapted")]
+        length = [mean_std(r[k]["by_level"][v]["response_length"] for r in runs)[0]
+                  for k in ("base", "adapted")]
+        lines.append(f"| {v} | {row['total']} | {100 * acc[0]:.2f} | {100 * acc[1]:.2f} | "
+                     f"{length[0]:.1f} | {length[1]:.1f} |")
+    return "\n".join(lines)
+
+
 def _band(series: list[list[tuple[float, float]]]):
     """Mean and std at each x over runs that share the same x grid: xs, means, stds."""
     xs = [x for x, _ in series[0]]

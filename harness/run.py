@@ -53,24 +53,38 @@ def load_models(cfg, log=print, procs=ONE):
     return ttrv.Setup(policy, ref_model, processor, autocast, sampler, procs), name
 
 
-def vote_entropy(s, examples, hp):
-    """Mean answer entropy of the vote over `examples`: N rollouts each, no update, seeded.
-
-    `run` measures it on the adaptation set before and after adapting, so both numbers come
-    from the SAME prompts (the batches during adaptation each hold different ones).
-    """
+def votes(s, examples, hp):
+    """Each example with the texts of its N rollouts: the adaptation's sampler and options, no
+    update, seeded by hp.seed (so two calls on the same prompts draw alike)."""
     options, device = ttrv.sampling_options(s, hp), next(s.policy.parameters()).device
     torch.manual_seed(hp.seed)
-    values, n = [], hp.rollouts
+    n = hp.rollouts
     for i in range(0, len(examples), hp.prompts_per_step):
         batch = examples[i:i + hp.prompts_per_step]
         inputs = s.procs.checked(ttrv.prompts_of, s.processor, batch, device)
         with torch.no_grad(), s.autocast, s.procs.gathered(s.policy):
             ids = s.sampler.sample(s.policy, inputs, n, **options).completion_ids     # [B*N, T]
         texts = vlm.decode(s.processor, ids)
-        values += [rewards.entropy(rewards.empirical_distribution(answers.vote_keys(
-            texts[b * n:(b + 1) * n], e, no_answer=hp.no_answer))) for b, e in enumerate(batch)]
-    return float(np.mean(values))
+        yield from ((e, texts[b * n:(b + 1) * n]) for b, e in enumerate(batch))
+
+
+def vote_entropy(s, examples, hp):
+    """Mean answer entropy of the vote over `examples`: N rollouts each, no update, seeded.
+
+    `run` measures it on the adaptation set before and after adapting, so both numbers come
+    from the SAME prompts (the batches during adaptation each hold different ones).
+    """
+    return float(np.mean([rewards.entropy(rewards.empirical_distribution(answers.vote_keys(
+        texts, e, no_answer=hp.no_answer))) for e, texts in votes(s, examples, hp)]))
+
+
+def majority_at_n(s, test, hp) -> float:
+    """maj@N on the labelled `test` questions: the score of the plain majority answer of N =
+    hp.rollouts responses, drawn as adaptation draws its votes (TTRL's claim: the adapted model
+    beats the base model's maj@N). Costs one sampling pass of N responses per question."""
+    return float(np.mean([answers.grade(answers.majority(
+        [answers.extract(t, e, hp.answer_reader) for t in texts], e), e)
+        for e, texts in votes(s, test, hp)]))
 
 
 def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
@@ -136,10 +150,12 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
         if key:  # a full evaluation: predictions and results on disk straight away
             evaluation.write_predictions(out / f"predictions_{key}.jsonl", r)
             results[key] = dict(accuracy=r.accuracy, correct=r.correct, total=r.total,
-                                unparseable=r.unparseable, letter_forced_accuracy=r.letter_forced)
-            if cfg.eval_samples:      # TTRL's figures: avg@K ("pass@1") and maj@K
+                                unparseable=r.unparseable, letter_forced_accuracy=r.letter_forced,
+                                **report.lengths_and_levels(r.predictions))
+            if cfg.eval_samples:      # TTRL's figures: avg@K ("pass@1"), maj@K and pass@k
                 k = cfg.eval_samples
-                results[key].update({f"avg@{k}": r.avg_at_k, f"maj@{k}": r.maj_at_k})
+                results[key].update({f"avg@{k}": r.avg_at_k, f"maj@{k}": r.maj_at_k},
+                                    **{f"pass@{j}": v for j, v in (r.pass_at_k or {}).items()})
             (out / "results.json").write_text(json.dumps(results, indent=2))
             log(f"{key} accuracy {r.accuracy:.4f} ({r.correct}/{r.total})" + (
                 f", avg@{cfg.eval_samples} {r.avg_at_k:.4f}, maj@{cfg.eval_samples} "
@@ -147,6 +163,11 @@ def run(cfg, out: Path, log=print, procs=ONE, shared=None) -> dict:
         return r.accuracy
 
     base = evaluate(test, "base", step=0)
+    if cfg.base_majority:     # TTRL's bar: the base model's maj@N, N the votes of adaptation
+        key = f"votes_maj@{hp.rollouts}"   # not maj@K: drawn as the votes are, not as eval's K
+        results["base"][key] = majority_at_n(s, test, hp)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        log(f"base maj@{hp.rollouts} of the votes {results['base'][key]:.4f}")
     before = vote_entropy(s, examples, hp)
     curve.append((0, base if subset is test else evaluate(subset, step=0)))   # Figure 1's x = 0
     with open(out / "metrics.jsonl", "w") as f:

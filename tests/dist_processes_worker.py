@@ -39,7 +39,7 @@ def main(out):
                               "none": (0.0, 0)})
     T = 2 if r == 0 else 4                       # rank 1's rollouts are longer
     roll = rollout.Rollouts(torch.full((3, T), 7), torch.full((3, T), -0.5),
-                            torch.full((3, T), 0.25), torch.ones(3, T, dtype=torch.long))
+                            torch.ones(3, T, dtype=torch.long), {"entropy": torch.full((3, T), 0.25)})
     got["same_length"] = procs.same_length(roll, 99)
 
     def fails_on_rank1(kind):

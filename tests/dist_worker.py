@@ -106,7 +106,7 @@ def adapt_with_stand_ins(model_dir):
             logp = torch.cat([shared_prefix.logprobs(
                 policy, one, ids[b * 4:(b + 1) * 4], mask[b * 4:(b + 1) * 4], cfg.temperature)
                 for b, one in enumerate(prompts)])                                # [B*n, T]
-        return rollout.Rollouts(ids, logp, None, mask)
+        return rollout.Rollouts(ids, logp, mask)
     fixed = types.SimpleNamespace(sample=fixed_sample, logprobs=shared_prefix.logprobs)
     history = ttrv.adapt(dataclasses.replace(setup, sampler=fixed, procs=PROCS), examples, cfg)
     weights = {n: full(p) for n, p in policy.named_parameters()}

@@ -79,9 +79,9 @@ class FixedSampler:
         self.entropies = torch.rand(2 * N, T, generator=g) * self.mask          # [B*n, T]
         self.ids = torch.randint(10, 300, (2 * N, T), generator=g) * self.mask
 
-    def sample(self, policy, inputs, n, **options):
-        assert n == N and inputs["input_ids"].shape[0] == 2
-        return rollout.Rollouts(self.ids, torch.zeros(2 * N, T), self.entropies, self.mask)
+    def sample(self, policy, inputs, n, stats=(), **options):
+        assert n == N and inputs["input_ids"].shape[0] == 2 and stats == ("entropy",)
+        return rollout.Rollouts(self.ids, torch.zeros(2 * N, T), self.mask, {"entropy": self.entropies})
 
     def expected_u(self):
         return ((self.entropies * self.mask).sum(1) / self.mask.sum(1)).tolist()

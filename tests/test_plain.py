@@ -209,7 +209,8 @@ def test_sampler_logprobs_and_entropies_are_the_scorers(tiny):
     model, processor = tiny
     prompts, T = _prompt_inputs(processor), 0.7
     r = rollout.sample(model, prompts, 3, temperature=T, top_p=0.9, max_new_tokens=5,
-                       eos_token_ids=[EOS], pad_token_id=PAD, generator=torch.Generator().manual_seed(0))
+                       eos_token_ids=[EOS], pad_token_id=PAD, generator=torch.Generator().manual_seed(0),
+                       stats=("entropy",))
     with torch.no_grad():
         scored = rollout.logprobs(model, prompts, r.completion_ids, r.mask, T)
     torch.testing.assert_close(r.logprobs, scored, atol=1e-5, rtol=0)
@@ -221,7 +222,7 @@ def test_sampler_logprobs_and_entropies_are_the_scorers(tiny):
     with torch.no_grad():
         logits = model(**full).logits[:, P - 1:-1] / T                        # [6, T, V]
     h = torch.distributions.Categorical(logits=logits).entropy() / math.log(logits.shape[-1])
-    torch.testing.assert_close(r.entropies, h * r.mask, atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.stats["entropy"], h * r.mask, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("kind", SAMPLERS)

@@ -73,13 +73,13 @@ def test_sums_flags_and_means_are_over_every_rank(ranks):
 
 def test_rollouts_are_padded_to_the_longest_rank_every_field_included(ranks):
     for got in ranks:
-        ids, logp, ent, mask = (getattr(got["same_length"], f) for f in
-                                ("completion_ids", "logprobs", "entropies", "mask"))
+        r = got["same_length"]
+        ids, logp, ent, mask = r.completion_ids, r.logprobs, r.stats["entropy"], r.mask
         assert ids.shape == logp.shape == ent.shape == mask.shape == (3, 4)
     zero = ranks[0]["same_length"]
     assert zero.completion_ids[:, 2:].eq(99).all() and zero.mask[:, 2:].eq(0).all()
-    assert zero.logprobs[:, 2:].eq(0).all() and zero.entropies[:, 2:].eq(0).all()
-    assert zero.entropies[:, :2].eq(0.25).all()            # DARE's u survives the padding
+    assert zero.logprobs[:, 2:].eq(0).all() and zero.stats["entropy"][:, 2:].eq(0).all()
+    assert zero.stats["entropy"][:, :2].eq(0.25).all()            # DARE's u survives the padding
 
 
 def test_one_rank_s_error_ends_every_rank_with_its_message(ranks):

@@ -73,7 +73,8 @@ def test_ttrl_protocol_sets_each_field_of_its_table():
     assert {r[0].strip("`") for r in rows} == set(families.TTRL)
 
 
-@pytest.mark.parametrize("dataset", ["aime24", "amc23", "math500", "jsonl:x.jsonl"])
+@pytest.mark.parametrize("dataset", ["aime24", "amc23", "math500", "math500:level5",
+                                     "jsonl:x.jsonl"])
 def test_ttrl_protocol_sets_each_benchmark_s_episodes_and_prompts_per_step(dataset):
     text = PROTOCOLS.read_text().split("\nPer benchmark")[1].split("\n### ")[0]
     table = {c[0].strip(" `"): (int(c[2].strip(" `")), int(c[3].strip(" `")))
@@ -82,8 +83,8 @@ def test_ttrl_protocol_sets_each_benchmark_s_episodes_and_prompts_per_step(datas
     model = ["--model", "Qwen/Qwen2.5-Math-1.5B"]
     cfg = parse_args(["--protocol", "ttrl", "--dataset", dataset] + model)
     default = parse_args(model)
-    assert (cfg.epochs, cfg.prompts_per_step) == table.get(
-        dataset, (default.epochs, default.prompts_per_step))
+    assert (cfg.epochs, cfg.prompts_per_step) == table.get(     # one level: its benchmark's
+        dataset.split(":")[0], (default.epochs, default.prompts_per_step))
     assert parse_args(["--protocol", "ttrl", "--dataset", dataset, "--epochs", "3"] + model
                       ).epochs == 3
 

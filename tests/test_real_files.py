@@ -34,10 +34,10 @@ DONE_WHEN_SIZES = [(256, 256), (512, 256), (300, 500), (640, 480)]   # (w, h) ->
 
 def _built(name):
     """The shrunk model next to fixture `name`, built once and cached under $TTRV_CACHE, keyed by
-    the fixture files, the shrink recipe and the transformers version."""
+    the fixture files, the shrink recipe, the pinned numerics and the transformers version."""
     import transformers
     src = shared_path("fixtures", name)       # skipped without it (a failure under CI=true)
-    key = hashlib.sha256(json.dumps([tiny.SHRINK_TEXT, tiny.SHRINK_VISION,
+    key = hashlib.sha256(json.dumps([tiny.SHRINK_TEXT, tiny.SHRINK_VISION, tiny.PINNED,
                                      transformers.__version__]).encode())
     for f in sorted(src.iterdir()):
         key.update(f.name.encode() + f.read_bytes())

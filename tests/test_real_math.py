@@ -28,11 +28,11 @@ def fixture_dir() -> Path:
 @pytest.fixture(scope="session")
 def math_files():
     """The shrunk Qwen2.5-Math next to the fixture, built once and cached under $TTRV_CACHE,
-    keyed by the fixture files, the shrink recipe and the transformers version. Its directory
-    name holds "qwen2.5-math", as a local copy of the checkpoint's would."""
+    keyed by the fixture files, the shrink recipe, the pinned numerics and the transformers
+    version. Its directory name holds "qwen2.5-math", as a local copy of the checkpoint's would."""
     import transformers
     src = fixture_dir()
-    key = hashlib.sha256(json.dumps([tiny.SHRINK_TEXT, transformers.__version__]).encode())
+    key = hashlib.sha256(json.dumps([tiny.SHRINK_TEXT, tiny.PINNED, transformers.__version__]).encode())
     for f in sorted(src.iterdir()):
         key.update(f.name.encode() + f.read_bytes())
     path = tiny.default_cache_dir() / f"real-{MATH}-{key.hexdigest()[:10]}"

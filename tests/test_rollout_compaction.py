@@ -37,8 +37,9 @@ def reference_sample(model, inputs, n, temperature, top_p, max_new_tokens, seed,
     """The uncompacted loop: every row runs every step; finished rows are fed the pad token."""
     r = rollout.sample(model, inputs, n, temperature=temperature, top_p=top_p,
                        max_new_tokens=max_new_tokens, eos_token_ids=EOS, pad_token_id=0,
-                       generator=generator or torch.Generator().manual_seed(seed))
-    return r.completion_ids, r.logprobs, r.entropies, r.mask
+                       generator=generator or torch.Generator().manual_seed(seed),
+                       stats=("entropy",))
+    return r.completion_ids, r.logprobs, r.stats["entropy"], r.mask
 
 
 def sample(model, inputs, n, temperature, top_p, max_new_tokens, seed, generator=None, **kw):
@@ -90,13 +91,13 @@ def test_a_row_subset_draws_what_the_full_batch_draws():
 def test_same_tokens_as_the_uncompacted_loop(text_lm, temperature, top_p, padded):
     inputs = prompts() if padded else {k: v[2:] for k, v in prompts().items()}  # one, unpadded
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    r = sample(text_lm, inputs, 5, temperature, top_p, 16, seed=3, generator=g1)
+    r = sample(text_lm, inputs, 5, temperature, top_p, 16, seed=3, generator=g1, stats=("entropy",))
     ids, logp, ent, mask = reference_sample(text_lm, inputs, 5, temperature, top_p, 16, 3, g2)
     assert len(set(r.mask.sum(-1).tolist())) > 3                    # rows end at many steps
     assert torch.equal(r.completion_ids, ids) and torch.equal(r.mask, mask)
     assert torch.equal(g1.get_state(), g2.get_state())     # no noise drawn ahead for no step
     torch.testing.assert_close(r.logprobs, logp, atol=1e-5, rtol=0)
-    torch.testing.assert_close(r.entropies, ent, atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.stats["entropy"], ent, atol=1e-5, rtol=0)
 
 
 def test_each_forward_runs_only_the_rows_still_decoding(text_lm):

@@ -34,7 +34,7 @@ def fixed_scores(monkeypatch, batch, texts, k):
     """eval.sample_scores on `batch` with the sampler's rows decoded as `texts` ([B*k])."""
     rows = len(batch) * k
     fake = rollout.Rollouts(torch.arange(rows)[:, None], torch.zeros(rows, 1),
-                            torch.zeros(rows, 1), torch.ones(rows, 1, dtype=torch.long))
+                            torch.ones(rows, 1, dtype=torch.long))
     calls = []
     monkeypatch.setattr(shared_prefix, "sample", lambda m, inputs, n, **kw: calls.append(n) or fake)
     monkeypatch.setattr(vlm, "decode", lambda processor, ids: [texts[int(i)] for i in ids[:, 0]])
@@ -106,3 +106,45 @@ def test_the_samples_follow_the_seed_not_the_global_generator(loaded, monkeypatc
     assert first.shape[0] == 2 * 3
     assert torch.equal(samples(seed=0, global_seed=123), first)       # the global RNG: no effect
     assert not torch.equal(samples(seed=1, global_seed=0), first)     # --seed: another draw
+
+
+# ----------------------------------------------------------------------------- pass@k
+
+def brute_pass_at_k(n, c, k):
+    """pass@k by counting every k-subset of n samples (c right): the definition itself."""
+    from itertools import combinations
+    subsets = list(combinations(range(n), k))
+    return sum(any(i < c for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n,c,k", [(4, 1, 2), (5, 2, 3), (6, 0, 2), (6, 6, 1), (7, 3, 7),
+                                   (8, 5, 4), (3, 1, 1)])
+def test_pass_at_k_is_the_share_of_k_subsets_holding_a_right_sample(n, c, k):
+    assert evaluation.pass_at_k(n, c, k) == pytest.approx(brute_pass_at_k(n, c, k))
+
+
+def test_pass_at_k_is_stable_where_the_binomials_overflow_floats():
+    from math import comb
+    n, c, k = 2000, 3, 500
+    exact = 1 - comb(n - c, k) / comb(n, k)       # Python ints: exact, then one division
+    assert evaluation.pass_at_k(n, c, k) == pytest.approx(exact, rel=1e-12)
+
+
+def test_pass_at_one_is_avg_at_k_and_the_dataset_keeps_k_1_2_4_to_k(monkeypatch):
+    batch = [math(0, "1"), math(1, "2")]
+    texts = ["\\boxed{1}", "\\boxed{9}", "\\boxed{9}", "\\boxed{9}", "\\boxed{9}", "\\boxed{9}",
+             "\\boxed{2}", "\\boxed{2}", "\\boxed{2}", "\\boxed{9}", "\\boxed{9}", "\\boxed{9}"]
+    out = fixed_scores(monkeypatch, batch, texts, 6)
+    assert [(o["samples"], o["samples_correct"]) for o in out] == [(6, 1), (6, 3)]
+    r = evaluation.EvalResult.of([dict(correct=1, prediction="1", **o) for o in out])
+    assert sorted(r.pass_at_k) == [1, 2, 4, 6]
+    assert r.pass_at_k[1] == pytest.approx(r.avg_at_k)
+    both = (brute_pass_at_k(6, 1, 2) + brute_pass_at_k(6, 3, 2)) / 2
+    assert r.pass_at_k[2] == pytest.approx(both)
+    assert r.pass_at_k[6] == 1.0
+
+
+def test_a_counting_question_has_no_pass_at_k():
+    preds = [dict(correct=0.5, prediction=3.0, avg_at_k=0.5, maj_at_k=0.5, samples=4,
+                  samples_correct=None)]
+    assert evaluation.EvalResult.of(preds).pass_at_k is None

@@ -147,7 +147,8 @@ def test_gradient_checkpointing_train_mode(tiny_dir, reentrant):
 def sample(model, processor, inputs, n=4, seed=0, eos=None, sampler=sample_shared, **kw):
     args = dict(temperature=0.7, top_p=0.9, max_new_tokens=6, pad_token_id=eos_pad(processor)[1],
                 eos_token_ids=eos or list(range(0, 400, 3)),   # many "eos" ids: rows end early;
-                generator=torch.Generator().manual_seed(seed))     # 0 is pad and eos at once
+                generator=torch.Generator().manual_seed(seed),     # 0 is pad and eos at once
+                stats=("entropy",))
     return sampler(model, inputs, n, **{**args, **kw})
 
 
@@ -166,7 +167,7 @@ def test_both_samplers_draw_the_same_tokens(request, fixture):
         if kw.get("temperature", 0.7) > 0:                          # rows ended at different steps
             assert len(set(fast.mask.sum(-1).tolist())) > 1
         torch.testing.assert_close(fast.logprobs, plain.logprobs, atol=1e-5, rtol=0)
-        torch.testing.assert_close(fast.entropies, plain.entropies, atol=1e-5, rtol=0)
+        torch.testing.assert_close(fast.stats["entropy"], plain.stats["entropy"], atol=1e-5, rtol=0)
 
 
 def test_sampler_layout_and_logprobs(qwen25):
@@ -174,14 +175,14 @@ def test_sampler_layout_and_logprobs(qwen25):
     inputs, pad, eos = prompts(processor), eos_pad(processor)[1], list(range(0, 400, 3))
     r = sample(model, processor, inputs)
     rows, T = r.completion_ids.shape
-    assert rows == 12 and T <= 6 and r.logprobs.shape == r.entropies.shape == r.mask.shape
+    assert rows == 12 and T <= 6 and r.logprobs.shape == r.stats["entropy"].shape == r.mask.shape
     for ids, m in zip(r.completion_ids.tolist(), r.mask.tolist()):
         length = sum(m)
         assert m == [1] * length + [0] * (T - length)
         assert all(t not in eos for t in ids[:length - 1]) and all(t == pad for t in ids[length:])
         assert length == T or ids[length - 1] in eos
     assert len(set(r.mask.sum(-1).tolist())) > 1                   # rows ended at different steps
-    assert (r.logprobs[r.mask == 0] == 0).all() and (r.entropies[r.mask == 1] > 0).all()
+    assert (r.logprobs[r.mask == 0] == 0).all() and (r.stats["entropy"][r.mask == 1] > 0).all()
     plain = plain_logprobs(model, inputs, r.completion_ids, r.mask, 4, 0.7)
     torch.testing.assert_close(r.logprobs, plain, atol=1e-5, rtol=0)
     again = sample(model, processor, inputs)
@@ -197,7 +198,7 @@ def test_sampler_entropy_and_top_p(qwen25):
     with torch.no_grad():
         logits = model(**inputs).logits[:, -1].repeat_interleave(2, 0) / 1.3
     expected = torch.distributions.Categorical(logits=logits).entropy() / math.log(logits.shape[-1])
-    torch.testing.assert_close(r.entropies[:, 0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.stats["entropy"][:, 0], expected, atol=1e-5, rtol=1e-5)
     greedy = sample(model, processor, inputs, n=2, temperature=0)
     nucleus_of_one = sample(model, processor, inputs, n=2, temperature=1.0, top_p=1e-9)
     assert torch.equal(nucleus_of_one.completion_ids, greedy.completion_ids)

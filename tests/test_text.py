@@ -97,7 +97,8 @@ def test_the_shared_prefix_path_equals_n_copies_without_an_image(loaded):
         rolls.append(sampler.sample(model, inputs, 3, temperature=1.0, top_p=1.0, max_new_tokens=5,
                                     eos_token_ids=vlm.end_token_ids(model, tokenizer),
                                     pad_token_id=vlm.pad_token_id(tokenizer),
-                                    generator=torch.Generator().manual_seed(0)))   # [6, T]
+                                    generator=torch.Generator().manual_seed(0),
+                                    stats=("entropy",)))                       # [6, T]
     roll, plain = rolls
     assert torch.equal(roll.completion_ids, plain.completion_ids)    # the same draws
     assert torch.equal(roll.mask, plain.mask)
@@ -106,7 +107,7 @@ def test_the_shared_prefix_path_equals_n_copies_without_an_image(loaded):
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
     for r in rolls:                                                  # the samplers' own, old policy
         torch.testing.assert_close(r.logprobs, slow, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(roll.entropies, plain.entropies, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(roll.stats["entropy"], plain.stats["entropy"], atol=1e-5, rtol=1e-4)
     one = vlm.split_inputs(inputs)[1]
     assert one["input_ids"].shape[1] == int(inputs["attention_mask"][1].sum())     # no padding
 
@@ -154,8 +155,7 @@ def test_avg_and_maj_at_k_are_the_mean_and_the_majority_of_the_k_samples(loaded,
     ids = torch.nn.utils.rnn.pad_sequence(
         [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts],
         batch_first=True, padding_value=vlm.pad_token_id(tokenizer))
-    fake = rollout.Rollouts(ids, torch.zeros(ids.shape), torch.zeros(ids.shape),
-                            torch.ones_like(ids))
+    fake = rollout.Rollouts(ids, torch.zeros(ids.shape), torch.ones_like(ids))
     calls = []
     monkeypatch.setattr(shared_prefix, "sample", lambda m, inputs, n, **kw: calls.append((n, kw)) or fake)
     r = evaluation.evaluate(model, tokenizer, qs, max_new_tokens=3, samples=4, temperature=0.6,
@@ -184,12 +184,17 @@ def test_a_whole_run_on_tiny_math_writes_avg_and_maj_at_k(math_dir, tmp_path):
                      "--num-samples", "2", "--rollouts", "3", "--prompts-per-step", "2",
                      "--epochs", "1", "--eval-limit", "3", "--max-new-tokens", "4",
                      "--eval-samples", "2", "--device", "cpu", "--quiet", "--no-save-model",
-                     "--output-dir", str(out)])
+                     "--base-majority", "--output-dir", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     for key in ("base", "adapted"):
-        assert {"accuracy", "avg@2", "maj@2", "answer_entropy"} <= set(results[key])
+        assert {"accuracy", "avg@2", "maj@2", "pass@1", "pass@2", "answer_entropy",
+                "response_length"} <= set(results[key])
         assert 0 <= results[key]["avg@2"] <= 1 and 0 <= results[key]["maj@2"] <= 1
+        assert results[key]["pass@1"] == pytest.approx(results[key]["avg@2"])
+        assert results[key]["avg@2"] <= results[key]["pass@2"] <= 1
+    assert 0 <= results["base"]["votes_maj@3"] <= 1 and "votes_maj@3" not in results["adapted"]
+    assert "maj@3 of the votes" in (out / "results.md").read_text()
     predictions = [json.loads(line) for line in open(out / "predictions_base.jsonl")]
     assert len(predictions) == 3 and {"avg_at_k", "maj_at_k"} <= set(predictions[0])
 

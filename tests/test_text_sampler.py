@@ -116,10 +116,24 @@ def test_sampling_puts_back_the_model_s_modes(lm):
         lm.eval()
 
 
-def test_entropies_are_of_the_tempered_distribution_over_ln_v(lm):
-    r = sample(lm, temperature=1.7, max_new_tokens=1, eos=NEVER)
+def test_token_stats_are_of_the_tempered_distribution(lm):
+    """Entropy over ln V (DARE's u) and KL(uniform || pi_T) (INTUITOR's self-certainty), each
+    against torch.distributions on a forward written out here; none is computed unless asked."""
+    r = sample(lm, temperature=1.7, max_new_tokens=1, eos=NEVER,
+               stats=("entropy", "self_certainty"))
     p = prompts()
     with torch.no_grad():
         logits = lm(**p).logits[:, -1].float().repeat_interleave(3, 0) / 1.7
-    h = torch.distributions.Categorical(logits=logits).entropy() / math.log(V)
-    torch.testing.assert_close(r.entropies[:, 0], h, atol=1e-5, rtol=1e-5)
+    pi = torch.distributions.Categorical(logits=logits)
+    uniform = torch.distributions.Categorical(logits=torch.zeros_like(logits))
+    torch.testing.assert_close(r.stats["entropy"][:, 0], pi.entropy() / math.log(V),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.stats["self_certainty"][:, 0],
+                               torch.distributions.kl_divergence(uniform, pi), atol=1e-4, rtol=1e-5)
+    assert sample(lm, temperature=1.7, max_new_tokens=1, eos=NEVER).stats == {}
+
+
+def test_self_certainty_is_zero_for_uniform_and_grows_as_pi_peaks():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]])
+    c = rollout.self_certainty(torch.log_softmax(logits, -1))
+    assert abs(float(c[0])) < 1e-6 and 0 < c[1] < c[2]
