@@ -19,7 +19,6 @@ repetition penalties, beam search, stop strings; the scorer holds [rows, T, V] l
 """
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -128,54 +127,6 @@ def self_certainty(logp):
 TOKEN_STATS = {"entropy": entropy, "self_certainty": self_certainty}
 
 
-class Noise:
-    """shared_prefix.sample's noise: q ~ Exp(1) [R, V] for each step's draw, as
-    torch.multinomial(probs, 1) draws it (empty_like(probs).exponential_()), into one buffer.
-    On the CPU the draw is the sampler's largest cost after the model's forward and needs nothing
-    from it, so `ahead()` draws the next step's q in a background thread while the forward runs:
-    the generator gives the same numbers in the same order, so the tokens are the same. Only a
-    step that will run draws (the generator ends where the plain loop leaves it)."""
-
-    def __init__(self, shape, generator, device):
-        self.q, self.generator, self.pending = torch.empty(shape, device=device), generator, None
-        self.pool = ThreadPoolExecutor(1) if device.type == "cpu" else None
-
-    def ahead(self):
-        if self.pool is not None:
-            self.pending = self.pool.submit(self.q.exponential_, generator=self.generator)
-
-    def take(self):
-        if self.pending is None:
-            return self.q.exponential_(generator=self.generator)
-        self.pending, pending = None, self.pending
-        return pending.result()
-
-    def close(self):
-        if self.pool is not None:
-            self.pool.shutdown()
-
-
-def outputs(rows, steps, pad_token_id, device, stats=()):
-    """A sampler's outputs, allocated once for `steps` tokens and filled a step at a time: Rollouts
-    [rows, steps] of pad ids, zero log-probs, mask 0 and zero `stats` (`trimmed` cuts the unused)."""
-    zeros = lambda dtype=torch.float32: torch.zeros(rows, steps, dtype=dtype, device=device)  # noqa: E731
-    return Rollouts(zeros(torch.long).fill_(pad_token_id), zeros(), zeros(torch.long),
-                    {name: zeros() for name in stats})
-
-
-def trimmed(out, steps):
-    """The first `steps` tokens of `outputs`' Rollouts (a copy only when the loop ended early)."""
-    cut = lambda x: x[:, :steps].contiguous()  # noqa: E731
-    return Rollouts(cut(out.completion_ids), cut(out.logprobs), cut(out.mask),
-                    {name: cut(x) for name, x in out.stats.items()})
-
-
-def mask_buffer(prompt_mask, steps):
-    """Every decode step's attention mask, allocated once: [R, P + steps], ones after the prompt;
-    step t passes its first P + t + 1 columns."""
-    return torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], steps)], dim=1)
-
-
 @torch.no_grad()
 def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_id,
            temperature=1.0, top_p=1.0, generator=None, suppress_token_ids=(), any_alive=None,
@@ -192,20 +143,17 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
-    fns = {name: TOKEN_STATS[name] for name in stats}                # computed only when asked
     inputs = vlm.repeat_inputs(prompt_inputs, n)                     # [R, P], R = B*n
-    R, P = inputs["attention_mask"].shape
-    device, divisor = inputs["attention_mask"].device, tempered(temperature)
-    eos = torch.tensor(eos_token_ids, device=device)
-    suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
-    alive = torch.ones(R, dtype=torch.bool, device=device)          # [R]
-    cache, out = DynamicCache(), outputs(R, max_new_tokens, pad_token_id, device, fns)
-    attention = mask_buffer(inputs["attention_mask"], max_new_tokens - 1)
+    attention = inputs["attention_mask"]
+    eos = torch.tensor(eos_token_ids, device=attention.device)
+    suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=attention.device)
+    alive = torch.ones(attention.shape[0], dtype=torch.bool, device=attention.device)  # [R]
+    cache, steps = DynamicCache(), []                                # (token, logp, mask, *stats)
+    stat_fns = [TOKEN_STATS[name] for name in stats]
     with eval_mode(model):
         logits, start = prefill(model, inputs, cache)                # [R, V], [R, 1]
         for t in range(max_new_tokens):
-            scaled = logits.float() if divisor == 1 else logits.float() / divisor
-            logp = torch.log_softmax(scaled, dim=-1)                 # log pi_T
+            logp = torch.log_softmax(logits.float() / tempered(temperature), dim=-1)  # log pi_T
             drawable = logp.index_fill(-1, suppress, float("-inf")) if len(suppress) else logp
             if temperature > 0:                                      # softmax renormalises
                 probs = nucleus(torch.softmax(drawable, dim=-1), top_p)
@@ -213,17 +161,17 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
             else:
                 token = drawable.argmax(-1)
             token = token.masked_fill(~alive, pad_token_id)          # [R], pad after the end
-            out.completion_ids[:, t], out.mask[:, t] = token, alive
-            out.logprobs[:, t] = logp.gather(-1, token[:, None])[:, 0] * alive
-            for name, f in fns.items():
-                out.stats[name][:, t] = f(logp) * alive
+            steps.append((token, logp.gather(-1, token[:, None])[:, 0] * alive, alive.long(),
+                          *(f(logp) * alive for f in stat_fns)))
             alive = alive & ~torch.isin(token, eos)
             if t + 1 == max_new_tokens or not (any_alive or torch.any)(alive):
                 break
-            logits = model(input_ids=token[:, None],
-                           attention_mask=attention[:, :P + t + 1], position_ids=start + t,
-                           past_key_values=cache, use_cache=True).logits[:, -1]
-    return trimmed(out, t + 1)
+            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
+            logits = model(input_ids=token[:, None], attention_mask=attention,
+                           position_ids=start + t, past_key_values=cache,
+                           use_cache=True).logits[:, -1]
+    ids, logps, mask, *values = (torch.stack(x, dim=1) for x in zip(*steps))
+    return Rollouts(ids, logps, mask, dict(zip(stats, values)))
 
 
 def logprobs(model, prompt_inputs, ids, mask, temperature=1.0):

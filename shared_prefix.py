@@ -10,8 +10,10 @@ the loop's default; tests/test_shared_prefix.py holds the two equal (log-probs t
 draws for the same seed). Positions: rollout.prefill (the mrope case included).
 
 What else makes it fast, each where it happens below:
-  * sampling: a row that has ended leaves the batch (and its cache), and the decode cache is
-    written in place (`_BufferedLayer`), not re-concatenated at every step;
+  * sampling: a row that has ended leaves the batch (and its cache); the decode cache is written
+    in place (`_BufferedLayer`), the outputs are allocated once; on the CPU the draw's noise (the
+    step's largest cost after the forward, and independent of it) is drawn for the next step in a
+    thread while the forward runs, from the same generator in the same order: the same tokens;
   * scoring: the output head scores the response tokens in chunks (`scored_forward`), never
     holding [rows, T, V] logits.
 Gradient checkpointing (transformers 5.x). In train mode a checkpointed `GradientCheckpointingLayer`
@@ -29,7 +31,8 @@ Tested on CPU with sdpa attention (tiny Qwen2.5-VL, Qwen2-VL, InternVL), not fla
 """
 
 import inspect
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 
 import torch
 from transformers import DynamicCache
@@ -122,11 +125,8 @@ def _patched(modules, **attrs):
                 setattr(m, k, v)
         yield
     finally:
-        for m, k, old in saved:
-            if old is _MISSING:
-                delattr(m, k)   # it was the class default: drop the instance attribute again
-            else:
-                setattr(m, k, old)
+        for m, k, old in saved:   # _MISSING: the class default; drop the instance attribute again
+            delattr(m, k) if old is _MISSING else setattr(m, k, old)
 
 
 def _cache_layers(model):
@@ -225,12 +225,10 @@ def logprobs(model, prompt_inputs, ids, mask, temperature=1.0):
 
 
 def _sample_top_p(logp, top_p, q, rows=None):
-    """One token per row from softmax(logp) cut to the top-p nucleus (rollout.nucleus).
-
-    The draw is torch.multinomial(probs, 1)'s own, argmax(probs / q) with q ~ Exp(1) (rollout.Noise;
-    a test checks it), with q drawn for all rows and read at `rows` (those still decoding; None:
-    all): dropping finished rows leaves the random stream, and so every row's draw, as
-    rollout.sample's.
+    """One token per row from softmax(logp) cut to the top-p nucleus (rollout.nucleus): torch.
+    multinomial(probs, 1)'s own draw, argmax(probs / q) with q = empty_like(probs).exponential_()
+    (a test checks it), q drawn for all rows and read at `rows` (those still decoding; None: all),
+    so dropping finished rows leaves the random stream, and every row's draw, as rollout.sample's.
     """
     probs = rollout.nucleus(torch.softmax(logp, dim=-1), top_p)    # renormalised after suppression
     return probs.div_(q if rows is None or len(rows) == len(q) else q[rows]).argmax(-1)
@@ -244,57 +242,57 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
 
     A row that has ended leaves the batch (and the cache, written in place), so a step costs the
     rows still decoding; when none is left here but `any_alive` says other processes still
-    decode (torchrun), one stand-in row keeps this process stepping with them. The outputs and
-    the attention mask are allocated once; a step writes its column.
+    decode (torchrun), one stand-in row keeps this process stepping with them.
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
-    fns = {name: rollout.TOKEN_STATS[name] for name in stats}        # computed only when asked
-    with rollout.eval_mode(model):
+    fns, T = {name: rollout.TOKEN_STATS[name] for name in stats}, max_new_tokens  # when asked
+    device = prompt_inputs["attention_mask"].device
+    ahead = ThreadPoolExecutor(1) if device.type == "cpu" and temperature > 0 else nullcontext()
+    with rollout.eval_mode(model), ahead as pool:
         cache = _ComputeCache()
         logits, start = rollout.prefill(model, prompt_inputs, cache)
         cache.batch_repeat_interleave(n)                             # every layer: [R, kv, P, d]
-        cache = in_place(cache, max_new_tokens - 1)                  # steps write in place
+        cache = in_place(cache, T - 1)                               # steps write in place
         logits = logits.repeat_interleave(n, dim=0)                  # [R, V], R = B*n
         prompt_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)     # [R, P]
         start = start.repeat_interleave(n, dim=0)                    # [R, 1]
-        (R, V), P, device = logits.shape, prompt_mask.shape[1], logits.device
-        attention = (rollout.mask_buffer(prompt_mask, max_new_tokens - 1)   # None without left
-                     if bool((prompt_mask == 0).any()) else None)           # padding: no mask
-        out = rollout.outputs(R, max_new_tokens, pad_token_id, device, fns)
-        eos = torch.tensor(eos_token_ids, device=device)
-        suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
+        (R, V), P = logits.shape, prompt_mask.shape[1]
+        attention = (torch.cat([prompt_mask, prompt_mask.new_ones(R, T - 1)], 1)   # step t: P+t+1
+                     if bool((prompt_mask == 0).any()) else None)    # no left padding: no mask
+        zeros = lambda dtype=torch.float32: torch.zeros(R, T, dtype=dtype, device=device)  # noqa: E731
+        ids, logps, mask, values = (zeros(torch.long).fill_(pad_token_id), zeros(),
+                                    zeros(torch.long), {name: zeros() for name in fns})
+        eos, suppress = (torch.tensor(list(x), dtype=torch.long, device=device)
+                         for x in (eos_token_ids, suppress_token_ids))
         rows = torch.arange(R, device=device)        # the batch's rows, as rows of the R outputs
         live, divisor = True, tempered(temperature)  # live False: the batch is a stand-in row
-        noise = rollout.Noise((R, V), generator, device) if temperature > 0 else None
-        try:
-            for t in range(max_new_tokens):
-                scaled = logits.float() if divisor == 1 else logits.float() / divisor
-                logp = torch.log_softmax(scaled, dim=-1)             # [r, V] log pi_T
-                for name, f in fns.items() if live else ():          # before suppression
-                    out.stats[name][rows, t] = f(logp)
-                if len(suppress):                    # in place: a drawn token keeps its log-prob
-                    logp.index_fill_(-1, suppress, float("-inf"))
-                drawn = (_sample_top_p(logp, top_p, noise.take(), rows) if temperature > 0
-                         else logp.argmax(-1))                       # [r]
-                if live:
-                    out.completion_ids[rows, t], out.mask[rows, t] = drawn, 1
-                    out.logprobs[rows, t] = logp.gather(-1, drawn[:, None])[:, 0]
-                keep = ~torch.isin(drawn, eos) if live else torch.zeros_like(drawn, dtype=torch.bool)
-                if t + 1 == max_new_tokens or not (any_alive or torch.any)(keep):
-                    break
-                if not keep.all():    # compact; with none left here (torchrun), one stand-in row
-                    live = bool(keep.any())
-                    keep = keep.nonzero().squeeze(-1) if live else keep.new_zeros(1, dtype=torch.long)
-                    rows, drawn, start = rows[keep], drawn[keep], start[keep]
-                    cache.batch_select_indices(keep)
-                    attention = None if attention is None else attention[keep]
-                if noise is not None:
-                    noise.ahead()                    # the next step's q, during this forward
-                logits = model(input_ids=drawn[:, None], position_ids=start + t,
-                               attention_mask=None if attention is None else attention[:, :P + t + 1],
-                               past_key_values=cache, use_cache=True).logits[:, -1]
-        finally:
-            if noise is not None:
-                noise.close()
-    return rollout.trimmed(out, t + 1)
+        q, pending = torch.empty(R, V, device=device), None     # the draw's noise (see top)
+        for t in range(T):
+            scaled = logits.float() if divisor == 1 else logits.float() / divisor
+            logp = torch.log_softmax(scaled, dim=-1)                 # [r, V] log pi_T
+            for name, f in fns.items() if live else ():              # before suppression
+                values[name][rows, t] = f(logp)
+            if len(suppress):                        # in place: a drawn token keeps its log-prob
+                logp.index_fill_(-1, suppress, float("-inf"))
+            drawn = (_sample_top_p(logp, top_p, pending.result() if pending else
+                                   q.exponential_(generator=generator), rows)
+                     if temperature > 0 else logp.argmax(-1))        # [r]
+            if live:
+                ids[rows, t], mask[rows, t] = drawn, 1
+                logps[rows, t] = logp.gather(-1, drawn[:, None])[:, 0]
+            keep = ~torch.isin(drawn, eos) if live else torch.zeros_like(drawn, dtype=torch.bool)
+            if t + 1 == T or not (any_alive or torch.any)(keep):
+                break
+            if not keep.all():        # compact; with none left here (torchrun), one stand-in row
+                live = bool(keep.any())
+                keep = keep.nonzero().squeeze(-1) if live else keep.new_zeros(1, dtype=torch.long)
+                rows, drawn, start = rows[keep], drawn[keep], start[keep]
+                cache.batch_select_indices(keep)
+                attention = None if attention is None else attention[keep]
+            pending = pool and pool.submit(q.exponential_, generator=generator)  # during forward
+            logits = model(input_ids=drawn[:, None], position_ids=start + t,
+                           attention_mask=None if attention is None else attention[:, :P + t + 1],
+                           past_key_values=cache, use_cache=True).logits[:, -1]
+    cut = lambda x: x[:, :t + 1].contiguous()        # noqa: E731  (a copy only if it ended early)
+    return Rollouts(cut(ids), cut(logps), cut(mask), {k: cut(v) for k, v in values.items()})

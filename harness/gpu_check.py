@@ -151,7 +151,7 @@ def free():
 
 def bench_rows(device, sizes) -> dict:
     """Row 6: bench.py's sampler and full-step figures (harness/bench_text.py, harness/bench.py)."""
-    from harness import bench, bench_text
+    from harness import bench_step, bench_text
     from harness.bench_args import parse_args
     env = bench_text.text_env(torch.device(device))
     rates = bench_text.sampler_rates(env, *sizes["sampler"], sizes["repeats"])
@@ -164,7 +164,7 @@ def bench_rows(device, sizes) -> dict:
     B, n, L = sizes["step"]
     args = parse_args(["--device", device, "--prompts", str(B), "--rollouts", str(n),
                        "--repeats", str(sizes["repeats"])])
-    steps = bench.full_steps(bench.setup(args), args, L)
+    steps = bench_step.full_steps(bench_step.setup(args), args, L)
     rows["step_shared"] = steps["shared"]["step"]
     rows["step_x"] = steps["plain"]["step"] / steps["shared"]["step"]
     free()
