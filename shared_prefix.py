@@ -10,8 +10,10 @@ the loop's default; tests/test_shared_prefix.py holds the two equal (log-probs t
 draws for the same seed). Positions: rollout.prefill (the mrope case included).
 
 What else makes it fast, each where it happens below:
-  * sampling: a row that has ended leaves the batch (and its cache), and the decode cache is
-    written in place (`_BufferedLayer`), not re-concatenated at every step;
+  * sampling: a row that has ended leaves the batch (and its cache); the decode cache is written
+    in place (`_BufferedLayer`), the outputs are allocated once; on the CPU the draw's noise (the
+    step's largest cost after the forward, and independent of it) is drawn for the next step in a
+    thread while the forward runs, from the same generator in the same order: the same tokens;
   * scoring: the output head scores the response tokens in chunks (`scored_forward`), never
     holding [rows, T, V] logits.
 Gradient checkpointing (transformers 5.x). In train mode a checkpointed `GradientCheckpointingLayer`
@@ -29,7 +31,8 @@ Tested on CPU with sdpa attention (tiny Qwen2.5-VL, Qwen2-VL, InternVL), not fla
 """
 
 import inspect
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 
 import torch
 from transformers import DynamicCache
@@ -122,11 +125,8 @@ def _patched(modules, **attrs):
                 setattr(m, k, v)
         yield
     finally:
-        for m, k, old in saved:
-            if old is _MISSING:
-                delattr(m, k)   # it was the class default: drop the instance attribute again
-            else:
-                setattr(m, k, old)
+        for m, k, old in saved:   # _MISSING: the class default; drop the instance attribute again
+            delattr(m, k) if old is _MISSING else setattr(m, k, old)
 
 
 def _cache_layers(model):
@@ -224,17 +224,14 @@ def logprobs(model, prompt_inputs, ids, mask, temperature=1.0):
     return token_logp.masked_fill(mask == 0, 0.0)
 
 
-def _sample_top_p(logp, top_p, generator=None, rows=None, total=None):
-    """One token per row from softmax(logp) cut to the top-p nucleus (rollout.nucleus).
-
-    The draw is torch.multinomial(probs, 1)'s own, argmax(probs / q) with q ~ Exp(1) (a test checks
-    it), with q drawn for all `total` rows and read at `rows` (those still decoding): dropping
-    finished rows leaves the random stream, and so every row's draw, as rollout.sample's.
+def _sample_top_p(logp, top_p, q, rows=None):
+    """One token per row from softmax(logp) cut to the top-p nucleus (rollout.nucleus): torch.
+    multinomial(probs, 1)'s own draw, argmax(probs / q) with q = empty_like(probs).exponential_()
+    (a test checks it), q drawn for all rows and read at `rows` (those still decoding; None: all),
+    so dropping finished rows leaves the random stream, and every row's draw, as rollout.sample's.
     """
     probs = rollout.nucleus(torch.softmax(logp, dim=-1), top_p)    # renormalised after suppression
-    q = torch.empty((total or probs.shape[0], probs.shape[1]), dtype=probs.dtype,
-                    device=probs.device).exponential_(generator=generator)   # [total, V]
-    return (probs / (q if rows is None else q[rows])).argmax(-1)
+    return probs.div_(q if rows is None or len(rows) == len(q) else q[rows]).argmax(-1)
 
 
 @torch.no_grad()
@@ -249,44 +246,53 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
-    with rollout.eval_mode(model):
+    fns, T = {name: rollout.TOKEN_STATS[name] for name in stats}, max_new_tokens  # when asked
+    device = prompt_inputs["attention_mask"].device
+    ahead = ThreadPoolExecutor(1) if device.type == "cpu" and temperature > 0 else nullcontext()
+    with rollout.eval_mode(model), ahead as pool:
         cache = _ComputeCache()
         logits, start = rollout.prefill(model, prompt_inputs, cache)
         cache.batch_repeat_interleave(n)                             # every layer: [R, kv, P, d]
-        cache = in_place(cache, max_new_tokens - 1)                  # steps write in place
+        cache = in_place(cache, T - 1)                               # steps write in place
         logits = logits.repeat_interleave(n, dim=0)                  # [R, V], R = B*n
-        attention_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)  # [R, P]
+        prompt_mask = prompt_inputs["attention_mask"].repeat_interleave(n, dim=0)     # [R, P]
         start = start.repeat_interleave(n, dim=0)                    # [R, 1]
-        padded = bool((attention_mask == 0).any())   # else all ones, the same as no mask: None
-        R, device = logits.shape[0], logits.device
-        eos = torch.tensor(eos_token_ids, device=device)
-        suppress = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device)
+        (R, V), P = logits.shape, prompt_mask.shape[1]
+        attention = (torch.cat([prompt_mask, prompt_mask.new_ones(R, T - 1)], 1)   # step t: P+t+1
+                     if bool((prompt_mask == 0).any()) else None)    # no left padding: no mask
+        zeros = lambda dtype=torch.float32: torch.zeros(R, T, dtype=dtype, device=device)  # noqa: E731
+        ids, logps, mask, values = (zeros(torch.long).fill_(pad_token_id), zeros(),
+                                    zeros(torch.long), {name: zeros() for name in fns})
+        eos, suppress = (torch.tensor(list(x), dtype=torch.long, device=device)
+                         for x in (eos_token_ids, suppress_token_ids))
         rows = torch.arange(R, device=device)        # the batch's rows, as rows of the R outputs
-        alive = torch.ones(R, dtype=torch.bool, device=device)       # [R] before its eos
-        steps = []                                                   # (token, logp, mask, *stats)
-        stat_fns = [rollout.TOKEN_STATS[name] for name in stats]
-        for t in range(max_new_tokens):
-            logp = torch.log_softmax(logits.float() / tempered(temperature), dim=-1)  # [r, V]
-            drawable = logp.index_fill(-1, suppress, float("-inf")) if len(suppress) else logp
-            drawn = (_sample_top_p(drawable, top_p, generator, rows, R) if temperature > 0
-                     else drawable.argmax(-1))                       # [r]
-            token = drawn.new_full((R,), pad_token_id).index_copy(0, rows, drawn)   # [R]
-            token_logp = logp.new_zeros(R).index_copy(0, rows, logp.gather(-1, drawn[:, None])[:, 0])
-            steps.append((token.masked_fill(~alive, pad_token_id), token_logp * alive, alive.long(),
-                          *(logp.new_zeros(R).index_copy(0, rows, f(logp)) * alive
-                            for f in stat_fns)))
-            alive = alive & ~torch.isin(token, eos)
-            if not (any_alive or torch.any)(alive) or t + 1 == max_new_tokens:
+        live, divisor = True, tempered(temperature)  # live False: the batch is a stand-in row
+        q, pending = torch.empty(R, V, device=device), None     # the draw's noise (see top)
+        for t in range(T):
+            scaled = logits.float() if divisor == 1 else logits.float() / divisor
+            logp = torch.log_softmax(scaled, dim=-1)                 # [r, V] log pi_T
+            for name, f in fns.items() if live else ():              # before suppression
+                values[name][rows, t] = f(logp)
+            if len(suppress):                        # in place: a drawn token keeps its log-prob
+                logp.index_fill_(-1, suppress, float("-inf"))
+            drawn = (_sample_top_p(logp, top_p, pending.result() if pending else
+                                   q.exponential_(generator=generator), rows)
+                     if temperature > 0 else logp.argmax(-1))        # [r]
+            if live:
+                ids[rows, t], mask[rows, t] = drawn, 1
+                logps[rows, t] = logp.gather(-1, drawn[:, None])[:, 0]
+            keep = ~torch.isin(drawn, eos) if live else torch.zeros_like(drawn, dtype=torch.bool)
+            if t + 1 == T or not (any_alive or torch.any)(keep):
                 break
-            keep = alive[rows]                                       # [r]
-            if not keep.all():    # compact; with none left here (torchrun), one stand-in row
-                keep = keep.nonzero().squeeze(-1) if keep.any() else keep.new_zeros(1, dtype=torch.long)
-                rows, drawn = rows[keep], drawn[keep]
+            if not keep.all():        # compact; with none left here (torchrun), one stand-in row
+                live = bool(keep.any())
+                keep = keep.nonzero().squeeze(-1) if live else keep.new_zeros(1, dtype=torch.long)
+                rows, drawn, start = rows[keep], drawn[keep], start[keep]
                 cache.batch_select_indices(keep)
-                attention_mask, start = attention_mask[keep], start[keep]
-            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
-            logits = model(input_ids=drawn[:, None], attention_mask=attention_mask if padded else None,
-                           position_ids=start + t, past_key_values=cache,
-                           use_cache=True).logits[:, -1]
-    ids, logps, mask, *values = (torch.stack(x, dim=1) for x in zip(*steps))
-    return Rollouts(ids, logps, mask, dict(zip(stats, values)))
+                attention = None if attention is None else attention[keep]
+            pending = pool and pool.submit(q.exponential_, generator=generator)  # during forward
+            logits = model(input_ids=drawn[:, None], position_ids=start + t,
+                           attention_mask=None if attention is None else attention[:, :P + t + 1],
+                           past_key_values=cache, use_cache=True).logits[:, -1]
+    cut = lambda x: x[:, :t + 1].contiguous()        # noqa: E731  (a copy only if it ended early)
+    return Rollouts(cut(ids), cut(logps), cut(mask), {k: cut(v) for k, v in values.items()})

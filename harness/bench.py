@@ -16,112 +16,36 @@ nothing is shared: that row compares the two decoders); and the preprocessing th
 the eval inputs on the CPU (tiny: the processor, text + image; 3B: the Qwen2-VL image processor
 only).
 Peak memory: torch.cuda.max_memory_allocated on GPU; on CPU the process's peak RSS (whole run,
-both paths, from resource.getrusage). Times: one warm-up step, then --repeats steps; the repeat
-with the shortest full step is reported (best of k). CUDA is synchronised around every phase.
+both paths, from resource.getrusage). Times: one warm-up step, then --repeats steps, the two
+paths taking turns; the repeat with the shortest full step is reported (best of k). CUDA is
+synchronised around every phase.
 
 Precision as in ttrv.py: GPU = fp32 master weights + bf16 autocast, the reference stored as
 autocast computes (precision.frozen_reference), fp32 AdamW states (fused); CPU = fp32 everywhere.
 The response length is forced: every end token (and every other special token) is suppressed,
 so each rollout has exactly L tokens.
 The models and their inputs per --arch, and the meta-device parameter counts, are in
-harness/bench_models.py; --logprob-memory is harness/bench_logprob.py; the flags and their
-checks (before any model) are harness/bench_args.py.
+harness/bench_models.py; the step itself is harness/bench_step.py; --logprob-memory is
+harness/bench_logprob.py; the flags and their checks (before any model) are harness/bench_args.py.
 
 What it does not measure: rewards/answer parsing (no model calls), data loading from disk, vLLM,
 multi-GPU, real weights (random weights: only shapes and lengths matter for speed), flash-attention
 (sdpa is used). The 60 s goals are checked against a projection from the measured phases, not
 against a timed end-to-end run.
 """
-import copy
-import resource
 import sys
 import time
-from contextlib import contextmanager
-from types import SimpleNamespace
 
 import torch
 
 import eval as evaluation
-import grpo
-import rollout
 import shared_prefix
-import ttrv
-import vlm
-from harness import bench_logprob, bench_models, precision
+from harness import bench_logprob, bench_models
 from harness.bench_args import parse_args
+from harness.bench_step import PHASES, clock, full_steps, peak_gb, setup
 
 PROTOCOL = dict(groups=40, rollouts=32, questions=4500)  # 20 samples x 2 epochs; RESISC45 test
 GOALS = dict(ttrv_s=60.0, eval_s=60.0, peak_gb=70.0, cpu_speedup=5.0)
-PHASES = ["sampling", "reference log-probs", "policy forward+backward", "AdamW step"]
-
-
-@contextmanager
-def clock(times, key, device):
-    """Add the wall time of the with-block to times[key], CUDA synchronised on both ends."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    yield
-    sync()
-    times[key] = times.get(key, 0.0) + time.perf_counter() - t0
-
-
-def setup(args):
-    """Policy (fp32, train mode, checkpointing), frozen reference, AdamW, prompts, eval batches."""
-    device = torch.device(args.device)
-    arch = bench_models.build(args, device)
-    policy = arch.policy
-    bf16 = device.type == "cuda"
-    ref = precision.frozen_reference(copy.deepcopy(policy),
-                                     torch.bfloat16 if bf16 else None)  # as harness/run.py
-    policy.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    policy.train()
-    params = [p for p in policy.parameters() if p.requires_grad]
-    return SimpleNamespace(
-        device=device, policy=policy, ref=ref, params=params, what=arch.what,
-        optimizer=grpo.adamw(params, 5e-7, 0.01),     # the loop's AdamW: fused on CUDA
-        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
-        precision="fp32 master + bf16 autocast" if bf16 else "fp32",
-        prompts=vlm.to_device(arch.prompts, device), preprocess=arch.preprocess,
-        eval_inputs=[vlm.to_device(b, device) for b in arch.eval_inputs],
-        end_ids=arch.end_ids, pad_id=arch.pad_id,
-        suppress=sorted(set(arch.special) | set(arch.end_ids)),
-        prompt_tokens=arch.prompts["input_ids"].shape[1])
-
-
-def ttrv_step(env, shared, L, n, advantages):
-    """One step through the loop's own calls (the sampler, ttrv.experience, ttrv.update);
-    returns seconds per phase."""
-    t, dev = {}, env.device
-    sampler = shared_prefix if shared else rollout
-    hp = ttrv.Settings(temperature=1.0, beta=0.001, micro_batch=None, clip_eps=0.2,
-                       dual_clip=3.0, loss_agg="token_mean", max_grad_norm=1.0)
-    s = ttrv.Setup(env.policy, env.ref, None, env.autocast, sampler)
-    opts = dict(temperature=1.0, top_p=1.0, max_new_tokens=L, eos_token_ids=env.end_ids,
-                pad_token_id=env.pad_id, suppress_token_ids=env.suppress)
-    with clock(t, "sampling", dev), env.autocast:
-        roll = sampler.sample(env.policy, env.prompts, n, **opts)
-    ids, mask = roll.completion_ids, roll.mask.float()
-    if ids.shape[1] != L or not bool(mask.all()):
-        raise RuntimeError(f"response length not forced: got {ids.shape[1]} tokens, expected {L}")
-    step = env.optimizer.step
-
-    def timed_step(*a, **kw):                  # the AdamW step inside ttrv.update, timed apart
-        with clock(t, "AdamW step", dev):
-            return step(*a, **kw)
-    env.optimizer.step = timed_step
-    try:
-        for b, one in enumerate(vlm.split_inputs(env.prompts)):
-            rows = slice(b * n, (b + 1) * n)
-            with clock(t, "reference log-probs", dev):
-                group = ttrv.experience(s, rollout.Experience(
-                    one, ids[rows], mask[rows], roll.logprobs[rows], None, advantages[b]), hp)
-            with clock(t, "update", dev):
-                ttrv.update(s, env.optimizer, [group], hp)
-    finally:
-        del env.optimizer.step
-    t["policy forward+backward"] = t.pop("update") - t["AdamW step"]
-    return {k: t.get(k, 0.0) for k in PHASES}
 
 
 def eval_seconds(env, shared, L):
@@ -141,29 +65,13 @@ def eval_seconds(env, shared, L):
     return t["eval"]
 
 
-def peak_gb(env, reset=False):
-    """GPU: peak allocated since the last reset; CPU: the process's peak RSS (Linux: KB)."""
-    if env.device.type != "cuda":
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    if reset:
-        torch.cuda.reset_peak_memory_stats(env.device)
-    return torch.cuda.max_memory_allocated(env.device) / 1e9
-
-
 def measure(env, args, L):
     """{path: {phase: s, "step": s, "eval img/s": x, memory...}} for shared and plain."""
-    n, results = args.rollouts, {}
-    gen = torch.Generator().manual_seed(0)
-    advantages = torch.randn(args.prompts, n, generator=gen).to(env.device)
-    for path, shared in (("shared", True), ("plain", False)):
+    results = full_steps(env, args, L)
+    for path, r in results.items():
         peak_gb(env, reset=True)
-        runs = [ttrv_step(env, shared, L, n, advantages) for _ in range(1 + args.repeats)][1:]
-        best = min(runs, key=lambda r: sum(r.values()))
-        r = dict(best, step=sum(best.values()), step_peak=peak_gb(env))
-        peak_gb(env, reset=True)
-        eval_s = min([eval_seconds(env, shared, L) for _ in range(1 + args.repeats)][1:])
+        eval_s = min([eval_seconds(env, path == "shared", L) for _ in range(1 + args.repeats)][1:])
         r.update(eval_ips=args.eval_images / eval_s, eval_peak=peak_gb(env))
-        results[path] = r
     times = []
     for _ in range(1 + args.repeats):
         t0 = time.perf_counter()

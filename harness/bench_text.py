@@ -5,10 +5,11 @@
 
 Two measurements on a tiny Qwen2 causal LM (random weights, the tiny VLM's text sizes), one
 prompt of PROMPT_TOKENS tokens:
-  1. tokens per second at 64 rollouts x 256 tokens: `shared_prefix.sample` (tokens, log-probs
-     and entropies of one prompt read once), `eval.generate` (transformers' generate over the 64
-     repeated prompts; tokens only) and `rollout.sample` (the hand-written loop over the 64
-     repeated prompts, tokens, log-probs and entropies: the loop's --no-shared-prefix sampler).
+  1. tokens per second at 64 rollouts x 256 tokens: `shared_prefix.sample` (tokens and
+     log-probs, one prompt read once; no per-token statistics, as the loop asks for none unless a
+     reward reads them), `eval.generate` (transformers' generate over the 64 repeated prompts;
+     tokens only) and `rollout.sample` (the hand-written loop over the 64 repeated prompts,
+     tokens and log-probs: the loop's --no-shared-prefix sampler).
      Forced: every end token suppressed, each row exactly 256 tokens. Ending: END_IDS (5 of the
      512 tokens) end a row, so rows stop at spread lengths; generate and the plain sampler run
      every row until the last one ends, the shared sampler drops rows that ended. Tokens =
@@ -100,17 +101,23 @@ def sampler_calls(env, n: int, T: int, forced: bool) -> dict:
     return {"shared-prefix sampler": shared, "generate": generate, "plain sampler": plain_sample}
 
 
+def sampler_rates(env, n: int, T: int, repeats: int) -> dict:
+    """(sampler name, forced) -> (tokens/s, mean response length), best of `repeats`."""
+    rates = {}
+    for forced in (True, False):
+        with env.autocast:
+            timed = best_seconds(sampler_calls(env, n, T, forced), repeats, env.device)
+        for name, (seconds, mask) in timed.items():
+            rates[name, forced] = (float(mask.sum()) / seconds, float(mask.sum()) / n)
+    return rates
+
+
 def tokens_per_second(env, args) -> list[str]:
     n, T = SAMPLER_SHAPE
     lines = [f"Sampler tokens/s, {n} rollouts x {T} tokens, one prompt of {PROMPT_TOKENS} "
              "tokens:", "", "| sampler | forced: tokens/s | x generate | ending: tokens/s | "
              "x generate | ending: mean length |", "|---|---|---|---|---|---|"]
-    rates = {}
-    for forced in (True, False):
-        with env.autocast:
-            timed = best_seconds(sampler_calls(env, n, T, forced), args.repeats, env.device)
-        for name, (seconds, mask) in timed.items():
-            rates[name, forced] = (float(mask.sum()) / seconds, float(mask.sum()) / n)
+    rates = sampler_rates(env, n, T, args.repeats)
     for name in ("shared-prefix sampler", "generate", "plain sampler"):
         f, e = rates[name, True], rates[name, False]
         lines.append(f"| {name} | {f[0]:,.0f} | {f[0] / rates['generate', True][0]:.2f} | "
@@ -152,28 +159,32 @@ def step_table(env, args) -> list[str]:
     return lines
 
 
+def text_env(device):
+    """The tiny text LM in train mode with checkpointing (as the loop holds it), its frozen
+    reference, AdamW and the one prompt: what both measurements read."""
+    model = build_lm(device)
+    bf16 = device.type == "cuda"
+    ref = copy.deepcopy(model).to(torch.bfloat16 if bf16 else torch.float32)
+    ref.eval().requires_grad_(False)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    ids = torch.randint(5, VOCAB_SIZE, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
+    return SimpleNamespace(
+        device=device, model=model, ref=ref, params=params,
+        optimizer=torch.optim.AdamW(params, lr=5e-7, weight_decay=0.01),
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+        prompt={"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)})
+
+
 def report(args) -> list[str]:
     """Both measurements as Markdown lines (bench.py --text-sampler)."""
     device = torch.device(args.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        model = build_lm(device)
-        bf16 = device.type == "cuda"
-        ref = copy.deepcopy(model).to(torch.bfloat16 if bf16 else torch.float32)
-        ref.eval().requires_grad_(False)
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False})
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        ids = torch.randint(5, VOCAB_SIZE, (1, PROMPT_TOKENS),
-                            generator=torch.Generator().manual_seed(0))
-        env = SimpleNamespace(
-            device=device, model=model, ref=ref, params=params,
-            optimizer=torch.optim.AdamW(params, lr=5e-7, weight_decay=0.01),
-            autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
-            prompt={"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)})
-        head = [f"Tiny text LM (Qwen2, {sum(p.numel() for p in params):,} parameters, random "
+        env = text_env(device)
+        head = [f"Tiny text LM (Qwen2, {sum(p.numel() for p in env.params):,} parameters, random "
                 f"weights), {device.type}: {machine(device)}; best of {args.repeats}.", ""]
         return head + tokens_per_second(env, args) + [""] + step_table(env, args)
     finally:

@@ -9,7 +9,10 @@ fused AdamW, micro-batches of 8, gradient checkpointing):
   2. the same run to its end: the 20-sample x 32-rollout x 2-epoch adaptation's wall time;
   3. greedy evaluation of 4,500 RESISC45-sized prompts (256x256 images) with that model;
   4. one batch of the 3B model with --lora-rank 16: peak memory and time;
-  5. one batch of InternVL3-2B (vision tower frozen, the family's protocol): peak and time.
+  5. one batch of InternVL3-2B (vision tower frozen, the family's protocol): peak and time;
+  6. bench.py's own figures on the tiny models: the text sampler's tokens/s against `generate`
+     at 64 rollouts x 256 tokens, forced to full length and ending naturally (--text-sampler),
+     and the tiny VLM's full step, shared-prefix against plain (`python bench.py`).
 Random weights never choose an end token, so every response runs to its cap: SIZES caps a
 rollout at 16 tokens and an evaluation answer at 4 (a multiple-choice answer is a letter and an
 end token). What it leaves out: real weights and data, flash-attention, several GPUs.
@@ -44,9 +47,11 @@ from harness import config, families, models, precision, resisc45, run
 FIXTURES = Path(__file__).resolve().parent.parent / ".." / "shared" / "fixtures"
 QWEN, INTERNVL = "qwen2.5-vl-3b-instruct", "internvl3-2b-hf"
 SIZES = dict(samples=20, rollouts=32, epochs=2, prompts_per_step=4, response_tokens=16,
-             eval_prompts=4500, eval_tokens=4, eval_batch=32, lora_rank=16)
+             eval_prompts=4500, eval_tokens=4, eval_batch=32, lora_rank=16,
+             sampler=[64, 256], step=[4, 32, 4], repeats=3)   # step: prompts, rollouts, tokens
 DRY = dict(samples=4, rollouts=4, epochs=2, prompts_per_step=2, response_tokens=3,
-           eval_prompts=8, eval_tokens=2, eval_batch=4, lora_rank=16)
+           eval_prompts=8, eval_tokens=2, eval_batch=4, lora_rank=16,
+           sampler=[4, 8], step=[2, 4, 2], repeats=1)
 RESISC_SIDE = 256                # RESISC45 images are 256x256
 GOALS = {"peak": 70.0, "adapt": 60.0, "eval": 25.0, "lora_peak": 24.0}   # GB, s (issue 17)
 
@@ -144,6 +149,28 @@ def free():
         torch.cuda.empty_cache()
 
 
+def bench_rows(device, sizes) -> dict:
+    """Row 6: bench.py's sampler and full-step figures (harness/bench_text.py, harness/bench.py)."""
+    from harness import bench_step, bench_text
+    from harness.bench_args import parse_args
+    env = bench_text.text_env(torch.device(device))
+    rates = bench_text.sampler_rates(env, *sizes["sampler"], sizes["repeats"])
+    rows = {}
+    for forced, name in ((True, "forced"), (False, "ending")):
+        rows[f"sampler_{name}"] = rates["shared-prefix sampler", forced][0]
+        rows[f"sampler_{name}_x"] = rows[f"sampler_{name}"] / rates["generate", forced][0]
+    del env
+    free()
+    B, n, L = sizes["step"]
+    args = parse_args(["--device", device, "--prompts", str(B), "--rollouts", str(n),
+                       "--repeats", str(sizes["repeats"])])
+    steps = bench_step.full_steps(bench_step.setup(args), args, L)
+    rows["step_shared"] = steps["shared"]["step"]
+    rows["step_x"] = steps["plain"]["step"] / steps["shared"]["step"]
+    free()
+    return rows
+
+
 def measure(dry_run: bool) -> dict:
     """Every row of the check, as a JSON-ready dict."""
     device, sizes = ("cpu", DRY) if dry_run else ("cuda", SIZES)
@@ -175,6 +202,7 @@ def measure(dry_run: bool) -> dict:
                           examples[:sizes["prompts_per_step"]], meter)
     rows["internvl_peak"], rows["internvl_s"] = internvl["peak_gb"], internvl["adapt_s"]
     free()
+    rows.update(bench_rows(device, sizes))
     return dict(date=datetime.date.today().isoformat(), dry_run=dry_run,
                 device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
                 torch=torch.__version__, transformers=__import__("transformers").__version__,
@@ -189,6 +217,12 @@ ROWS = [  # (key, what, unit)
     ("lora_s", "3B with --lora-rank 16: one batch", "s"),
     ("internvl_peak", "InternVL3-2B full fine-tuning: peak memory through one batch", "GB"),
     ("internvl_s", "InternVL3-2B: one batch", "s"),
+    ("sampler_forced", "tiny text LM, shared-prefix sampler, forced to full length: tokens/s", "tok/s"),
+    ("sampler_forced_x", "the same over `generate`'s tokens/s", "x"),
+    ("sampler_ending", "tiny text LM, shared-prefix sampler, ending naturally: tokens/s", "tok/s"),
+    ("sampler_ending_x", "the same over `generate`'s tokens/s", "x"),
+    ("step_shared", "tiny VLM, shared-prefix full step", "s"),
+    ("step_x", "the same, plain full step over shared-prefix", "x"),
 ]
 
 
@@ -202,7 +236,9 @@ def table(result: dict) -> str:
              f"sizes: {z['samples']} samples x {z['rollouts']} rollouts x {z['epochs']} epochs, "
              f"{z['prompts_per_step']} prompts per batch, responses {z['response_tokens']} tokens;"
              f" evaluation {z['eval_prompts']} prompts in batches of {z['eval_batch']}, "
-             f"{z['eval_tokens']} tokens; LoRA rank {z['lora_rank']}",
+             f"{z['eval_tokens']} tokens; LoRA rank {z['lora_rank']}; sampler {z['sampler'][0]}"
+             f" rollouts x {z['sampler'][1]} tokens; tiny VLM step {z['step'][0]} prompts x "
+             f"{z['step'][1]} rollouts x {z['step'][2]} tokens; best of {z['repeats']}",
              "", "| what | measured | goal |", "|---|---:|---:|"]
     for key, what, unit in ROWS:
         goal = result["goals"].get(key)

@@ -33,25 +33,33 @@ def prompts():
     return {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask}
 
 
-def reference_sample(model, inputs, n, temperature, top_p, max_new_tokens, seed):
+def reference_sample(model, inputs, n, temperature, top_p, max_new_tokens, seed, generator=None):
     """The uncompacted loop: every row runs every step; finished rows are fed the pad token."""
     r = rollout.sample(model, inputs, n, temperature=temperature, top_p=top_p,
                        max_new_tokens=max_new_tokens, eos_token_ids=EOS, pad_token_id=0,
-                       generator=torch.Generator().manual_seed(seed), stats=("entropy",))
+                       generator=generator or torch.Generator().manual_seed(seed),
+                       stats=("entropy",))
     return r.completion_ids, r.logprobs, r.stats["entropy"], r.mask
 
 
-def sample(model, inputs, n, temperature, top_p, max_new_tokens, seed, **kw):
+def sample(model, inputs, n, temperature, top_p, max_new_tokens, seed, generator=None, **kw):
     return shared_prefix.sample(model, inputs, n, temperature=temperature, top_p=top_p,
                                 max_new_tokens=max_new_tokens, eos_token_ids=EOS, pad_token_id=0,
-                                generator=torch.Generator().manual_seed(seed), **kw)
+                                generator=generator or torch.Generator().manual_seed(seed), **kw)
+
+
+def noise(shape, seed):
+    """q as torch.multinomial(probs, 1) draws it: empty_like(probs).exponential_()."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.empty(shape).exponential_(generator=g), g
 
 
 def test_draw_is_multinomials_own():
     probs = torch.softmax(torch.randn(16, 500) * 3, -1)
-    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     for top_p in (1.0, 0.8):
-        a = shared_prefix._sample_top_p(probs.log(), top_p, g1)
+        q, g1 = noise(probs.shape, 4)
+        g2 = torch.Generator().manual_seed(4)
+        a = shared_prefix._sample_top_p(probs.log(), top_p, q)
         if top_p < 1.0:
             sorted_p, order = probs.sort(-1, descending=True)
             sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p, 0.0)
@@ -65,9 +73,9 @@ def test_draw_is_multinomials_own():
 def test_a_row_subset_draws_what_the_full_batch_draws():
     probs = torch.softmax(torch.randn(12, 50), -1)
     rows = torch.tensor([1, 5, 6, 11])
-    full = shared_prefix._sample_top_p(probs.log(), 1.0, torch.Generator().manual_seed(2))
-    part = shared_prefix._sample_top_p(probs[rows].log(), 1.0, torch.Generator().manual_seed(2),
-                                 rows, 12)
+    q = noise((12, 50), 2)[0]
+    full = shared_prefix._sample_top_p(probs.log(), 1.0, q)
+    part = shared_prefix._sample_top_p(probs[rows].log(), 1.0, q, rows)
     assert torch.equal(part, full[rows])
 
 
@@ -75,10 +83,12 @@ def test_a_row_subset_draws_what_the_full_batch_draws():
                                                        (1.0, 1.0, False)])
 def test_same_tokens_as_the_uncompacted_loop(text_lm, temperature, top_p, padded):
     inputs = prompts() if padded else {k: v[2:] for k, v in prompts().items()}  # one, unpadded
-    r = sample(text_lm, inputs, 5, temperature, top_p, 16, seed=3, stats=("entropy",))
-    ids, logp, ent, mask = reference_sample(text_lm, inputs, 5, temperature, top_p, 16, seed=3)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    r = sample(text_lm, inputs, 5, temperature, top_p, 16, seed=3, generator=g1, stats=("entropy",))
+    ids, logp, ent, mask = reference_sample(text_lm, inputs, 5, temperature, top_p, 16, 3, g2)
     assert len(set(r.mask.sum(-1).tolist())) > 3                    # rows end at many steps
     assert torch.equal(r.completion_ids, ids) and torch.equal(r.mask, mask)
+    assert torch.equal(g1.get_state(), g2.get_state())   # noise drawn ahead only for a step run
     torch.testing.assert_close(r.logprobs, logp, atol=1e-5, rtol=0)
     torch.testing.assert_close(r.stats["entropy"], ent, atol=1e-5, rtol=0)
 

@@ -307,8 +307,8 @@ def test_top_p_nucleus_is_built_after_suppression_as_generate_does():
     for top_p in (0.5, 0.6, 0.8, 0.95):
         hf = TopPLogitsWarper(top_p)(None, drawable.clone())
         allowed = set(torch.isfinite(hf[0]).nonzero().flatten().tolist())
-        gen = torch.Generator().manual_seed(0)
-        drawn = {_sample_top_p(drawable.expand(400, -1), top_p, gen)[i].item() for i in range(400)}
+        q = torch.empty(400, 4).exponential_(generator=torch.Generator().manual_seed(0))
+        drawn = {_sample_top_p(drawable.expand(400, -1), top_p, q)[i].item() for i in range(400)}
         assert drawn == allowed, (top_p, drawn, allowed)
 
 
