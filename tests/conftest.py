@@ -13,6 +13,7 @@ import torch
 
 from harness import tiny
 from harness.tiny import build_tiny_model
+import vlm
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"   # beside the repository
 
@@ -63,6 +64,20 @@ def steer(src, out, first: dict, then: dict) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return Path(out)
+
+
+def plain_logits(policy, inputs, roll, n, temperature):
+    """log pi_T at every completion position, by one plain forward with full logits."""
+    rep = dict(vlm.repeat_inputs(inputs, n))
+    ids, mask = roll.completion_ids, roll.mask
+    P, T_ = rep["input_ids"].shape[1], ids.shape[1]
+    rep["input_ids"] = torch.cat([rep["input_ids"], ids], 1)
+    rep["attention_mask"] = torch.cat([rep["attention_mask"], mask.to(rep["attention_mask"])], 1)
+    if "mm_token_type_ids" in rep:
+        rep["mm_token_type_ids"] = torch.cat([rep["mm_token_type_ids"], torch.zeros_like(ids)], 1)
+    with torch.no_grad():
+        logits = policy(**rep).logits[:, P - 1:P - 1 + T_].float() / temperature  # [B*n, T, V]
+    return torch.log_softmax(logits, -1)
 
 
 # The voter: answers a bare letter drawn from these logits (greedy: A), then ends.

@@ -29,6 +29,7 @@ import vlm
 from harness import cli, diagnostics, report, tiny, tiny_math
 from harness.config import Config
 from processes import ONE
+from conftest import plain_logits
 
 N, T = 3, 4
 LENGTHS = [[1, 4, 2], [3, 1, 4]]                          # tokens per response, per prompt
@@ -230,20 +231,6 @@ def test_the_new_rewards_run_end_to_end_and_the_diagnostics_are_written(
 
 
 # ----------------------------------------------------------------------------- both samplers
-
-def plain_logits(policy, inputs, roll, n, temperature):
-    """log pi_T at every completion position, by one plain forward with full logits."""
-    rep = dict(vlm.repeat_inputs(inputs, n))
-    ids, mask = roll.completion_ids, roll.mask
-    P, T_ = rep["input_ids"].shape[1], ids.shape[1]
-    rep["input_ids"] = torch.cat([rep["input_ids"], ids], 1)
-    rep["attention_mask"] = torch.cat([rep["attention_mask"], mask.to(rep["attention_mask"])], 1)
-    if "mm_token_type_ids" in rep:
-        rep["mm_token_type_ids"] = torch.cat([rep["mm_token_type_ids"], torch.zeros_like(ids)], 1)
-    with torch.no_grad():
-        logits = policy(**rep).logits[:, P - 1:P - 1 + T_].float() / temperature  # [B*n, T, V]
-    return torch.log_softmax(logits, -1)
-
 
 @pytest.mark.parametrize("sampler", ["shared_prefix", "rollout"])
 @pytest.mark.parametrize("reward", ["self-certainty", "entropy"])

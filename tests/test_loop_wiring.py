@@ -27,6 +27,7 @@ import ttrv
 import vlm
 from harness import presets
 from harness.run import load_models
+from conftest import plain_logits
 from harness.config import parse_args
 
 SMALL = ["--num-samples", "2", "--rollouts", "4", "--prompts-per-step", "2", "--epochs", "2",
@@ -175,16 +176,8 @@ def test_each_reward_setting_reaches_the_advantages(case, models, tiny_dir, monk
 
 def plain_entropies(policy, inputs, roll, n, temperature):
     """H(pi_T) / ln V at every completion position, by one plain forward with full logits."""
-    rep = dict(vlm.repeat_inputs(inputs, n))
-    ids, mask = roll.completion_ids, roll.mask
-    P, T = rep["input_ids"].shape[1], ids.shape[1]
-    rep["input_ids"] = torch.cat([rep["input_ids"], ids], 1)
-    rep["attention_mask"] = torch.cat([rep["attention_mask"], mask.to(rep["attention_mask"])], 1)
-    rep["mm_token_type_ids"] = torch.cat([rep["mm_token_type_ids"], torch.zeros_like(ids)], 1)
-    with torch.no_grad():
-        logits = policy(**rep).logits[:, P - 1:P - 1 + T].float() / temperature   # [B*n, T, V]
-    h = torch.distributions.Categorical(logits=logits).entropy()                 # [B*n, T] nats
-    return h / math.log(logits.shape[-1])
+    logp = plain_logits(policy, inputs, roll, n, temperature)                     # [B*n, T, V]
+    return torch.distributions.Categorical(logits=logp).entropy() / math.log(logp.shape[-1])
 
 
 @pytest.mark.parametrize("sampler", [shared_prefix, rollout], ids=["shared", "plain"])
