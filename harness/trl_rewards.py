@@ -23,7 +23,7 @@ The question's kind: a dataset column "options" (a list of option texts) makes i
 choice, read by letter; otherwise it is a math question read from its last \\boxed{}.
 DARE (its u: mean token entropy / ln V) and self-certainty (INTUITOR: the mean over the
 completion's tokens of KL(U || pi), rollout.self_certainty) need the policy's distribution at
-every completion token: one forward of `model` over prompt + completion per completion, no
+every completion token: one forward of `model` per group over prompt + completions, no
 grad, at `temperature` (pass GRPOConfig's, the distribution TRL samples from), the logits of
 the completion positions only. Pass the model object GRPOTrainer trains (on one process it is
 the same object; else set `reward.model = trainer.model` after building the trainer). The loop
@@ -102,25 +102,28 @@ class GroupReward:
     @torch.no_grad()
     def token_stats(self, prompts, completion_ids) -> list[float]:
         """Each completion's mean per-token statistic (rollout.TOKEN_STATS[self.stat]) of
-        pi_T(. | prompt, completion_<t): one forward over prompt + completion each."""
+        pi_T(. | prompt, completion_<t): one forward per group over its prompt + completions,
+        right-padded (a padded position follows every real one, so it changes none of them)."""
         if completion_ids is None:
             raise ValueError(f"reward {self.name!r} needs completion_ids, which TRL passes.")
         device = next(self.model.parameters()).device
-        statistic, out, cache = rollout.TOKEN_STATS[self.stat], [], {}
+        statistic, out, G = rollout.TOKEN_STATS[self.stat], [], self.num_generations
         with rollout.eval_mode(self.model):
-            for prompt, ids in zip(prompts, completion_ids):
-                ids = list(ids)
-                if not ids:
-                    out.append(0.0)
+            for start in range(0, len(prompts), G):
+                prompt = prompt_ids(self.tokenizer, prompts[start])      # one prompt a group
+                ids = [list(x) for x in completion_ids[start:start + G]]
+                T = max(map(len, ids))
+                if T == 0:
+                    out += [0.0] * len(ids)
                     continue
-                key = repr(prompt)
-                if key not in cache:
-                    cache[key] = prompt_ids(self.tokenizer, prompt)
-                row = torch.tensor([cache[key] + ids], device=device)             # [1, P+T]
-                logits = self.model(input_ids=row, use_cache=False,
-                                    logits_to_keep=len(ids) + 1).logits[0, :-1]   # [T, V]
-                logp = torch.log_softmax(logits.float() / self.temperature, dim=-1)
-                out.append(float(statistic(logp).mean()))
+                rows = torch.tensor([prompt + x + [0] * (T - len(x)) for x in ids],
+                                    device=device)                                # [G, P+T]
+                mask = (torch.arange(len(prompt) + T, device=device)[None]
+                        < torch.tensor([[len(prompt) + len(x)] for x in ids], device=device))
+                logits = self.model(input_ids=rows, attention_mask=mask.long(), use_cache=False,
+                                    logits_to_keep=T + 1).logits[:, :-1]         # [G, T, V]
+                stat = statistic(torch.log_softmax(logits.float() / self.temperature, dim=-1))
+                out += [float(stat[i, :len(x)].mean()) if x else 0.0 for i, x in enumerate(ids)]
         return out
 
 

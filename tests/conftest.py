@@ -80,6 +80,16 @@ def plain_logits(policy, inputs, roll, n, temperature):
     return torch.log_softmax(logits, -1)
 
 
+def random_text_lm(vocab_size, max_positions):
+    """A random-weight two-layer Qwen2 text LM (torch seed 0) in eval mode, for sampler tests."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=max_positions)
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
 # The voter: answers a bare letter drawn from these logits (greedy: A), then ends.
 VOTER = ({"A": 0.5, "B": 0.0, "C": 0.0, "D": 0.0}, {"<|im_end|>": 0.0})
 

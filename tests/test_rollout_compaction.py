@@ -8,20 +8,17 @@ log-probs / entropies equal up to float rounding (a forward over fewer rows may 
 """
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Qwen2Config
 
 import rollout
 import shared_prefix
+from conftest import random_text_lm
 
 V, EOS = 300, list(range(0, 300, 9))      # many end tokens: rows end at different steps
 
 
 @pytest.fixture(scope="module")
 def text_lm():
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return AutoModelForCausalLM.from_config(cfg).eval()
+    return random_text_lm(V, 256)
 
 
 def prompts():

@@ -8,10 +8,11 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache, Qwen2Config
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 import shared_prefix
+from conftest import random_text_lm
 import rollout
 
 V = 200
@@ -20,10 +21,7 @@ NEVER = (V + 1,)                       # an end token outside the vocabulary: ro
 
 @pytest.fixture(scope="module")
 def lm():
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    return AutoModelForCausalLM.from_config(cfg).eval()
+    return random_text_lm(V, 128)
 
 
 def prompts():
