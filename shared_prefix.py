@@ -12,8 +12,7 @@ draws for the same seed). Positions: rollout.prefill (the mrope case included).
 What else makes it fast, each where it happens below:
   * sampling: a row that has ended leaves the batch (and its cache); the decode cache is written
     in place (`_BufferedLayer`), the outputs are allocated once; on the CPU the draw's noise (the
-    step's largest cost after the forward, and independent of it) is drawn for the next step in a
-    thread while the forward runs, from the same generator in the same order: the same tokens;
+    step's largest cost after the forward) is vectorised (`_exponential`): the same numbers;
   * scoring: the output head scores the response tokens in chunks (`scored_forward`), never
     holding [rows, T, V] logits.
 Gradient checkpointing (transformers 5.x). In train mode a checkpointed `GradientCheckpointingLayer`
@@ -31,8 +30,7 @@ Tested on CPU with sdpa attention (tiny Qwen2.5-VL, Qwen2-VL, InternVL), not fla
 """
 
 import inspect
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 from transformers import DynamicCache
@@ -224,12 +222,20 @@ def logprobs(model, prompt_inputs, ids, mask, temperature=1.0):
     return token_logp.masked_fill(mask == 0, 0.0)
 
 
+def _exponential(q, generator=None):
+    """q.exponential_(generator=generator), multinomial's noise; on the CPU (where it logs one number
+    at a time) from its own formula and uniforms, vectorised: -log1p(-u), u = torch.rand in float64:
+    the same float32 numbers but for ~3e-10 of them (a double within a bit of a rounding edge)."""
+    if q.device.type != "cpu" or q.dtype != torch.float32:
+        return q.exponential_(generator=generator)
+    u = torch.rand(q.shape, dtype=torch.float64, generator=generator)    # [R, V] in [0, 1)
+    return q.copy_(torch.log1p(u.neg_(), out=u).neg_())                   # -log1p(-u)
+
+
 def _sample_top_p(logp, top_p, q, rows=None):
-    """One token per row from softmax(logp) cut to the top-p nucleus (rollout.nucleus): torch.
-    multinomial(probs, 1)'s own draw, argmax(probs / q) with q = empty_like(probs).exponential_()
-    (a test checks it), q drawn for all rows and read at `rows` (those still decoding; None: all),
-    so dropping finished rows leaves the random stream, and every row's draw, as rollout.sample's.
-    """
+    """One token per row from softmax(logp) cut to the top-p nucleus (rollout.nucleus): multinomial
+    (probs, 1)'s own draw, argmax(probs / q), q ~ Exp(1) (_exponential) for all rows, read at `rows`
+    (None: all): rows leaving the batch change neither the stream nor the draws (rollout.sample's)."""
     probs = rollout.nucleus(torch.softmax(logp, dim=-1), top_p)    # renormalised after suppression
     return probs.div_(q if rows is None or len(rows) == len(q) else q[rows]).argmax(-1)
 
@@ -242,14 +248,12 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
 
     A row that has ended leaves the batch (and the cache, written in place), so a step costs the
     rows still decoding; when none is left here but `any_alive` says other processes still
-    decode (torchrun), one stand-in row keeps this process stepping with them.
-    """
+    decode (torchrun), one stand-in row keeps this process stepping with them."""
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     fns, T = {name: rollout.TOKEN_STATS[name] for name in stats}, max_new_tokens  # when asked
     device = prompt_inputs["attention_mask"].device
-    ahead = ThreadPoolExecutor(1) if device.type == "cpu" and temperature > 0 else nullcontext()
-    with rollout.eval_mode(model), ahead as pool:
+    with rollout.eval_mode(model):
         cache = _ComputeCache()
         logits, start = rollout.prefill(model, prompt_inputs, cache)
         cache.batch_repeat_interleave(n)                             # every layer: [R, kv, P, d]
@@ -267,7 +271,7 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
                          for x in (eos_token_ids, suppress_token_ids))
         rows = torch.arange(R, device=device)        # the batch's rows, as rows of the R outputs
         live, divisor = True, tempered(temperature)  # live False: the batch is a stand-in row
-        q, pending = torch.empty(R, V, device=device), None     # the draw's noise (see top)
+        q = torch.empty(R, V, device=device)         # the draw's noise, all R rows every step
         for t in range(T):
             scaled = logits.float() if divisor == 1 else logits.float() / divisor
             logp = torch.log_softmax(scaled, dim=-1)                 # [r, V] log pi_T
@@ -275,8 +279,7 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
                 values[name][rows, t] = f(logp)
             if len(suppress):                        # in place: a drawn token keeps its log-prob
                 logp.index_fill_(-1, suppress, float("-inf"))
-            drawn = (_sample_top_p(logp, top_p, pending.result() if pending else
-                                   q.exponential_(generator=generator), rows)
+            drawn = (_sample_top_p(logp, top_p, _exponential(q, generator), rows)
                      if temperature > 0 else logp.argmax(-1))        # [r]
             if live:
                 ids[rows, t], mask[rows, t] = drawn, 1
@@ -290,7 +293,6 @@ def sample(model, prompt_inputs, n, *, max_new_tokens, eos_token_ids, pad_token_
                 rows, drawn, start = rows[keep], drawn[keep], start[keep]
                 cache.batch_select_indices(keep)
                 attention = None if attention is None else attention[keep]
-            pending = pool and pool.submit(q.exponential_, generator=generator)  # during forward
             logits = model(input_ids=drawn[:, None], position_ids=start + t,
                            attention_mask=None if attention is None else attention[:, :P + t + 1],
                            past_key_values=cache, use_cache=True).logits[:, -1]

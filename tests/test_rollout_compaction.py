@@ -67,6 +67,19 @@ def test_draw_is_multinomials_own():
         assert torch.equal(a, b) and torch.equal(g1.get_state(), g2.get_state())
 
 
+@pytest.mark.parametrize("seed, shape", [(0, (64, 512)), (1, (3, 151_936)), (2, (1500, 1000))])
+def test_the_cpu_noise_is_exponentials_own_numbers(seed, shape):
+    """_exponential's CPU path (-log1p(-u) over torch.rand's float64 uniforms, vectorised) gives
+    q.exponential_()'s float32 numbers bit for bit and leaves the generator where it does."""
+    q, g1 = noise(shape, seed)
+    g2 = torch.Generator().manual_seed(seed)
+    ours = shared_prefix._exponential(torch.empty(shape), g2)
+    assert torch.equal(ours, q) and torch.equal(g1.get_state(), g2.get_state())
+    wide = torch.empty(shape, dtype=torch.float64)        # other dtypes: exponential_ itself
+    q64 = wide.clone().exponential_(generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(shared_prefix._exponential(wide, torch.Generator().manual_seed(seed)), q64)
+
+
 def test_a_row_subset_draws_what_the_full_batch_draws():
     probs = torch.softmax(torch.randn(12, 50), -1)
     rows = torch.tensor([1, 5, 6, 11])
@@ -85,7 +98,7 @@ def test_same_tokens_as_the_uncompacted_loop(text_lm, temperature, top_p, padded
     ids, logp, ent, mask = reference_sample(text_lm, inputs, 5, temperature, top_p, 16, 3, g2)
     assert len(set(r.mask.sum(-1).tolist())) > 3                    # rows end at many steps
     assert torch.equal(r.completion_ids, ids) and torch.equal(r.mask, mask)
-    assert torch.equal(g1.get_state(), g2.get_state())   # noise drawn ahead only for a step run
+    assert torch.equal(g1.get_state(), g2.get_state())   # noise drawn only for a step that runs
     torch.testing.assert_close(r.logprobs, logp, atol=1e-5, rtol=0)
     torch.testing.assert_close(r.stats["entropy"], ent, atol=1e-5, rtol=0)
 
