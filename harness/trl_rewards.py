@@ -15,8 +15,8 @@ conversational dataset, lists of messages), `completion_ids` (token-id lists, un
 every other column of the dataset (a list, one entry per completion), plus trainer_state,
 log_extra and log_metric; it must return one float per completion. Its RepeatSampler puts the
 num_generations completions of one prompt next to each other, so rows g*G .. g*G + G - 1 are
-one group: the group votes as in ttrv's loop (ttrv.score): answers.vote_keys, then
-rewards.compute_rewards. Gold answers are never read (a dataset may keep an "answer" column for
+one group: the group votes through ttrv's own ttrv.score (answers.vote_keys, then
+rewards.compute_rewards). Gold answers are never read (a dataset may keep an "answer" column for
 its own logs).
 
 The question's kind: a dataset column "options" (a list of option texts) makes it multiple
@@ -34,10 +34,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import answers
 import data
 import rewards
 import rollout
+import ttrv
 
 STATS = rewards.TOKEN_STAT       # the per-token statistic each reward reads (rollout.TOKEN_STATS)
 NAMES = tuple(rewards.REWARDS)
@@ -64,9 +64,9 @@ class GroupReward:
                              "pass model= (the model GRPOTrainer trains) and tokenizer=.")
         self.name, self.num_generations, self.model, self.tokenizer = (
             name, num_generations, model, tokenizer)
-        self.temperature, self.alpha, self.match, self.no_answer = (
-            temperature, alpha, match, no_answer)
-        self.dare_alpha, self.dare_tau = dare_alpha, dare_tau
+        self.temperature = temperature
+        self.hp = ttrv.Settings(reward=name, alpha=alpha, majority_match=match,
+                                no_answer=no_answer, dare_alpha=dare_alpha, dare_tau=dare_tau)
         self.rng = np.random.default_rng(seed)
         self.__name__ = f"ttrv_{name.replace('-', '_')}"      # TRL logs rewards/<__name__>
 
@@ -91,13 +91,8 @@ class GroupReward:
         return out
 
     def score(self, texts, example, stats) -> list[float]:
-        """One group's rewards, as ttrv.score computes them."""
-        keys = answers.vote_keys(texts, example, no_answer=self.no_answer)
-        same = answers.grade_match(texts, example) if self.match == "grade" else None
-        r = rewards.compute_rewards(self.name, keys, alpha=self.alpha, token_stat=stats,
-                                    rng=self.rng, dare_alpha=self.dare_alpha,
-                                    dare_tau=self.dare_tau, match=self.match, same=same)
-        return r.tolist()
+        """One group's rewards: ttrv.score's, the loop's vote."""
+        return ttrv.score(texts, example, self.hp, self.rng, stats)[0].tolist()
 
     @torch.no_grad()
     def token_stats(self, prompts, completion_ids) -> list[float]:
